@@ -1,0 +1,73 @@
+"""onnxruntime execution-provider choice: auto picks the best available, falls back to CPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available() -> list[str]:
+    """Providers compiled into the installed onnxruntime."""
+    return list(ort.get_available_providers())
+
+
+def resolve(choice: str, trt_cache_dir: str | os.PathLike[str] | None = None) -> list:
+    """Provider list for onnxruntime: the requested one(s) first, CPU always last.
+
+    ``auto`` tries TensorRT, then CUDA, then CPU. An explicit GPU choice that this onnxruntime
+    lacks is logged and falls back to CPU rather than failing.
+    """
+    choice = choice.lower()
+    if choice not in CHOICES:
+        raise ValueError(f"unknown provider {choice!r}; choose one of {', '.join(CHOICES)}")
+    have = set(available())
+    wanted = ["tensorrt", "cuda"] if choice == "auto" else ([choice] if choice != "cpu" else [])
+    chosen: list = []
+    for name in wanted:
+        ep = _NAMES[name]
+        if ep not in have:
+            if choice != "auto":
+                log.warning("provider %s is not available in this onnxruntime; using CPU", ep)
+            continue
+        if name == "tensorrt":
+            cache = Path(trt_cache_dir or Path.home() / ".cache" / "edge-detect" / "trt")
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen.append((ep, {"trt_engine_cache_enable": True,
+                                "trt_engine_cache_path": str(cache),
+                                "trt_fp16_enable": True}))
+        else:
+            chosen.append(ep)
+    chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options: full graph optimisation and ``threads`` intra-op threads (None: default)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def open_session(path: str | os.PathLike[str], providers: list,
+                 threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession for ``path``; the log names the provider that actually runs."""
+    sess = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                providers=providers)
+    log.debug("%s runs on %s", Path(path).name, sess.get_providers()[0])
+    return sess

@@ -1,0 +1,166 @@
+"""Export a backbone's (frames, pooling, head) to ONNX and write the model dir's manifest.
+
+Exporter: torch 2.13's default, the dynamo-based ``torch.onnx.export(..., dynamo=True)``. Both it
+and the legacy TorchScript exporter export Cnn14 here with the same parity; we choose dynamo
+because (1) the TorchScript exporter is deprecated and frozen, (2) ``torch.export`` traces
+symbolic shapes, so the in-graph zero-padding of short input (``torch.sym_max``) becomes a real
+dynamic Pad instead of a constant baked in at the example length, and (3) its declared
+``Dim`` ranges document and check the dynamic batch/length contract at export time.
+The STFT stays torchlibrosa's Conv1d-based one: onnxruntime's STFT op is slow on CPU and
+missing on CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from edge_runtime.manifest import FORMAT, FORMAT_VERSION, file_entry, write_json_atomic
+from export.backbones import BackboneSpec
+from export.panns import audioset_labels
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+DEFAULT_CHUNK_SECONDS = 1.0
+DEFAULT_WINDOW_CHUNKS = 5
+FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of every tool that shaped the exported graphs."""
+    import onnxruntime
+
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__}
+    for name in ("onnxscript", "panns_inference", "torchlibrosa", "skl2onnx", "sklearn"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            continue
+    return versions
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
+            output_name: str, dynamic: dict[int, Any]) -> None:
+    """Export one module with dynamic dims, then run ``onnx.checker`` on the file."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, opset_version=OPSET, input_names=[input_name],
+            output_names=[output_name], dynamic_shapes=({k: v for k, v in dynamic.items()},),
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)  # one self-contained file per graph
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, float]:
+    """Write backbone.onnx, pooling.onnx and head.onnx into ``out_dir``; return seconds each."""
+    frames_m, pooling_m, head_m = parts
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    samples = torch.export.Dim("samples", min=1, max=spec.sample_rate * 3600)
+    time_dim = torch.export.Dim("time", min=1, max=100_000)
+    wave = torch.randn(2, spec.sample_rate * 2) * 0.1
+    with torch.no_grad():
+        frames = frames_m(wave)
+        embedding = pooling_m(frames)
+    jobs = [
+        ("backbone", frames_m, wave, "waveform", "frames", {0: batch, 1: samples}),
+        ("pooling", pooling_m, frames, "frames", "embedding", {0: batch, 1: time_dim}),
+        ("head", head_m, embedding, "embedding", "audioset_probs", {0: batch}),
+    ]
+    seconds = {}
+    for role, module, example, in_name, out_name, dyn in jobs:
+        start = time.perf_counter()
+        _export(module, example, out_dir / FILES[role], in_name, out_name, dyn)
+        seconds[role] = round(time.perf_counter() - start, 2)
+        log.info("exported %s in %.1f s", FILES[role], seconds[role])
+    return seconds
+
+
+def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
+                   checkpoint: dict[str, Any], chunk_samples: int, window_chunks: int,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest dict for the files of ``roles`` already present in ``out_dir``."""
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backbone": {"name": spec.name, "description": spec.description,
+                     "checkpoint": checkpoint, "frame_dim": spec.frame_dim,
+                     "embedding_dim": spec.embedding_dim},
+        "input": {"sample_rate": spec.sample_rate, "dtype": "float32", "channels": 1,
+                  "layout": "waveform [batch, samples], mono, full scale ±1.0",
+                  "min_samples": spec.min_samples,
+                  "short_input": "zero-padded to min_samples inside the backbone graph"},
+        "streaming": {"chunk_samples": chunk_samples, "window_chunks": window_chunks,
+                      "note": "backbone runs once per chunk (the hop); a window pools the frame "
+                              "features of its last window_chunks chunks"},
+        "opset": OPSET,
+        "files": {role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
+        "tools": tool_versions(),
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def roles_files(roles: list[str]) -> dict[str, str]:
+    names = {**FILES, "labels": "labels.txt"}
+    return {role: names[role] for role in roles}
+
+
+def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
+                     checkpoint: dict[str, Any],
+                     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                     window_chunks: int = DEFAULT_WINDOW_CHUNKS) -> dict[str, Any]:
+    """Export into a temporary folder beside ``out_dir``, then move the files in; manifest last.
+
+    A crash mid-export leaves ``out_dir`` as it was: never half-written ONNX files.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        seconds = export_parts(spec, parts, tmp)
+        (tmp / "labels.txt").write_text("\n".join(audioset_labels()) + "\n", encoding="utf-8")
+        for name in [*FILES.values(), "labels.txt"]:
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    chunk_samples = int(round(chunk_seconds * spec.sample_rate))
+    manifest = build_manifest(spec, out_dir, ["backbone", "pooling", "head", "labels"],
+                              checkpoint=checkpoint, chunk_samples=chunk_samples,
+                              window_chunks=window_chunks,
+                              extra={"export_seconds": seconds})
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def check_against_torch(parts: tuple, out_dir: Path, seconds: float = 2.0) -> dict[str, float]:
+    """Quick self-check after export: max abs error of ONNX vs torch on seeded noise."""
+    import onnxruntime as ort
+
+    frames_m, pooling_m, _ = parts
+    wave = (torch.randn(1, int(seconds * 32000), generator=torch.Generator().manual_seed(0))
+            * 0.1)
+    with torch.no_grad():
+        ref = pooling_m(frames_m(wave)).numpy()
+    sess_b = ort.InferenceSession(str(out_dir / FILES["backbone"]))
+    sess_p = ort.InferenceSession(str(out_dir / FILES["pooling"]))
+    frames = sess_b.run(None, {"waveform": wave.numpy()})[0]
+    got = sess_p.run(None, {"frames": frames})[0]
+    return {"embedding_max_abs_error": float(np.abs(got - ref).max())}

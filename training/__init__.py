@@ -1,0 +1,1 @@
+"""Workbench: datasets, device-identical embeddings, classifiers, evaluation, ONNX export."""

@@ -1,0 +1,96 @@
+"""``edge-train``: the workbench — fetch weights and data, export, train, evaluate, quantize."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from training import logs
+
+log = logging.getLogger("edge-train")
+
+
+class CleanErrors(click.Group):
+    """Turn expected failures into one-line errors instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        from edge_runtime.manifest import ManifestError
+        from export.download import DownloadError
+
+        try:
+            return super().invoke(ctx)
+        except (DownloadError, ManifestError, FileNotFoundError, ValueError) as exc:
+            click.echo(f"edge-train: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CleanErrors)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """edge-detect workbench."""
+    logs.setup(verbose)
+
+
+@main.command("fetch-weights")
+@click.option("--backbone", type=click.Choice(["cnn14", "mn04"]), default="cnn14",
+              show_default=True)
+@click.option("--url", help="Mirror URL (http(s):// or file://) instead of the official one.")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to store it in [default: $EDGE_DETECT_CACHE/weights or "
+                   "~/.cache/edge-detect/weights].")
+def fetch_weights(backbone: str, url: str | None, dest: Path | None) -> None:
+    """Download an official checkpoint with resume and sha256 check."""
+    from export import weights
+
+    path = weights.fetch(backbone, url=url, dest_dir=dest)
+    click.echo(str(path))
+
+
+@main.command("init-weights")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def init_weights(out: Path, seed: int) -> None:
+    """Write seeded random-init Cnn14 weights in the official {"model": ...} format.
+
+    For parity, plumbing and benchmarks only: an untrained network, no quality claim.
+    """
+    import torch
+
+    from export.cnn14 import random_state_dict
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    torch.save({"model": random_state_dict(seed)}, tmp)
+    tmp.replace(out)
+    click.echo(str(out))
+
+
+@main.command("export")
+@click.option("--weights", required=True,
+              help="Checkpoint path, or a fetched name (cnn14, mn04).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("models_onnx"), show_default=True)
+@click.option("--backbone", type=click.Choice(["auto", "cnn14", "mn04"]), default="auto",
+              show_default=True)
+@click.option("--chunk-seconds", type=float, default=1.0, show_default=True,
+              help="Streaming hop: the backbone runs once per chunk.")
+@click.option("--window-chunks", type=int, default=5, show_default=True,
+              help="Chunks pooled into one window (5 x 1 s = 5 s).")
+def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
+               window_chunks: int) -> None:
+    """Export backbone, pooling and AudioSet head to ONNX with a manifest."""
+    from export.pipeline import export_from_checkpoint
+
+    manifest = export_from_checkpoint(weights, out, backbone=backbone,
+                                      chunk_seconds=chunk_seconds, window_chunks=window_chunks)
+    for role, entry in manifest["files"].items():
+        click.echo(f"{role:9s} {entry['path']:14s} {entry['bytes'] / 1e6:8.1f} MB  "
+                   f"{entry['sha256'][:16]}")
+    click.echo(f"export seconds: {manifest['export_seconds']}")
+
+
+if __name__ == "__main__":
+    main()
