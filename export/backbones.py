@@ -39,4 +39,11 @@ def build(name: str, state_dict: dict) -> tuple[BackboneSpec, Parts]:
         spec = BackboneSpec("cnn14", cnn14.SAMPLE_RATE, cnn14.MIN_SAMPLES, cnn14.FRAME_DIM,
                             cnn14.EMBEDDING_DIM, "PANNs Cnn14 (Kong et al. 2020), 64-band log-mel")
         return spec, cnn14.build_parts(state_dict)
+    if name == "mn04":
+        from export import mn04
+
+        spec = BackboneSpec("mn04", mn04.SAMPLE_RATE, mn04.MIN_SAMPLES, mn04.FEATURE_DIM,
+                            mn04.FEATURE_DIM, "EfficientAT mn04_as (Schmid et al. 2023, MIT), "
+                            "MobileNetV3 width 0.4, 128-band log-mel")
+        return spec, mn04.build_mn04_parts(state_dict)
     raise ValueError(f"unknown backbone {name!r}")

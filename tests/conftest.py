@@ -1,0 +1,47 @@
+"""Session fixtures: a seeded random-init Cnn14 checkpoint and its exported model dir.
+
+Random-init weights (calibrated BatchNorm statistics, see ``export.cnn14.random_state_dict``)
+are used for parity and plumbing only; they make no quality claim.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import shared_path
+
+
+@pytest.fixture(scope="session")
+def esc10_dir() -> Path:
+    """ESC-10 in ESC-50 layout (audio/*.flac, meta/esc50.csv) from ../shared."""
+    return shared_path("esc10")
+
+
+@pytest.fixture(scope="session")
+def mn04_weights() -> Path:
+    """Real EfficientAT mn04_as weights from ../shared."""
+    return shared_path("weights", "mn04_as_mAP_432.pt")
+
+
+@pytest.fixture(scope="session")
+def cnn14_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random-init Cnn14 saved in the official ``{"model": state_dict}`` format."""
+    import torch
+
+    from export.cnn14 import random_state_dict
+
+    path = tmp_path_factory.mktemp("weights") / "random_cnn14_seed0.pth"
+    torch.save({"model": random_state_dict(seed=0)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cnn14_model_dir(cnn14_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edge-train export`` output (backbone, pooling, head, labels, manifest) — no classifier."""
+    from export.pipeline import export_from_checkpoint
+
+    out = tmp_path_factory.mktemp("model_cnn14")
+    export_from_checkpoint(str(cnn14_checkpoint), out)
+    return out

@@ -1,0 +1,24 @@
+"""The one place tests locate ``../shared`` (data beside the project; absent on a fresh clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """``$EDGE_DETECT_SHARED`` or ``../shared`` beside the repository root."""
+    return Path(os.environ.get("EDGE_DETECT_SHARED") or REPO.parent / "shared")
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside the shared folder, or skip the test saying what is missing and why."""
+    path = shared_root().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test needs the shared data folder beside the repo "
+                    f"(../shared, or set EDGE_DETECT_SHARED)")
+    return path
