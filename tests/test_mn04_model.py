@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,11 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from export.mn04 import (  # noqa: E402
+from export.mn04 import (
     FEATURE_DIM,
     MIN_SAMPLES,
     MN04,
@@ -33,8 +28,9 @@ from export.mn04 import (  # noqa: E402
     build_mn04_parts,
     load_mn04_state_dict,
 )
+from tests.helpers import shared_root  # the one locator of ../shared
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = shared_root()
 WEIGHTS = SHARED / "weights" / "mn04_as_mAP_432.pt"
 LABELS = SHARED / "weights" / "class_labels_indices.csv"
 ESC10 = SHARED / "esc10"
