@@ -1,0 +1,206 @@
+"""``edge-detect``: microphone, directory, file or stdin in; danger events out.
+
+Only wiring lives here: config → Detector → source → Runner → sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_runtime import config as cfg
+from edge_runtime import service
+from edge_runtime.audio import AudioError
+from edge_runtime.events import EventConfig
+from edge_runtime.manifest import ManifestError
+from edge_runtime.mic import MicError
+from edge_runtime.providers import CHOICES
+from edge_runtime.scoring import ScoringError
+from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
+
+log = logging.getLogger("edge-detect")
+
+EXPECTED = (ManifestError, ScoringError, AudioError, cfg.ConfigError, FileNotFoundError,
+            ValueError)
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+
+
+def install_signals(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` (the loops finish and flush); a second SIGINT aborts."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("%s received: finishing the current stream and flushing events",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "max_content_width": 100})
+@click.option("--input", "input", default="mic", show_default=True, metavar="mic|DIR|FILE|-",
+              help="Microphone, a directory to watch, one audio file, or raw PCM on stdin.")
+@click.option("--model", default="models_onnx", show_default=True, metavar="DIR",
+              help="Model dir (manifest.json + ONNX files, each sha256-verified).")
+@click.option("--device", default=None, help="Input device: index or name substring.")
+@click.option("--list-devices", is_flag=True, help="List input devices and exit.")
+@click.option("--once", is_flag=True, help="DIR: process the existing files, then exit.")
+@click.option("--settle", default=1.0, show_default=True, type=float,
+              help="DIR: seconds a new file's size/mtime must be stable before it is read.")
+@click.option("--rate", default=48000, show_default=True, type=int,
+              help="stdin: sample rate of the raw PCM.")
+@click.option("--format", "format", default="s16le", show_default=True,
+              type=click.Choice(["s16le", "s32le", "f32le", "u8", "s8"], case_sensitive=False),
+              help="stdin: sample format (arecord -f S16_LE → s16le).")
+@click.option("--channels", default=1, show_default=True, type=int,
+              help="stdin: interleaved channels (mixed to mono).")
+@click.option("--threshold", default=None, type=float,
+              help="Danger threshold [default: the manifest's, else 0.5].")
+@click.option("--hysteresis", default=0.1, show_default=True, type=float,
+              help="An event stays open down to threshold - hysteresis.")
+@click.option("--min-duration", default=1.0, show_default=True, type=float,
+              help="Seconds above threshold before an event counts.")
+@click.option("--cooldown", default=2.0, show_default=True, type=float,
+              help="Quiet seconds that end an event; danger again sooner continues it.")
+@click.option("--events", default=None, metavar="FILE.jsonl",
+              help="Append one JSON line per event (flushed and fsynced).")
+@click.option("--save-clips", default=None, metavar="DIR",
+              help="Write each event's audio (±1 s context) as FLAC.")
+@click.option("--provider", default="auto", show_default=True,
+              type=click.Choice(CHOICES, case_sensitive=False),
+              help="onnxruntime execution provider; auto falls back to CPU.")
+@click.option("--threads", default=None, type=int,
+              help="onnxruntime intra-op threads [default: onnxruntime's choice].")
+@click.option("--config", "config", default=None, metavar="FILE",
+              help="TOML file with any of these options; the command line overrides it.")
+@click.option("--write-systemd-unit", default=None, metavar="PATH",
+              help="Write a systemd unit running edge-detect with the other options; exit.")
+@click.option("--print-systemd-unit", is_flag=True, help="Print that unit instead; exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and events.")
+@click.pass_context
+def command(ctx: click.Context, **options: Any) -> None:
+    """Detect dangerous sounds and log events.
+
+    \b
+    edge-detect --input mic --device USB --events events.jsonl
+    edge-detect --input recordings/ --once --events out.jsonl
+    arecord -D hw:1 -f S16_LE -r 48000 | edge-detect --input - --rate 48000
+    """
+    default = click.core.ParameterSource.DEFAULT
+    defaults = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == default}
+    given = {k: v for k, v in options.items() if k not in defaults}
+    from_file = cfg.load(options["config"], set(options)) if options["config"] else {}
+    opts = cfg.merge(defaults, from_file, given)
+    setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
+
+    if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
+        text = service.unit_text(service.service_args(sys.argv[1:]))
+        if opts["write_systemd_unit"]:
+            path = service.write_unit(opts["write_systemd_unit"], text)
+            click.echo(f"wrote {path}; install: sudo cp {path} /etc/systemd/system/ && "
+                       f"sudo systemctl enable --now {path.name}")
+        else:
+            click.echo(text, nl=False)
+        return
+    if opts["list_devices"]:
+        from edge_runtime.mic import describe_devices
+
+        click.echo(describe_devices())
+        return
+    sys.exit(run(opts))
+
+
+def run(opts: dict[str, Any]) -> int:
+    """Build the detector, sinks and source from resolved options; returns the exit code."""
+    from edge_runtime.daemon import Runner
+    from edge_runtime.detector import Detector
+    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+
+    stop = threading.Event()
+    install_signals(stop)
+    detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
+                        threshold=opts["threshold"])
+    events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
+                         min_duration_s=float(opts["min_duration"]),
+                         cooldown_s=float(opts["cooldown"]))
+    log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
+             detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
+             detector.model_id[:12])
+    sinks: list[Any] = [ConsoleSink()]
+    history = None
+    if opts["events"]:
+        sinks.append(JsonlSink(opts["events"]))
+    if opts["save_clips"]:
+        history = AudioHistory(detector.sample_rate)
+        sinks.append(ClipSink(opts["save_clips"], history))
+    runner = Runner(detector, events, sinks, history=history, stop=stop)
+    rate = detector.sample_rate
+    source = str(opts["input"])
+
+    if source == "mic":
+        from edge_runtime.mic import mic_stream
+
+        runner.run_stream(mic_stream(opts["device"], rate, stop))
+    elif source == "-":
+        runner.run_stream(pcm_stream(None, int(opts["rate"]), opts["format"],
+                                     int(opts["channels"]), rate, stop))
+    elif Path(source).is_dir():
+        for path in watch_directory(source, once=bool(opts["once"]),
+                                    settle_s=float(opts["settle"]), stop=stop):
+            try:
+                runner.run_stream(file_stream(path, rate))
+            except AudioError as exc:
+                runner.stats.failed += 1
+                log.error("%s", exc)
+            if stop.is_set():
+                break
+    else:
+        try:
+            ok = runner.run_stream(file_stream(source, rate))
+        except AudioError as exc:
+            log.error("%s", exc)
+            return 1
+        if not ok:
+            return 1
+    st = runner.stats
+    log.info("done: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
+             st.streams, st.failed, st.events, st.audio_s, st.compute_s)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: expected failures become one line on stderr, exit status 2."""
+    try:
+        command.main(args=argv, prog_name="edge-detect", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (*EXPECTED, MicError) as exc:
+        click.echo(f"edge-detect: error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The Python API: ``Detector(model_dir).predict(path_or_array)``; the daemon streams with it.
+
+>>> det = Detector("models_onnx")                      # doctest: +SKIP
+>>> det.predict("clip.wav")                            # doctest: +SKIP
+Prediction(label='danger', probability=0.93, tags=[('Siren', 0.81), ...], ...)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import audio as audio_io
+from edge_runtime.framing import ChunkBuffer
+from edge_runtime.scoring import Scorer
+from edge_runtime.sessions import ModelSessions, load_sessions
+from edge_runtime.window import FrameWindow, Window
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class WindowScore:
+    """p(danger) of one window spanning ``[start_s, end_s)`` of its stream."""
+
+    start_s: float
+    end_s: float
+    probability: float
+    embedding: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Detector.predict`: the most dangerous window decides."""
+
+    label: str
+    probability: float
+    tags: list[tuple[str, float]]
+    window_probabilities: list[float]
+    duration_s: float
+
+
+class DetectorStream:
+    """Incremental scoring of one audio stream (float32 mono at the model rate)."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self._buffer = ChunkBuffer(detector.sessions.chunk_samples)
+        self._window = FrameWindow(detector.sessions)
+        self.samples = 0
+
+    @property
+    def seconds(self) -> float:
+        """Audio received so far, in seconds."""
+        return self.samples / self.detector.sample_rate
+
+    def push(self, block: np.ndarray) -> list[WindowScore]:
+        """Add samples; score every window they complete."""
+        block = np.asarray(block, np.float32).reshape(-1)
+        self.samples += block.size
+        windows = [w for c in self._buffer.push(block) if (w := self._window.add(c))]
+        return self._score(windows)
+
+    def finish(self) -> list[WindowScore]:
+        """Flush the zero-padded partial chunk (and a short stream's single window)."""
+        windows = []
+        chunk, valid = self._buffer.flush()
+        if chunk is not None and (w := self._window.add(chunk)):
+            windows.append(w)
+        if (w := self._window.finish()) is not None:
+            windows.append(w)
+        return self._score(windows, end_limit=self.seconds)
+
+    def _score(self, windows: list[Window], end_limit: float | None = None) -> list[WindowScore]:
+        if not windows:
+            return []
+        hop = self.detector.hop_s
+        probs = self.detector.scorer.danger(np.stack([w.embedding for w in windows]))
+        out = []
+        for w, p in zip(windows, probs, strict=True):
+            end = (w.last_chunk + 1) * hop
+            if end_limit is not None:
+                end = max(w.first_chunk * hop, min(end, end_limit))
+            out.append(WindowScore(w.first_chunk * hop, end, float(p), w.embedding))
+        return out
+
+
+class Detector:
+    """Danger detector over one verified model dir (ONNX sessions from its manifest)."""
+
+    def __init__(self, model_dir: str | os.PathLike[str] = "models_onnx", provider: str = "auto",
+                 threads: int | None = None, threshold: float | None = None) -> None:
+        self.sessions: ModelSessions = load_sessions(model_dir, provider, threads)
+        self.scorer = Scorer(self.sessions)
+        manifest_threshold = self.sessions.threshold
+        self.threshold = float(threshold if threshold is not None
+                               else manifest_threshold if manifest_threshold is not None
+                               else DEFAULT_THRESHOLD)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.sessions.sample_rate
+
+    @property
+    def hop_s(self) -> float:
+        return self.sessions.chunk_samples / self.sample_rate
+
+    @property
+    def window_s(self) -> float:
+        return self.hop_s * self.sessions.window_chunks
+
+    @property
+    def model_id(self) -> str:
+        return self.sessions.model_id
+
+    @property
+    def provider(self) -> str:
+        return self.sessions.provider
+
+    def stream(self) -> DetectorStream:
+        """A fresh incremental scorer for one stream."""
+        return DetectorStream(self)
+
+    def tags(self, embedding: np.ndarray, top: int = 3) -> list[tuple[str, float]]:
+        return self.scorer.tags(embedding, top)
+
+    def predict(self, audio: str | os.PathLike[str] | np.ndarray,
+                sample_rate: int | None = None) -> Prediction:
+        """Score a file (any soundfile format, streamed) or an array (``sample_rate`` None: the
+        model rate). Raises ``AudioError`` with a one-line message for unusable input."""
+        stream = self.stream()
+        scores: list[WindowScore] = []
+        if isinstance(audio, (str, os.PathLike)):
+            stats = audio_io.Decoded()
+            for block in audio_io.iter_file(Path(audio), self.sample_rate, stats=stats):
+                scores += stream.push(block)
+            if stats.nonfinite:
+                log.warning("%s: %d NaN/inf samples replaced by 0", audio, stats.nonfinite)
+        else:
+            scores += stream.push(audio_io.from_array(audio, sample_rate, self.sample_rate))
+        scores += stream.finish()
+        best = max(scores, key=lambda s: s.probability)
+        return Prediction(
+            label="danger" if best.probability >= self.threshold else "safe",
+            probability=best.probability,
+            tags=self.tags(best.embedding),
+            window_probabilities=[s.probability for s in scores],
+            duration_s=stream.seconds,
+        )

@@ -1,0 +1,130 @@
+"""Danger events from a stream of window probabilities: a pure state machine, no I/O.
+
+Rules (all times in seconds from the start of the stream):
+
+* An event *opens* when a window's p(danger) ≥ ``threshold`` and stays open while windows stay
+  ≥ ``off_threshold`` (hysteresis, default ``threshold - 0.1``).
+* It is *confirmed* (reported as started) once its windows above the off-threshold cover at
+  least ``min_duration_s``; shorter blips are dropped silently.
+* After it falls below the off-threshold it waits ``cooldown_s``; a window ≥ ``threshold``
+  within that time continues the same event, so a 10 s siren with a dip is one event.
+* Times: a window's evidence is attributed to its newest chunk (``[end - hop, end)``) for the
+  onset and to its oldest chunk (``[start, start + hop)``) for the offset; the very first
+  window of a stream has no earlier context and starts the event at the window's start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Event rules. ``off_threshold`` None means ``threshold - hysteresis`` (floored at 0)."""
+
+    threshold: float = 0.5
+    hysteresis: float = 0.1
+    off_threshold: float | None = None
+    min_duration_s: float = 1.0
+    cooldown_s: float = 2.0
+
+    @property
+    def off(self) -> float:
+        if self.off_threshold is not None:
+            return min(self.off_threshold, self.threshold)
+        return max(0.0, self.threshold - self.hysteresis)
+
+
+@dataclass
+class Event:
+    """One danger event; ``peak_payload`` is whatever the caller attached to the peak window."""
+
+    start_s: float
+    end_s: float
+    peak: float
+    prob_sum: float = 0.0
+    windows: int = 0
+    active_s: float = 0.0
+    confirmed: bool = False
+    peak_payload: Any = None
+    index: int = 0
+
+    @property
+    def mean(self) -> float:
+        return self.prob_sum / max(1, self.windows)
+
+
+@dataclass
+class Transition:
+    """``kind`` is ``"start"`` (event confirmed) or ``"end"`` (event finished)."""
+
+    kind: str
+    event: Event
+
+
+@dataclass
+class EventTracker:
+    """Feed ``update`` one window at a time; it returns the start/end transitions it caused."""
+
+    config: EventConfig
+    hop_s: float
+    current: Event | None = None
+    quiet_since: float | None = None
+    count: int = 0
+    _seen: bool = field(default=False, repr=False)
+
+    def update(self, win_start: float, win_end: float, p: float,
+               payload: Any = None) -> list[Transition]:
+        first = not self._seen
+        self._seen = True
+        onset = win_start if first else max(win_start, win_end - self.hop_s)
+        offset = min(win_end, win_start + self.hop_s)
+        cfg, ev, out = self.config, self.current, []
+        if ev is not None and self.quiet_since is not None:
+            if p >= cfg.threshold:
+                self.quiet_since = None  # merged back into the same event
+            elif win_end - self.quiet_since >= cfg.cooldown_s + self.hop_s - 1e-9:
+                out.append(self._finish())
+                ev = None
+            else:
+                return out
+        if ev is None:
+            if p < cfg.threshold:
+                return out
+            ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p)
+        if p >= cfg.off:
+            ev.end_s = max(ev.end_s, offset, ev.start_s + min(self.hop_s, win_end - win_start))
+            ev.windows += 1
+            ev.prob_sum += p
+            ev.active_s += self.hop_s
+            if p >= ev.peak or ev.peak_payload is None:
+                ev.peak, ev.peak_payload = p, payload
+            if not ev.confirmed and ev.active_s >= cfg.min_duration_s - 1e-9:
+                ev.confirmed = True
+                self.count += 1
+                ev.index = self.count
+                out.append(Transition("start", ev))
+        elif ev.confirmed:
+            self.quiet_since = max(win_start, win_end - self.hop_s)
+        else:
+            self.current = None  # a blip shorter than min_duration_s
+        return out
+
+    def close(self, now_s: float | None = None) -> list[Transition]:
+        """End of stream or shutdown: finish a confirmed event (an unconfirmed one is dropped).
+
+        ``now_s`` (the end of the audio seen) extends an event that is still active.
+        """
+        ev = self.current
+        if ev is None or not ev.confirmed:
+            self.current, self.quiet_since = None, None
+            return []
+        if self.quiet_since is None and now_s is not None:
+            ev.end_s = max(ev.end_s, now_s)
+        return [self._finish()]
+
+    def _finish(self) -> Transition:
+        ev = self.current
+        self.current, self.quiet_since = None, None
+        return Transition("end", ev)
