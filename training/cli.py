@@ -92,5 +92,52 @@ def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
     click.echo(f"export seconds: {manifest['export_seconds']}")
 
 
+@main.command("fetch-esc50")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="Folder for the archive and the unpacked ESC-50/.")
+@click.option("--url", help="Mirror URL (http(s):// or file://) instead of the official one.")
+@click.option("--sha256", help="Expected archive sha256 (upstream publishes none).")
+def fetch_esc50_cmd(dest: Path, url: str | None, sha256: str | None) -> None:
+    """Download the official ESC-50 archive (resumable) and unpack it."""
+    from training.fetch_esc50 import ESC50_URL, fetch_esc50
+
+    target = fetch_esc50(dest, url or ESC50_URL, sha256)
+    click.echo(str(target))
+
+
+@main.command("build")
+@click.option("--weights", help="Checkpoint path or fetched name (cnn14, mn04); omit to reuse "
+                                "the export already in --out.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="ESC-50 layout: audio/ and meta/esc50.csv.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("models_onnx"), show_default=True)
+@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]), default="logreg",
+              show_default=True, help="Which pipeline to export (all three are evaluated).")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML with danger = [...] and safe = [...] ESC-50 categories.")
+@click.option("--backbone", type=click.Choice(["auto", "cnn14", "mn04"]), default="auto",
+              show_default=True)
+@click.option("--target-recall", type=float, default=0.95, show_default=True,
+              help="Operating threshold: lowest false alarms with danger recall at least this.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-fold-limit", type=int, help="At most N clips per category and fold.")
+@click.option("--threads", type=int, help="onnxruntime threads for embedding.")
+@click.option("--no-offline-check", is_flag=True,
+              help="Skip the streamed-vs-offline embedding comparison (halves embedding time).")
+def build_cmd(weights: str | None, data: Path, out: Path, classifier: str, mapping: Path | None,
+              backbone: str, target_recall: float, seed: int, per_fold_limit: int | None,
+              threads: int | None, no_offline_check: bool) -> None:
+    """Export, embed, fold-CV, fit and export the classifier + end-to-end ONNX."""
+    from training.build import build
+
+    report = build(data, out, weights, classifier=classifier, mapping=mapping,
+                   backbone=backbone, target_recall=target_recall, seed=seed,
+                   per_fold_limit=per_fold_limit, threads=threads,
+                   measure_offline=not no_offline_check)
+    click.echo(report["markdown"])
+    click.echo(f"model dir: {out}  (seconds: {report['seconds']})")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,242 @@
+"""``edge-train build``: export → embed → fold-CV → fit → classifier.onnx → end_to_end.onnx.
+
+Writes into the model dir: ``classifier.onnx``, ``end_to_end.onnx``, ``report.json``,
+``report.md``, ``confusion_matrix.png``, ``roc_pr.png`` and the updated ``manifest.json``
+(roles ``classifier`` and ``end_to_end`` plus a top-level ``classifier`` section). Workbench-only
+files (embedding cache, a joblib of the fitted pipeline) go to ``<model dir>/.workbench/``;
+the manifest does not list them and the device never loads them — deploy the manifest's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from training import classifiers, evaluate
+from training.dataset import load_audio, read_dataset
+from training.embed import Embeddings, cosine_summary, embed_clips
+from training.mapping import CLASSES, load_mapping
+from training.onnx_classifier import (
+    merge_end_to_end,
+    run_classifier_onnx,
+    save_atomic,
+    to_onnx,
+)
+
+log = logging.getLogger(__name__)
+
+WORKBENCH = ".workbench"
+
+
+def clean_json(value: Any) -> Any:
+    """NaN/inf → None and numpy → Python, so report.json is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return clean_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def parity(pipeline, onnx_path: Path, x: np.ndarray, threshold: float) -> dict[str, Any]:
+    """sklearn predict_proba vs classifier.onnx on every embedding."""
+    ref = pipeline.predict_proba(x)[:, 1]
+    got = run_classifier_onnx(onnx_path, x)[:, 1]
+    return {"rows": int(len(x)), "max_abs_diff": float(np.abs(ref - got).max()),
+            "decision_disagreements": int(((ref >= threshold) != (got >= threshold)).sum())}
+
+
+def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
+    """end_to_end.onnx vs split ONNX (backbone → pooling → classifier) on ``n`` whole clips."""
+    import onnxruntime as ort
+
+    from edge_runtime.sessions import load_sessions, run1
+
+    sessions = load_sessions(model_dir, provider="cpu")
+    e2e = ort.InferenceSession(str(model_dir / "end_to_end.onnx"),
+                               providers=["CPUExecutionProvider"])
+    diffs = []
+    for clip in clips[:n]:
+        audio = load_audio(clip.path, sessions.sample_rate)[None]
+        emb = run1(sessions.pooling, run1(sessions.backbone, audio))
+        ref = run1(sessions.classifier, emb)[:, 1]
+        got = e2e.run(["p_danger"], {"waveform": audio})[0]
+        diffs.append(float(np.abs(ref - got).max()))
+    return {"clips": len(diffs), "max_abs_diff_vs_split_onnx": max(diffs)}
+
+
+def update_manifest(out: Path, section: dict[str, Any]) -> dict[str, Any]:
+    """Add the classifier and end_to_end files and the ``classifier`` section; write atomically."""
+    manifest = load_manifest(out)
+    manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
+    manifest["files"]["end_to_end"] = file_entry(out, "end_to_end.onnx")
+    manifest["classifier"] = section
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def run_cv(emb: Embeddings, seed: int, target_recall: float) -> dict[str, dict[str, Any]]:
+    """Leave-one-fold-out report of every classifier kind."""
+    if len(np.unique(emb.fold)) < 2:
+        raise ValueError("fold CV needs clips from at least two ESC-50 folds")
+    results = {}
+    for kind in classifiers.KINDS:
+        start = time.perf_counter()
+        results[kind] = evaluate.evaluate(classifiers.make_pipeline(kind, seed), emb.x,
+                                          emb.label, emb.fold, target_recall)
+        results[kind]["seconds"] = round(time.perf_counter() - start, 2)
+        log.info("CV %s: fold accuracy %.3f ± %.3f", kind, results[kind]["fold_accuracy_mean"],
+                 results[kind]["fold_accuracy_std"])
+    return results
+
+
+def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str, Any]],
+                 emb: Embeddings, kind: str) -> str:
+    """report.json, report.md and the PNGs; returns the markdown."""
+    evaluate.plot_confusions(results, out / "confusion_matrix.png")
+    evaluate.plot_roc_pr(results, emb.label, out / "roc_pr.png")
+    cos = report["streamed_vs_offline_cosine"]
+    md = "\n".join([
+        f"# edge-detect model report ({report['created']})",
+        "",
+        f"Backbone {report['backbone']}, data {report['data']}: {report['clips']} clips "
+        f"({report['class_counts']['danger']} danger, {report['class_counts']['safe']} safe), "
+        f"leave-one-fold-out over ESC-50 folds {sorted(set(emb.fold.tolist()))}.",
+        f"Exported classifier: **{kind}**, threshold {results[kind]['threshold']:.4f} "
+        f"(target danger recall ≥ {report['threshold_target']['danger_recall']}).",
+        "",
+        "## Fold CV (out-of-fold)",
+        "",
+        evaluate.markdown_table(results, kind),
+        "",
+        evaluate.fold_table(results),
+        "",
+        "## Streamed (device, 1 s chunks) vs offline (whole clip) embedding cosine",
+        "",
+        (f"{cos['clips']} clips: mean {cos['mean']:.4f}, median {cos['median']:.4f}, "
+         f"p05 {cos['p05']:.4f}, min {cos['min']:.4f}" if cos.get("clips") else "not measured"),
+        "",
+        "## ONNX parity",
+        "",
+        f"classifier.onnx vs sklearn on {report['parity']['rows']} embeddings: max abs diff "
+        f"{report['parity']['max_abs_diff']:.2e}, decision disagreements at the threshold "
+        f"{report['parity']['decision_disagreements']}; end_to_end.onnx vs split ONNX: "
+        f"{report['end_to_end']['max_abs_diff_vs_split_onnx']:.2e}.",
+        "",
+    ])
+    (out / "report.md").write_text(md, encoding="utf-8")
+    write_json_atomic(out / "report.json", clean_json(report))
+    return md
+
+
+def build(data: str | Path, out: str | Path, weights: str | None = None, *,
+          classifier: str = "logreg", mapping: str | Path | None = None,
+          backbone: str = "auto", target_recall: float = evaluate.DEFAULT_TARGET_RECALL,
+          seed: int = 0, per_fold_limit: int | None = None, threads: int | None = None,
+          measure_offline: bool = True) -> dict[str, Any]:
+    """Run the whole training job; ``weights`` None reuses the export already in ``out``."""
+    import joblib
+
+    out = Path(out)
+    if classifier not in classifiers.KINDS:
+        raise ValueError(f"unknown classifier {classifier!r}; "
+                         f"choose {', '.join(classifiers.KINDS)}")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    mapping_obj = load_mapping(mapping)
+    clips = read_dataset(data, mapping_obj, per_fold_limit)
+    if weights is not None:
+        from export.pipeline import export_from_checkpoint
+
+        export_from_checkpoint(weights, out, backbone=backbone)
+        seconds["export"] = round(time.perf_counter() - start, 1)
+    manifest = load_manifest(out)
+
+    t = time.perf_counter()
+    emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,
+                      measure_offline=measure_offline)
+    seconds["embed"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    results = run_cv(emb, seed, target_recall)
+    seconds["cv"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    final = classifiers.make_pipeline(classifier, seed).fit(emb.x, emb.label)
+    joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}.joblib")
+    threshold = results[classifier]["threshold"]
+    save_atomic(to_onnx(final, emb.x.shape[1]), out / "classifier.onnx")
+    par = parity(final, out / "classifier.onnx", emb.x, threshold)
+    log.info("classifier.onnx parity: %s", par)
+    save_atomic(merge_end_to_end(out, load_onnx(out / "classifier.onnx")),
+                out / "end_to_end.onnx")
+    seconds["fit_export"] = round(time.perf_counter() - t, 1)
+
+    res = results[classifier]
+    cv_summary = {
+        "scheme": "leave-one-fold-out over ESC-50 folds",
+        "folds": sorted(set(emb.fold.tolist())),
+        "fold_accuracy_mean": res["fold_accuracy_mean"],
+        "fold_accuracy_std": res["fold_accuracy_std"],
+        "roc_auc": res["at_0.5"]["roc_auc"],
+        "at_threshold": {k: res["at_threshold"][k] for k in
+                         ("accuracy", "balanced_accuracy", "danger_recall", "danger_precision",
+                          "false_alarms", "confusion")},
+    }
+    counts = {"danger": int((emb.label == 1).sum()), "safe": int((emb.label == 0).sum())}
+    section = {
+        "kind": classifier,
+        "input": "embedding", "output": "probabilities", "danger_column": 1,
+        "threshold": threshold,
+        "threshold_target": res["threshold_target"],
+        "classes": list(CLASSES),
+        "mapping": mapping_obj.as_dict(),
+        "cv": cv_summary,
+        "trained_on": {"data": str(Path(data).resolve()), "clips": int(len(set(emb.filename))),
+                       "rows": len(emb), "class_counts": counts, "seed": seed,
+                       "per_fold_limit": per_fold_limit,
+                       "embedding_model_id": emb.model_id,
+                       "created": datetime.now(UTC).isoformat(timespec="seconds")},
+    }
+    update_manifest(out, section)
+    e2e = end_to_end_check(out, clips)
+    seconds["total"] = round(time.perf_counter() - start, 1)
+    report = {
+        "created": section["trained_on"]["created"],
+        "backbone": manifest["backbone"]["name"],
+        "data": str(data),
+        "clips": int(len(set(emb.filename))),
+        "class_counts": counts,
+        "mapping": mapping_obj.as_dict(),
+        "chosen": classifier,
+        "threshold_target": res["threshold_target"],
+        "results": {k: {**v, "oof_probability": None} for k, v in results.items()},
+        "out_of_fold": {"filename": emb.filename, "fold": emb.fold, "label": emb.label,
+                        **{k: v["oof_probability"] for k, v in results.items()}},
+        "streamed_vs_offline_cosine": cosine_summary(emb),
+        "parity": par,
+        "end_to_end": e2e,
+        "seconds": seconds,
+    }
+    for v in report["results"].values():
+        v.pop("oof_probability")
+    report["markdown"] = write_report(out, report, results, emb, classifier)
+    return report
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    return onnx.load(str(path))

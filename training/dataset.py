@@ -1,0 +1,127 @@
+"""ESC-50 layout reader (``audio/``, ``meta/esc50.csv``) and audio loading at 32 kHz mono.
+
+ESC-50's own folds (1-5) are kept: they group clips cut from the same source recording, so
+leave-one-fold-out never leaks a recording between train and test.
+
+Audio at any sample rate and channel count is loaded with soundfile, averaged to mono and
+resampled to 32 kHz with **soxr** (libsoxr, "HQ" quality) — the same resampler the device uses
+for native microphone/file rates. Nothing here is hand-rolled DSP.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from training.mapping import Mapping
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 32_000
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable or empty (one-line message naming the file)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled clip: ``label`` 1 = danger, 0 = safe."""
+
+    filename: str
+    path: Path
+    fold: int
+    category: str
+    label: int
+
+
+def find_audio(audio_dir: Path, filename: str) -> Path | None:
+    """The file for a meta row: as named, or the same stem with another audio suffix."""
+    exact = audio_dir / filename
+    if exact.is_file():
+        return exact
+    stem = Path(filename).stem
+    for suffix in AUDIO_SUFFIXES:
+        candidate = audio_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_meta(root: Path) -> list[dict[str, str]]:
+    """Rows of ``root/meta/esc50.csv``; a clear error if the layout is not ESC-50's."""
+    meta = root / "meta" / "esc50.csv"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found; expected an ESC-50 layout "
+                                "(audio/, meta/esc50.csv) — see 'edge-train fetch-esc50'")
+    with meta.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"filename", "fold", "category"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{meta}: missing column(s) {', '.join(sorted(missing))}")
+    return rows
+
+
+def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None = None
+                 ) -> list[Clip]:
+    """Mapped clips of an ESC-50 layout, in meta order.
+
+    Rows whose audio file is absent are skipped with a one-line warning each. A mapped category
+    with no clips is a warning; a class with no clips at all is an error.
+    ``per_fold_limit`` keeps at most that many clips per (category, fold) — for quick runs.
+    """
+    root = Path(root)
+    audio_dir = root / "audio"
+    clips: list[Clip] = []
+    kept: Counter[tuple[str, int]] = Counter()
+    for row in read_meta(root):
+        category = row["category"]
+        label = mapping.label(category)
+        if label is None:
+            continue
+        fold = int(row["fold"])
+        if per_fold_limit is not None and kept[category, fold] >= per_fold_limit:
+            continue
+        path = find_audio(audio_dir, row["filename"])
+        if path is None:
+            log.warning("%s: audio file missing (no .wav/.flac/.ogg); skipped",
+                        audio_dir / row["filename"])
+            continue
+        kept[category, fold] += 1
+        clips.append(Clip(row["filename"], path, fold, category, label))
+    per_category = Counter(clip.category for clip in clips)
+    absent = [c for c in (*mapping.danger, *mapping.safe) if per_category[c] == 0]
+    if absent:
+        log.warning("%s: no clips for mapped categor%s %s", root,
+                    "y" if len(absent) == 1 else "ies", ", ".join(absent))
+    for label, name in ((1, "danger"), (0, "safe")):
+        if not any(clip.label == label for clip in clips):
+            raise ValueError(f"{root}: class '{name}' has no clips (categories: "
+                             f"{', '.join(mapping.danger if label else mapping.safe)})")
+    return clips
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (soundfile read, channel mean, soxr resample)."""
+    path = Path(path)
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: audio file missing") from None
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: unreadable audio ({reason})") from exc
+    if audio.size == 0:
+        raise AudioError(f"{path}: no audio samples")
+    mono = audio.mean(axis=1, dtype=np.float32)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)

@@ -1,0 +1,184 @@
+"""Fitted sklearn pipeline → ``classifier.onnx`` (skl2onnx) → one merged ``end_to_end.onnx``.
+
+``classifier.onnx``: input ``embedding`` float32 ``[batch, E]`` → one output ``probabilities``
+float32 ``[batch, 2]`` (column 1 = p(danger)); no ZipMap, no label output, default opset 18 like
+the backbone and ``ai.onnx.ml`` 3.
+
+``end_to_end.onnx``: ``waveform [batch, samples]`` → ``p_danger [batch]``, ``embedding``,
+``audioset_probs``; built with ``onnx.compose.merge_models`` from the model dir's backbone,
+pooling, head and classifier. It is the whole-clip (offline) path, for one-shot inference and
+interoperability; the streaming daemon runs the split files chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, version_converter
+from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+ML_OPSET = 3
+CLASSIFIER_OUTPUT = "probabilities"
+
+
+def to_onnx(pipeline: Pipeline, dim: int, opset: int = OPSET) -> onnx.ModelProto:
+    """Convert a fitted scaler+classifier pipeline; keep only the probability tensor."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    clf = pipeline.steps[-1][1]
+    if list(clf.classes_) != [0, 1]:
+        raise ValueError(f"classifier classes {list(clf.classes_)}; expected [0, 1] (safe, danger)")
+    model = convert_sklearn(
+        pipeline, name="danger_classifier",
+        initial_types=[("embedding", FloatTensorType([None, dim]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
+    )
+    probs = [o.name for o in model.graph.output if "prob" in o.name]
+    if len(probs) != 1:
+        raise ValueError(f"unexpected skl2onnx outputs {[o.name for o in model.graph.output]}")
+    model = normalise_opsets(only_output(model, probs[0], CLASSIFIER_OUTPUT), opset)
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2
+    model.doc_string = "embedding [batch, E] -> probabilities [batch, 2]; column 1 = p(danger)"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def only_output(model: onnx.ModelProto, name: str, new_name: str) -> onnx.ModelProto:
+    """Keep graph output ``name`` (renamed ``new_name``) and drop nodes nothing needs."""
+    graph = model.graph
+    keep = [o for o in graph.output if o.name == name]
+    for node in graph.node:
+        node.output[:] = [new_name if out == name else out for out in node.output]
+    keep[0].name = new_name
+    del graph.output[:]
+    graph.output.extend(keep)
+    needed, nodes = {new_name}, []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            nodes.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(nodes))
+    used = {i for n in graph.node for i in n.input}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return model
+
+
+def normalise_opsets(model: onnx.ModelProto, opset: int = OPSET) -> onnx.ModelProto:
+    """Declare exactly ``{"": opset, "ai.onnx.ml": 3}``, like the backbone.
+
+    skl2onnx declares the lowest versions its ops need (and sometimes a domain twice); default
+    domain ops are upgraded with ``onnx.version_converter``. The ai.onnx.ml ops it emits
+    (Scaler, LinearClassifier, TreeEnsembleClassifier) mean the same from ml opset 1 to 3.
+    """
+    versions: dict[str, int] = {}
+    for imp in model.opset_import:
+        versions[imp.domain or ""] = max(versions.get(imp.domain or "", 0), imp.version)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
+    if versions.get("", opset) < opset:
+        model = version_converter.convert_version(model, opset)
+    unknown = set(versions) - {"", "ai.onnx.ml"}
+    if unknown:
+        raise ValueError(f"classifier uses unexpected opset domains {sorted(unknown)}")
+    del model.opset_import[:]
+    model.opset_import.extend([helper.make_opsetid("", opset),
+                               helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
+    return model
+
+
+def save_atomic(model: onnx.ModelProto, path: Path) -> None:
+    """Write an ONNX file through a temporary name (never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:
+    """Tiny graph: probabilities [batch, 2] → p_danger [batch] (column 1)."""
+    index = helper.make_tensor("danger_column", TensorProto.INT64, [], [1])
+    node = helper.make_node("Gather", [CLASSIFIER_OUTPUT, "danger_column"], ["p_danger"], axis=1)
+    graph = helper.make_graph(
+        [node], "p_danger",
+        [helper.make_tensor_value_info(CLASSIFIER_OUTPUT, TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("p_danger", TensorProto.FLOAT, ["batch"])],
+        initializer=[index])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
+def check_opsets(models: dict[str, onnx.ModelProto]) -> dict[str, int]:
+    """All parts must agree on each domain's opset version; returns the union."""
+    union: dict[str, int] = {}
+    for name, model in models.items():
+        for imp in model.opset_import:
+            domain = imp.domain or ""
+            if union.setdefault(domain, imp.version) != imp.version:
+                raise ValueError(f"{name}: opset {domain or 'ai.onnx'} {imp.version} differs from "
+                                 f"{union[domain]} in another part; cannot merge")
+    return union
+
+
+def aligned(model: onnx.ModelProto, ir_version: int, opsets: dict[str, int],
+            prefix: str) -> onnx.ModelProto:
+    """Same IR version and opset imports as the rest; internal names prefixed (not I/O)."""
+    model = compose.add_prefix(model, prefix, rename_inputs=False, rename_outputs=False)
+    model.ir_version = ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
+    return model
+
+
+def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto) -> onnx.ModelProto:
+    """backbone → pooling → (head, classifier → p_danger) as one ONNX graph."""
+    parts = {role: onnx.load(str(model_dir / f"{role}.onnx"))
+             for role in ("backbone", "pooling", "head")}
+    parts["classifier"] = classifier
+    opsets = check_opsets(parts)
+    ir = max(m.ir_version for m in parts.values())
+    tail = p_danger_tail(ir, [helper.make_opsetid(d, v) for d, v in opsets.items()])
+    m = {role: aligned(model, ir, opsets, f"{role}/") for role, model in parts.items()}
+    tail = aligned(tail, ir, opsets, "tail/")
+    merged = compose.merge_models(m["backbone"], m["pooling"], io_map=[("frames", "frames")],
+                                  outputs=["embedding"])
+    merged = compose.merge_models(merged, m["head"], io_map=[("embedding", "embedding")],
+                                  outputs=["embedding", "audioset_probs"])
+    merged = compose.merge_models(merged, m["classifier"], io_map=[("embedding", "embedding")],
+                                  outputs=["embedding", "audioset_probs", CLASSIFIER_OUTPUT])
+    merged = compose.merge_models(merged, tail, io_map=[(CLASSIFIER_OUTPUT, CLASSIFIER_OUTPUT)],
+                                  outputs=["p_danger", "embedding", "audioset_probs"])
+    outputs = {o.name: o for o in merged.graph.output}
+    ordered = [outputs[name] for name in ("p_danger", "embedding", "audioset_probs")]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
+    del merged.opset_import[:]  # merge_models repeats each domain once per merge
+    merged.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
+    merged.graph.name = "edge_detect_end_to_end"
+    merged.doc_string = ("waveform [batch, samples] 32 kHz mono -> p_danger [batch], "
+                         "embedding [batch, E], audioset_probs [batch, 527]")
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def run_classifier_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    """Probabilities [N, 2] of ``classifier.onnx`` on embeddings ``x`` (for checks and tests)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"embedding": np.asarray(x, np.float32)})[0]
