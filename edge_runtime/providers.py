@@ -17,6 +17,11 @@ _NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 
+# TensorRT runs fp16; these op types stay out of it (on CUDA, fp32): the log-mel front end's
+# power, mel MatMul, clamp and Log, whose range (power up to ~1e5, quiet bins ~1e-10) fp16 cannot
+# hold. The STFT convs and mn04's power Mul share op types with the network and do run fp16.
+TRT_FP32_OPS = "Pow,MatMul,Clip,Log"
+
 
 def available() -> list[str]:
     """Providers compiled into the installed onnxruntime."""
@@ -34,6 +39,8 @@ def resolve(choice: str, trt_cache_dir: str | os.PathLike[str] | None = None) ->
         raise ValueError(f"unknown provider {choice!r}; choose one of {', '.join(CHOICES)}")
     have = set(available())
     wanted = ["tensorrt", "cuda"] if choice == "auto" else ([choice] if choice != "cpu" else [])
+    if choice == "tensorrt":
+        wanted.append("cuda")  # ops kept out of TensorRT run on CUDA (fp32), not on the CPU
     chosen: list = []
     for name in wanted:
         ep = _NAMES[name]
@@ -46,7 +53,8 @@ def resolve(choice: str, trt_cache_dir: str | os.PathLike[str] | None = None) ->
             cache.mkdir(parents=True, exist_ok=True)
             chosen.append((ep, {"trt_engine_cache_enable": True,
                                 "trt_engine_cache_path": str(cache),
-                                "trt_fp16_enable": True}))
+                                "trt_fp16_enable": True,
+                                "trt_op_types_to_exclude": TRT_FP32_OPS}))
         else:
             chosen.append(ep)
     chosen.append("CPUExecutionProvider")

@@ -139,5 +139,35 @@ def build_cmd(weights: str | None, data: Path, out: Path, classifier: str, mappi
     click.echo(f"model dir: {out}  (seconds: {report['seconds']})")
 
 
+@main.command("quantize")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="fp32 model dir (manifest.json + ONNX files).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder of real audio for calibration and the held-out check (recursive).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New model dir for the int8 model.")
+@click.option("--calib-files", type=int, default=64, show_default=True)
+@click.option("--check-files", type=int, default=16, show_default=True,
+              help="Held-out files (never calibrated on) for the cosine check.")
+def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
+                 check_files: int) -> None:
+    """Static int8 (QDQ, per-channel) backbone, front end float; refuses a model that drifts."""
+    from training.quantize import quantize_model_dir
+
+    manifest = quantize_model_dir(model_dir, data, out, calib_files=calib_files,
+                                  check_files=check_files)
+    q = manifest["quantization"]
+    click.echo(f"int8 vs fp32 cosine on {q['check']['windows']} held-out windows: mean "
+               f"{q['check']['mean_cosine']:.4f}, min {q['check']['min_cosine']:.4f}")
+    if q["classifier_cv"]:
+        for row in ("fp32", "int8", "int8_with_fp32_classifier"):
+            r = q["classifier_cv"][row]
+            click.echo(f"{row:26s} acc@0.5 {r['accuracy_at_0.5']:.4f}  AUC {r['roc_auc']:.4f}  "
+                       f"acc@t {r['accuracy_at_threshold']:.4f}")
+    for role, entry in manifest["files"].items():
+        click.echo(f"{role:10s} {entry['path']:16s} {entry['bytes'] / 1e6:8.1f} MB")
+    click.echo(f"model dir: {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,354 @@
+"""Static int8 quantization of a model dir's backbone, calibrated on real audio.
+
+Method: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel int8 weights,
+uint8 activations (the U8S8 kernels onnxruntime fuses into QLinearConv on x86 and ARM), MinMax
+calibration on what the device actually feeds the backbone: 1 s chunks (``streaming.
+chunk_samples``) of 32 kHz audio, read and cut with the runtime's own functions.
+
+The log-mel front end stays float. Its power spectrum spans ~12 decades, so one int8 scale
+would flatten everything but the loudest bins. :func:`front_end_nodes` finds it in the
+dynamo-exported graph by structure, not by name: every node upstream of the ``Log`` (padding,
+STFT conv(s), power Pow/Mul/Add, mel MatMul, Clip/Add) plus the nodes after the ``Log`` up to and
+including the first ``Conv`` (dB scaling, transposes, Cnn14's ``bn0``, the first network conv).
+Those are passed as ``nodes_to_exclude``. Keeping that first conv float too was measured: on mn04
+(real weights, ESC-10 held-out clips) it lifts the int8-vs-fp32 embedding cosine from 0.978 to
+0.983 mean (min 0.961 → 0.968) and costs little time (one input channel).
+
+Before anything is written, the int8 backbone is compared with the fp32 one on held-out clips
+(never used for calibration) through the daemon's own streaming path
+(:func:`edge_runtime.features.embed_audio`); below the cosine thresholds nothing is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from tqdm import tqdm
+
+from edge_runtime.features import embed_audio, to_chunks
+from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from edge_runtime.sessions import load_sessions
+from training.dataset import load_audio as training_load_audio
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+# Chosen by measurement on ESC-10 held-out clips (benchmarks/README.md): good int8 models gave
+# mn04 (real weights) 0.983 mean / 0.968 min, random-init Cnn14 0.9995 / 0.999; quantizing the
+# front end too gave mn04 0.47 / 0.13. The bars leave margin for other audio, catch breakage.
+MIN_MEAN_COSINE = 0.97
+MIN_MIN_COSINE = 0.90
+STOP_OPS = ("Conv",)
+REBUILT_ROLES = ("end_to_end",)  # graphs embedding the backbone: rebuilt from the int8 one
+
+
+class QuantizationRefused(ValueError):
+    """The int8 model is too far from fp32 (or cannot be built); nothing was written."""
+
+
+@dataclass
+class CheckResult:
+    """Cosine of int8 vs fp32 window embeddings on held-out clips."""
+
+    files: int
+    windows: int
+    mean_cosine: float
+    min_cosine: float
+    per_file: list[float] = field(default_factory=list)
+
+    def passed(self, min_mean: float, min_min: float) -> bool:
+        return self.mean_cosine >= min_mean and self.min_cosine >= min_min
+
+
+# ------------------------------------------------------------------------------------------
+# Graph: which nodes are the front end
+# ------------------------------------------------------------------------------------------
+
+
+def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the log-mel front-end nodes: ancestors of ``Log``, then nodes through the next Conv.
+
+    Raises ValueError when the graph has no ``Log`` node (not a log-mel backbone).
+    """
+    nodes = list(model.graph.node)
+    producer = {out: n for n in nodes for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    logs = [n for n in nodes if n.op_type == "Log"]
+    if not logs:
+        raise ValueError("backbone graph has no Log node: cannot locate the log-mel front end")
+    keep: set[str] = set()
+    stack = list(logs)
+    while stack:  # upstream: everything the Log depends on
+        node = stack.pop()
+        if node.name in keep:
+            continue
+        keep.add(node.name)
+        stack.extend(producer[i] for i in node.input if i in producer)
+    stack = [c for n in logs for o in n.output for c in consumers.get(o, [])]
+    while stack:  # downstream: up to and including the first Conv of the network proper
+        node = stack.pop()
+        if node.name in keep:
+            continue
+        keep.add(node.name)
+        if node.op_type not in STOP_OPS:
+            stack.extend(c for o in node.output for c in consumers.get(o, []))
+    return [n.name for n in nodes if n.name in keep]
+
+
+# ------------------------------------------------------------------------------------------
+# Audio: the runtime's loading path, then the device's chunks
+# ------------------------------------------------------------------------------------------
+
+
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate``: the training loader (soundfile + soxr HQ)."""
+    return training_load_audio(path, sample_rate)
+
+
+def audio_files(data_dir: Path) -> list[Path]:
+    """Audio files under ``data_dir`` (recursive), sorted."""
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such folder of audio files")
+    files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise ValueError(f"{data_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return files
+
+
+def split_files(files: Sequence[Path], n_calib: int, n_check: int,
+                seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Disjoint (calibration, held-out check) subsets, shuffled with ``seed``."""
+    if len(files) < 2:
+        raise ValueError("need at least 2 audio files (calibration and a held-out check)")
+    order = list(files)
+    random.Random(seed).shuffle(order)
+    n_check = max(1, min(n_check, len(order) // 4 or 1))
+    check = order[:n_check]
+    calib = order[n_check : n_check + n_calib]
+    return calib, check
+
+
+class ChunkReader(CalibrationDataReader):
+    """Feeds the backbone's input exactly as the device does: batches of 1 s chunks."""
+
+    def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
+                 input_name: str = "waveform", batch: int = 8) -> None:
+        chunks = [to_chunks(load_audio(f, sample_rate), chunk_samples)
+                  for f in tqdm(files, desc="calibration audio", unit="file", leave=False)]
+        self.chunks = np.concatenate(chunks, axis=0)
+        self.input_name = input_name
+        self.batch = batch
+        self._iter: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in tqdm(range(0, len(self.chunks), self.batch), desc="calibrating",
+                      unit="batch", leave=False):
+            yield {self.input_name: self.chunks[i : i + self.batch]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iter is None:
+            self._iter = self._batches()
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None
+
+
+# ------------------------------------------------------------------------------------------
+# Quantize, check, write
+# ------------------------------------------------------------------------------------------
+
+
+def quantize_backbone(src: Path, dst: Path, reader: ChunkReader,
+                      exclude: list[str]) -> None:
+    """QDQ per-channel static int8 of ``src`` into ``dst`` (front-end nodes excluded)."""
+    quantize_static(
+        str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )
+    onnx.checker.check_model(str(dst))
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[n, d]`` arrays (0 where a row is all zeros)."""
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, num / np.maximum(den, 1e-30), 0.0)
+
+
+def compare_embeddings(fp32_dir: Path, int8_dir: Path, files: Sequence[Path],
+                       threads: int | None = None) -> CheckResult:
+    """int8 vs fp32 window embeddings of ``files`` through the daemon's streaming path."""
+    ref = load_sessions(fp32_dir, "cpu", threads, with_classifier=False)
+    new = load_sessions(int8_dir, "cpu", threads, with_classifier=False)
+    per_file, all_cos = [], []
+    for path in tqdm(files, desc="held-out check", unit="file", leave=False):
+        audio = load_audio(path, ref.sample_rate)
+        cos = cosine_rows(embed_audio(ref, audio)[0], embed_audio(new, audio)[0])
+        per_file.append(round(float(cos.mean()), 6))
+        all_cos.extend(cos.tolist())
+    return CheckResult(len(files), len(all_cos), float(np.mean(all_cos)), float(np.min(all_cos)),
+                       per_file)
+
+
+def esc50_root(data_dir: Path) -> Path | None:
+    """The ESC-50-layout root (``meta/esc50.csv``) at or just above ``data_dir``, if any."""
+    for root in (data_dir, data_dir.parent):
+        if (root / "meta" / "esc50.csv").is_file():
+            return root
+    return None
+
+
+def _summary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    from training.evaluate import metrics
+
+    at_half, at_t = metrics(y, p, 0.5), metrics(y, p, threshold)
+    return {"accuracy_at_0.5": at_half["accuracy"], "roc_auc": at_half["roc_auc"],
+            "accuracy_at_threshold": at_t["accuracy"],
+            "danger_recall_at_threshold": at_t["danger_recall"],
+            "false_alarms_at_threshold": at_t["false_alarms"]}
+
+
+def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[str, Any],
+                     threads: int | None = None) -> dict[str, Any]:
+    """Leave-one-fold-out accuracy and AUC with fp32 vs int8 embeddings, same clips and folds.
+
+    Three rows: ``fp32`` and ``int8`` (classifier refit per fold on that model's embeddings, as
+    ``edge-train build`` would) and ``int8_with_fp32_classifier`` (fit on fp32 embeddings of the
+    training folds, applied to int8 embeddings of the test fold: what the int8 dir ships).
+    """
+    from sklearn.base import clone
+
+    from training import classifiers, evaluate
+    from training.dataset import read_dataset
+    from training.embed import embed_clips
+    from training.mapping import validate
+
+    mapping = validate(list(section["mapping"]["danger"]), list(section["mapping"]["safe"]),
+                       "manifest")
+    clips = read_dataset(root, mapping)
+    cache = fp32_dir / ".workbench"
+    e32 = embed_clips(fp32_dir, clips, cache_dir=cache if cache.is_dir() else None,
+                      threads=threads, measure_offline=False)
+    e8 = embed_clips(int8_dir, clips, cache_dir=None, threads=threads, measure_offline=False)
+    if e32.filename.tolist() != e8.filename.tolist():
+        raise ValueError(f"{root}: fp32 and int8 embedded different clips; cannot compare")
+    kind, threshold = section.get("kind", "logreg"), float(section.get("threshold", 0.5))
+    y, folds = e32.label, e32.fold
+    out: dict[str, Any] = {"data": str(root), "clips": int(len(set(e32.filename))),
+                           "classifier": kind, "threshold": threshold}
+    for name, emb in (("fp32", e32), ("int8", e8)):
+        oof = evaluate.cross_validate(classifiers.make_pipeline(kind), emb.x, y, folds)[0]
+        out[name] = _summary(y, oof, threshold)
+    cross = np.zeros(len(y))
+    for fold in np.unique(folds):
+        test = folds == fold
+        model = clone(classifiers.make_pipeline(kind)).fit(e32.x[~test], y[~test])
+        cross[test] = model.predict_proba(e8.x[test])[:, 1]
+    out["int8_with_fp32_classifier"] = _summary(y, cross, threshold)
+    return out
+
+
+def _stage(model_dir: Path, manifest: dict[str, Any], tmp: Path) -> list[str]:
+    """Copy every listed file except the backbone into ``tmp``; rebuild end_to_end from it."""
+    files = manifest["files"]
+    for role, entry in files.items():
+        if role != "backbone" and role not in REBUILT_ROLES:
+            shutil.copy2(model_dir / entry["path"], tmp / entry["path"])
+    if "end_to_end" in files:
+        from training.onnx_classifier import merge_end_to_end, save_atomic
+
+        merged = merge_end_to_end(tmp, onnx.load(str(tmp / files["classifier"]["path"])))
+        save_atomic(merged, tmp / files["end_to_end"]["path"])
+    return list(files)
+
+
+def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_files: int = 64,
+                       check_files: int = 16, min_mean: float = MIN_MEAN_COSINE,
+                       min_min: float = MIN_MIN_COSINE, seed: int = 0) -> dict[str, Any]:
+    """Write an int8 copy of ``model_dir`` into ``out_dir``; return its manifest.
+
+    Raises QuantizationRefused (nothing written) when the held-out cosine check fails.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise ValueError(f"{out_dir}: the int8 model needs its own folder (not --model)")
+    manifest = load_manifest(model_dir)
+    src = model_dir / manifest["files"]["backbone"]["path"]
+    sr = int(manifest["input"]["sample_rate"])
+    calib, check = split_files(audio_files(data_dir), calib_files, check_files, seed)
+    exclude = front_end_nodes(onnx.load(str(src), load_external_data=False))
+    log.info("front end kept float: %d nodes; calibrating on %d files, checking on %d",
+             len(exclude), len(calib), len(check))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
+    try:
+        reader = ChunkReader(calib, sr, int(manifest["streaming"]["chunk_samples"]))
+        backbone_name = manifest["files"]["backbone"]["path"]
+        quantize_backbone(src, tmp / backbone_name, reader, exclude)
+        roles = _stage(model_dir, manifest, tmp)
+        new = copy.deepcopy(manifest)
+        new["files"] = {role: file_entry(tmp, manifest["files"][role]["path"]) for role in roles}
+        write_json_atomic(tmp / "manifest.json", new)
+        result = compare_embeddings(model_dir, tmp, check)
+        log.info("int8 vs fp32 cosine on %d held-out windows: mean %.4f, min %.4f",
+                 result.windows, result.mean_cosine, result.min_cosine)
+        if not result.passed(min_mean, min_min):
+            raise QuantizationRefused(
+                f"{model_dir}: int8 embeddings too far from fp32 on {result.files} held-out "
+                f"files (cosine mean {result.mean_cosine:.4f} < {min_mean} or min "
+                f"{result.min_cosine:.4f} < {min_min}); nothing written")
+        root = esc50_root(data_dir)
+        if manifest.get("classifier") and root is not None:
+            delta = classifier_delta(model_dir, tmp, root, manifest["classifier"])
+            log.info("fold-CV fp32 vs int8: %s", delta)
+        else:
+            delta = None
+            log.info("no classifier section or no ESC-50 layout at %s: accuracy delta skipped",
+                     data_dir)
+        new["quantization"] = {
+            "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights (symmetric), "
+                      "uint8 activations, MinMax calibration",
+            "quantized_roles": ["backbone"],
+            "source_model": {"backbone_sha256": manifest["files"]["backbone"]["sha256"]},
+            "calibration": {"files": len(calib), "chunks": int(len(reader.chunks)),
+                            "chunk_samples": int(manifest["streaming"]["chunk_samples"]),
+                            "data_dir": str(data_dir), "seed": seed},
+            "excluded_nodes": exclude,
+            "excluded_rule": "log-mel front end: ancestors of Log + nodes before the next Conv",
+            "check": {"held_out_files": result.files, "windows": result.windows,
+                      "mean_cosine": round(result.mean_cosine, 6),
+                      "min_cosine": round(result.min_cosine, 6),
+                      "min_mean_required": min_mean, "min_min_required": min_min},
+            "classifier_cv": delta,
+        }
+        write_json_atomic(tmp / "manifest.json", new)
+        for role in roles:
+            os.replace(tmp / new["files"][role]["path"], out_dir / new["files"][role]["path"])
+        os.replace(tmp / "manifest.json", out_dir / "manifest.json")
+        return new
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
