@@ -141,7 +141,8 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
         raise
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         at = stats.frames_in / max(1, info.samplerate)
-        raise AudioError(f"{path}: read failed after {at:.1f} s ({_one_line(exc)})") from None
+        raise AudioError(f"{path}: truncated or corrupt, read failed after {at:.1f} s "
+                         f"({_one_line(exc)})") from None
     stats.samples_out += tail.size
     if tail.size:
         yield tail

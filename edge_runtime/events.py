@@ -98,7 +98,7 @@ class EventTracker:
             ev.windows += 1
             ev.prob_sum += p
             ev.active_s += self.hop_s
-            if p >= ev.peak or ev.peak_payload is None:
+            if p > ev.peak or ev.peak_payload is None:
                 ev.peak, ev.peak_payload = p, payload
             if not ev.confirmed and ev.active_s >= cfg.min_duration_s - 1e-9:
                 ev.confirmed = True

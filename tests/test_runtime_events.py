@@ -1,0 +1,81 @@
+"""The event state machine (pure): one event per danger run, hysteresis, min duration, cooldown."""
+
+from __future__ import annotations
+
+from edge_runtime.events import EventConfig, EventTracker, Transition
+
+
+def feed(probs: list[float], config: EventConfig, window: int = 5) -> list[Transition]:
+    """Windows of ``window`` s ending at 1, 2, 3 ... s (hop 1 s) with the given p(danger)."""
+    tracker = EventTracker(config, hop_s=1.0)
+    out: list[Transition] = []
+    for i, p in enumerate(probs):
+        end = float(window + i)
+        out += tracker.update(end - window, end, p, payload=i)
+    out += tracker.close(float(window + len(probs) - 1))
+    return out
+
+
+def ends(transitions: list[Transition]):
+    return [t.event for t in transitions if t.kind == "end"]
+
+
+def test_ten_second_run_is_one_event_with_onset_and_offset_times() -> None:
+    probs = [0.0] * 5 + [0.9] * 10 + [0.0] * 8
+    trans = feed(probs, EventConfig(threshold=0.5))
+    assert [t.kind for t in trans] == ["start", "end"]
+    ev = ends(trans)[0]
+    # first positive window ends at 10 s → onset is its newest chunk, [9, 10)
+    assert ev.start_s == 9.0
+    # last positive window spans [14, 19) → offset is the end of its oldest chunk
+    assert ev.end_s == 15.0
+    assert ev.windows == 10 and abs(ev.mean - 0.9) < 1e-9 and ev.peak == 0.9
+    assert ev.peak_payload == 5
+
+
+def test_dip_within_cooldown_merges_but_long_gap_splits() -> None:
+    cfg = EventConfig(threshold=0.5, cooldown_s=2.0)
+    merged = feed([0.9] * 4 + [0.1] * 2 + [0.9] * 4 + [0.0] * 6, cfg)
+    assert len(ends(merged)) == 1
+    split = feed([0.9] * 4 + [0.1] * 6 + [0.9] * 4 + [0.0] * 6, cfg)
+    assert len(ends(split)) == 2
+    assert ends(split)[0].index == 1 and ends(split)[1].index == 2
+
+
+def test_hysteresis_keeps_event_open_between_off_and_on_thresholds() -> None:
+    wobble = [0.9, 0.55, 0.45, 0.55, 0.45, 0.9, 0.0, 0.0, 0.0, 0.0]
+    with_h = feed(wobble, EventConfig(threshold=0.6, hysteresis=0.2, cooldown_s=0.0))
+    assert len(ends(with_h)) == 1 and ends(with_h)[0].windows == 6
+    no_h = feed(wobble, EventConfig(threshold=0.6, hysteresis=0.0, cooldown_s=0.0))
+    assert len(ends(no_h)) == 2
+
+
+def test_values_between_thresholds_do_not_open_an_event() -> None:
+    assert feed([0.45] * 10, EventConfig(threshold=0.5, hysteresis=0.1)) == []
+
+
+def test_minimum_duration_drops_blips() -> None:
+    cfg = EventConfig(threshold=0.5, min_duration_s=3.0)
+    assert feed([0.0, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0], cfg) == []
+    trans = feed([0.0, 0.9, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0], cfg)
+    assert [t.kind for t in trans] == ["start", "end"]
+    # the start is reported once the 3rd positive window arrives, with the original onset
+    assert trans[0].event.start_s == 5.0
+
+
+def test_close_finishes_an_open_event_at_the_end_of_the_audio() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0)
+    assert [t.kind for t in tracker.update(0.0, 5.0, 0.9)] == ["start"]
+    tracker.update(1.0, 6.0, 0.9)
+    closed = tracker.close(6.0)
+    assert [t.kind for t in closed] == ["end"]
+    assert closed[0].event.start_s == 0.0 and closed[0].event.end_s == 6.0
+    assert tracker.close(7.0) == []
+
+
+def test_first_window_onset_is_window_start_later_ones_newest_chunk() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0)
+    assert tracker.update(0.0, 5.0, 0.9)[0].event.start_s == 0.0
+    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0)
+    tracker.update(0.0, 5.0, 0.1)
+    assert tracker.update(1.0, 6.0, 0.9)[0].event.start_s == 5.0

@@ -1,0 +1,28 @@
+"""The device package never pulls in the training stack."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import edge_runtime
+
+FORBIDDEN = ["torch", "sklearn", "librosa", "panns_inference", "torchlibrosa", "skl2onnx",
+             "onnx", "export", "training"]
+
+
+def test_edge_runtime_imports_no_training_stack() -> None:
+    modules = sorted(m.name for m in pkgutil.iter_modules(edge_runtime.__path__))
+    assert {"cli", "detector", "audio", "events", "sinks", "sources", "mic"} <= set(modules)
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module('edge_runtime.' + m)\n"
+        "print(json.dumps(sorted(k for k in sys.modules)))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    loaded = set(json.loads(res.stdout))
+    bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
+    assert not bad, f"edge_runtime imported {bad}"
