@@ -1,0 +1,137 @@
+"""Daemon operations: stdin PCM with clean SIGTERM shutdown, the directory watcher, TOML config,
+systemd unit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_runtime.sources import is_candidate, pcm_stream, watch_directory
+from tests.runtime_model import SR, build_tiny_model, hiss, tone
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_runtime.cli", *args]
+
+
+def test_sigterm_closes_and_writes_the_open_event(tiny_model: Path, tmp_path: Path) -> None:
+    """Loud s16le PCM at 48 kHz on stdin; the pipe stays open; SIGTERM → event flushed."""
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(cli("--model", str(tiny_model), "--input", "-", "--rate", "48000",
+                                "--format", "s16le", "--events", str(events)),
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    pcm = (np.concatenate([hiss(1.0, sr=48000), tone(7.0, sr=48000)]) * 32767).astype("<i2")
+    proc.stdin.write(pcm.tobytes())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    err = b""
+    while time.monotonic() < deadline and b"started" not in err:
+        err += proc.stderr.read1(4096)
+    assert b"DANGER #1 started" in err, err.decode()
+    assert not events.exists() or events.read_text() == ""  # still open: not written yet
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    text = (err + rest).decode()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "SIGTERM" in text
+    (rec,) = [json.loads(line) for line in events.read_text().splitlines()]
+    assert rec["source"] == "stdin" and "offset_start_s" not in rec
+    assert rec["peak_probability"] > 0.9
+
+
+def test_pcm_stream_formats_and_end_of_input(tmp_path: Path) -> None:
+    raw = (np.stack([tone(1.0, sr=16000)] * 2, axis=1) * 32767).astype("<i2").tobytes()
+    path = tmp_path / "in.raw"
+    path.write_bytes(raw + b"\x01")  # a dangling odd byte is ignored
+    with open(path, "rb") as handle:
+        stream = pcm_stream(handle, 16000, "S16LE", 2, SR)
+        out = np.concatenate(list(stream.blocks))
+    assert abs(out.size - SR) <= 2 and abs(float(np.abs(out).max()) - 0.5) < 0.01
+    with pytest.raises(ValueError, match="unknown PCM format"):
+        pcm_stream(None, 16000, "mp3", 1, SR)
+
+
+def test_watcher_waits_for_files_being_written(tmp_path: Path) -> None:
+    (tmp_path / "old.wav").write_bytes(b"x")
+    stop = threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def watch() -> None:
+        for path in watch_directory(tmp_path, settle_s=0.8, poll_s=0.1, stop=stop):
+            seen.append((path.name, path.stat().st_size))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    with open(tmp_path / "new.wav", "wb") as handle:  # a slow writer: 6 pieces, 0.2 s apart
+        for _ in range(6):
+            handle.write(b"\0" * 1000)
+            handle.flush()
+            time.sleep(0.2)
+    (tmp_path / "skip.tmp").write_bytes(b"x")
+    (tmp_path / ".hidden.wav").write_bytes(b"x")
+    for _ in range(50):
+        if len(seen) >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)
+    stop.set()
+    thread.join(5)
+    assert seen == [("old.wav", 1), ("new.wav", 6000)]
+
+
+def test_candidate_names() -> None:
+    assert is_candidate(Path("a.WAV")) and is_candidate(Path("b.mp3"))
+    for name in (".a.wav", "a.wav.part", "a.tmp", "a.txt", "a.wav~"):
+        assert not is_candidate(Path(name))
+
+
+def test_once_exits_after_existing_files(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.wav").write_bytes(b"x")
+    names = [p.name for p in watch_directory(tmp_path, once=True, settle_s=0.0, poll_s=0.05)]
+    assert names == ["0.wav", "1.wav", "2.wav"]
+
+
+def test_toml_config_with_cli_override(tiny_model: Path, tmp_path: Path) -> None:
+    sf.write(tmp_path / "loud.wav", np.concatenate([hiss(2.0), tone(4.0)]), SR)
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'model = "{tiny_model}"\ninput = "{tmp_path / "loud.wav"}"\n'
+                    f'events = "{tmp_path / "a.jsonl"}"\nthreshold = 0.9999\n')
+    res = subprocess.run(cli("--config", str(conf)), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "a.jsonl").exists()  # the config's strict threshold: no event
+    res = subprocess.run(cli("--config", str(conf), "--threshold", "0.5"), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 1
+    conf.write_text('treshold = 0.5\n')
+    res = subprocess.run(cli("--config", str(conf)), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "unknown option(s) treshold" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_write_systemd_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "edge-detect.service"
+    res = subprocess.run(cli("--input", "mic", "--device", "USB Audio", "--events",
+                             "/var/log/e.jsonl", "--write-systemd-unit", str(unit)),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    text = unit.read_text()
+    exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert "--device 'USB Audio'" in exec_line and "--events /var/log/e.jsonl" in exec_line
+    assert "systemd-unit" not in exec_line
+    assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
