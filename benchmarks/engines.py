@@ -1,0 +1,129 @@
+"""The things being timed: torch eager reference, ONNX chain (CPU / CUDA with I/O binding /
+TensorRT), and the daemon's per-hop work. Each returns a ``run(batch_array)`` callable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.features import chunk_frames, pool_window, to_chunks
+from edge_runtime.manifest import load_manifest
+from edge_runtime.sessions import ModelSessions, load_sessions, run1
+
+Runner = Callable[[np.ndarray], Any]
+
+
+def torch_runner(backbone: str, weights: Path, threads: int | None) -> Runner:
+    """Full torch eager model (waveform → 527 probabilities): PANNs Cnn14 / the project's mn04."""
+    import torch
+
+    from export.weights import load_state_dict
+
+    if threads:
+        torch.set_num_threads(threads)
+    state = load_state_dict(weights)
+    if backbone == "cnn14":
+        from export.cnn14 import reference_model
+
+        model = reference_model(state)  # panns_inference.models.Cnn14, the reference
+    elif backbone == "mn04":
+        from export.mn04 import MN04Tagger, build_mn04
+
+        model = MN04Tagger(build_mn04(state)).eval()
+    else:
+        raise ValueError(f"no torch reference for backbone {backbone!r}")
+
+    def run(batch: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch))
+
+    return run
+
+
+def onnx_sessions(model_dir: Path, provider: str, threads: int | None) -> ModelSessions:
+    return load_sessions(model_dir, provider, threads, with_classifier=True)
+
+
+def onnx_runner(sessions: ModelSessions) -> Runner:
+    """backbone → pooling → head (if any) on the batch; I/O binding on CUDA."""
+    if sessions.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        return _iobinding_runner(sessions)
+
+    def run(batch: np.ndarray) -> Any:
+        embedding = run1(sessions.pooling, run1(sessions.backbone, batch))
+        return run1(sessions.head, embedding) if sessions.head is not None else embedding
+
+    return run
+
+
+def _iobinding_runner(sessions: ModelSessions) -> Runner:
+    """GPU chain with I/O binding: intermediate tensors stay on the device between graphs."""
+    chain = [s for s in (sessions.backbone, sessions.pooling, sessions.head) if s is not None]
+
+    def run(batch: np.ndarray) -> Any:
+        value = None
+        for i, sess in enumerate(chain):
+            binding = sess.io_binding()
+            name = sess.get_inputs()[0].name
+            if i == 0:
+                binding.bind_cpu_input(name, np.ascontiguousarray(batch, np.float32))
+            else:
+                binding.bind_ortvalue_input(name, value)
+            binding.bind_output(sess.get_outputs()[0].name, "cuda")
+            sess.run_with_iobinding(binding)
+            value = binding.get_outputs()[0]
+        return value.numpy()
+
+    return run
+
+
+def daemon_hop_runner(sessions: ModelSessions, seed: int = 0) -> tuple[Runner, float]:
+    """The daemon's work per hop at its defaults, and the hop length in seconds.
+
+    Per hop: backbone on one chunk, pooling over the frame features of the window's chunks,
+    head and classifier when present — the functions of ``edge_runtime.features``.
+    """
+    chunk = sessions.chunk_samples
+    rng = np.random.default_rng(seed)
+    audio = (0.1 * rng.standard_normal(chunk * sessions.window_chunks)).astype(np.float32)
+    chunks = to_chunks(audio, chunk)
+    window = chunk_frames(sessions, chunks)  # frames of the window's chunks (kept by the daemon)
+
+    def run(_: np.ndarray) -> Any:
+        frames = chunk_frames(sessions, chunks[-1:])
+        window[:-1] = window[1:]
+        window[-1] = frames[0]
+        embedding = pool_window(sessions, window)[None]
+        if sessions.head is not None:
+            run1(sessions.head, embedding)
+        if sessions.classifier is not None:
+            run1(sessions.classifier, embedding)
+        return embedding
+
+    return run, chunk / sessions.sample_rate
+
+
+def model_info(model_dir: Path) -> dict[str, Any]:
+    """Backbone name, precision and on-disk sizes of a model dir."""
+    manifest = load_manifest(model_dir)
+    files = manifest["files"]
+    graph_roles = [r for r in ("backbone", "pooling", "head", "classifier") if r in files]
+    return {
+        "model_dir": str(model_dir),
+        "backbone": manifest["backbone"]["name"],
+        "precision": "int8" if manifest.get("quantization") else "fp32",
+        "checkpoint": manifest["backbone"].get("checkpoint", {}),
+        "backbone_mb": files["backbone"]["bytes"] / 1e6,
+        "runtime_mb": sum(files[r]["bytes"] for r in graph_roles) / 1e6,
+        "has_classifier": "classifier" in files,
+    }
+
+
+def default_threads() -> int:
+    """What onnxruntime and torch use when not told: the usable cores."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

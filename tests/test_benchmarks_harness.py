@@ -1,0 +1,96 @@
+"""Benchmark harness: provider fallback, repeat budgeting, and a --fast run writing valid JSON.
+
+No timing thresholds here (speed is what the benchmark reports, not what tests assert).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run as bench
+from benchmarks.harness import Budget, provider_skip_reason, time_runs
+from edge_runtime import providers
+from edge_runtime.manifest import write_json_atomic
+
+
+def fake_model_dir(tmp_path: Path) -> Path:
+    """A manifest-only model dir: enough for planning (no graphs are opened)."""
+    entry = {"path": "backbone.onnx", "sha256": "0" * 64, "bytes": 1000}
+    write_json_atomic(tmp_path / "manifest.json", {
+        "format": "edge-detect-model", "format_version": 1,
+        "backbone": {"name": "cnn14", "checkpoint": {}},
+        "input": {"sample_rate": 32000}, "streaming": {"chunk_samples": 32000},
+        "files": {"backbone": entry, "pooling": {**entry, "path": "pooling.onnx"}}})
+    return tmp_path
+
+
+def test_gpu_providers_absent_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    jobs, skipped = bench.plan([fake_model_dir(tmp_path)], [], bench.FAST,
+                               ["CPUExecutionProvider"])
+    assert [(j["engine"], j["provider"]) for j in jobs] == [("onnx", "cpu")]
+    reasons = {s["label"]: s["reason"] for s in skipped}
+    assert "CUDAExecutionProvider is not in this onnxruntime" in reasons["cnn14 fp32 onnx cuda"]
+    assert "TensorrtExecutionProvider" in reasons["cnn14 fp32 onnx tensorrt"]
+    assert "checkpoint not found" in reasons["cnn14 fp32 torch"]
+
+
+def test_gpu_providers_present_are_planned(tmp_path: Path) -> None:
+    have = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    jobs, _ = bench.plan([fake_model_dir(tmp_path)], [], bench.FAST, have)
+    assert [j["provider"] for j in jobs] == ["cpu", "cuda", "tensorrt"]
+    assert provider_skip_reason("cuda", have) is None
+
+
+def test_runtime_provider_resolution_falls_back_to_cpu(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(providers, "available", lambda: ["CPUExecutionProvider"])
+    assert providers.resolve("cuda") == ["CPUExecutionProvider"]
+    assert providers.resolve("tensorrt", tmp_path) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(providers, "available", lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    trt, cuda, cpu = providers.resolve("tensorrt", tmp_path / "trt")
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_fp16_enable"] is True
+    assert "Log" in trt[1]["trt_op_types_to_exclude"]
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (Budget(warmup=2, min_repeats=3, max_repeats=10, budget_s=0.0), 3),
+    (Budget(warmup=0, min_repeats=1, max_repeats=4, budget_s=1e9), 4),
+])
+def test_time_runs_respects_repeat_counts(budget: Budget, expected: int) -> None:
+    calls = []
+    times = time_runs(lambda: calls.append(1), budget)
+    assert len(times) == expected
+    assert len(calls) == expected + budget.warmup
+    assert all(t >= 0 for t in times)
+
+
+def test_fast_run_writes_valid_results(cnn14_model_dir: Path, cnn14_checkpoint: Path,
+                                       tmp_path: Path) -> None:
+    """Random-init Cnn14 (plumbing only): torch + ONNX CPU jobs run, GPU ones are skipped."""
+    code = bench.main(["--fast", "--model", str(cnn14_model_dir), "--weights",
+                       str(cnn14_checkpoint), "--out", str(tmp_path), "--name", "ci"])
+    assert code == 0
+    results = json.loads((tmp_path / "ci.json").read_text())
+    engines = {(r["engine"], r["provider_requested"]) for r in results["runs"]}
+    assert engines == {("torch", "cpu"), ("onnx", "cpu")}
+    for r in results["runs"]:
+        (cell,) = r["configs"]
+        assert (cell["clip_s"], cell["batch"], cell["repeats"]) == (1.0, 1, 2)
+        assert cell["median_s"] > 0 and cell["peak_rss_mb"] > 0 and r["startup_s"] > 0
+    onnx_run = next(r for r in results["runs"] if r["engine"] == "onnx")
+    assert {d["threads_setting"] for d in onnx_run["daemon"]} == {1, "default"}
+    assert results["machine"]["onnxruntime_providers"]
+    assert {s["label"] for s in results["skipped"]} >= {"cnn14 fp32 onnx cuda"} or \
+        "CUDAExecutionProvider" in results["machine"]["onnxruntime_providers"]
+    assert "| cnn14 | fp32 | onnx cpu | 1 | 1 |" in (tmp_path / "ci.md").read_text()
+    assert (tmp_path / "ci.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_model_dir_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    assert bench.main(["--fast", "--model", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no manifest.json" in err

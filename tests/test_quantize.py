@@ -1,0 +1,117 @@
+"""Static int8 quantization: front-end detection, file split, the cosine gate, the CLI error.
+
+The end-to-end tests use the real mn04 weights and ESC-10 clips from ../shared (skipped when
+absent): calibration on real audio is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from training import quantize as q
+
+
+def toy_backbone() -> onnx.ModelProto:
+    """waveform → Pad → Conv (STFT) → Mul (power) → MatMul (mel) → Log → Div → Conv → Relu →
+    Conv → frames: the shape of the exported front ends."""
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, np.ones(shape).ravel())
+
+    nodes = [
+        helper.make_node("Pad", ["waveform", "pads"], ["padded"], name="pad"),
+        helper.make_node("Conv", ["padded", "stft_w"], ["spec"], name="stft"),
+        helper.make_node("Mul", ["spec", "spec"], ["power"], name="power"),
+        helper.make_node("MatMul", ["power", "mel_w"], ["mel"], name="mel"),
+        helper.make_node("Log", ["mel"], ["logmel"], name="log"),
+        helper.make_node("Div", ["logmel", "scale"], ["norm"], name="scale_db"),
+        helper.make_node("Conv", ["norm", "c1_w"], ["c1"], name="first_conv"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "c2_w"], ["frames"], name="second_conv"),
+    ]
+    graph = helper.make_graph(
+        nodes, "toy", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, 1, 8])],
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, None)],
+        initializer=[helper.make_tensor("pads", TensorProto.INT64, [6], [0] * 6),
+                     init("stft_w", 2, 1, 4), init("mel_w", 5, 3), init("scale", 1),
+                     init("c1_w", 2, 2, 1), init("c2_w", 2, 2, 1)])
+    return helper.make_model(graph)
+
+
+def test_front_end_is_everything_up_to_the_first_conv_after_log() -> None:
+    assert q.front_end_nodes(toy_backbone()) == [
+        "pad", "stft", "power", "mel", "log", "scale_db", "first_conv"]
+
+
+def test_a_graph_without_log_is_refused() -> None:
+    model = toy_backbone()
+    for node in model.graph.node:
+        if node.op_type == "Log":
+            node.op_type = "Exp"
+    with pytest.raises(ValueError, match="no Log node"):
+        q.front_end_nodes(model)
+
+
+def test_calibration_and_check_files_are_disjoint() -> None:
+    files = [Path(f"{i}.wav") for i in range(40)]
+    calib, check = q.split_files(files, n_calib=30, n_check=8)
+    assert len(check) == 8 and len(calib) == 30
+    assert not set(calib) & set(check)
+    assert q.split_files(files, 30, 8) == (calib, check)  # seeded
+
+
+def test_out_equal_to_model_is_a_one_line_cli_error(tmp_path: Path) -> None:
+    from training.cli import main
+
+    result = CliRunner().invoke(main, ["quantize", "--model", str(tmp_path), "--data",
+                                       str(tmp_path), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "own folder" in result.output
+
+
+@pytest.fixture(scope="module")
+def mn04_dir(mn04_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.pipeline import export_from_checkpoint
+
+    out = tmp_path_factory.mktemp("mn04")
+    export_from_checkpoint(str(mn04_weights), out)
+    return out
+
+
+def test_quantized_mn04_passes_the_gate_and_loads(mn04_dir: Path, esc10_dir: Path,
+                                                 tmp_path: Path) -> None:
+    from edge_runtime.features import embed_audio
+    from edge_runtime.sessions import load_sessions
+
+    out = tmp_path / "int8"
+    manifest = q.quantize_model_dir(mn04_dir, esc10_dir / "audio", out, calib_files=16,
+                                    check_files=6)
+    section = manifest["quantization"]
+    assert section["check"]["mean_cosine"] >= q.MIN_MEAN_COSINE
+    assert section["calibration"]["files"] == 16 and section["check"]["held_out_files"] == 6
+    assert "node_log" in section["excluded_nodes"]
+    graph = onnx.load(str(out / "backbone.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    front = [n for n in graph.graph.node if n.name in set(section["excluded_nodes"])]
+    assert front and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in front)
+    assert json.loads((out / "manifest.json").read_text())["files"]["backbone"]["bytes"] < \
+        json.loads((mn04_dir / "manifest.json").read_text())["files"]["backbone"]["bytes"]
+    sessions = load_sessions(out, "cpu")  # the runtime loads it like any model (sha256 checked)
+    emb, spans = embed_audio(sessions, np.zeros(32000 * 5, np.float32))
+    assert emb.shape == (1, 384) and spans == [(0, 5)]
+
+
+def test_gate_refuses_and_writes_nothing(mn04_dir: Path, esc10_dir: Path,
+                                         tmp_path: Path) -> None:
+    out = tmp_path / "int8"
+    with pytest.raises(q.QuantizationRefused, match="too far from fp32"):
+        q.quantize_model_dir(mn04_dir, esc10_dir / "audio", out, calib_files=8, check_files=4,
+                             min_mean=1.01)
+    assert list(out.iterdir()) == []
