@@ -112,10 +112,10 @@ def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 audio at ``sample_rate`` (soundfile read, channel mean, soxr resample)."""
     path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file missing")
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(f"{path}: audio file missing") from None
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: unreadable audio ({reason})") from exc

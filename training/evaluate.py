@@ -135,11 +135,12 @@ def plot_roc_pr(results: dict[str, dict[str, Any]], y: np.ndarray, path: Path) -
     for kind, res in results.items():
         p = res["oof_probability"]
         fpr, tpr, _ = roc_curve(y, p)
-        roc_ax.plot(fpr, tpr, label=f"{kind} (AUC {res['at_0.5']['roc_auc']:.3f})")
+        (line,) = roc_ax.plot(fpr, tpr, label=f"{kind} (AUC {res['at_0.5']['roc_auc']:.3f})")
         prec, rec, _ = precision_recall_curve(y, p)
-        pr_ax.plot(rec, prec, label=kind)
+        pr_ax.plot(rec, prec, label=kind, color=line.get_color())
         op = res["at_threshold"]
-        pr_ax.scatter([op["danger_recall"]], [op["danger_precision"]], marker="o", s=30)
+        pr_ax.scatter([op["danger_recall"]], [op["danger_precision"]], marker="o", s=30,
+                      color=line.get_color(), zorder=3)
     roc_ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     roc_ax.set(xlabel="false positive rate", ylabel="danger recall", title="ROC (out-of-fold)")
     pr_ax.set(xlabel="danger recall", ylabel="danger precision",

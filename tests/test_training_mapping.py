@@ -1,0 +1,94 @@
+"""Danger/safe mapping: defaults, TOML errors, and dataset-level warnings/errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from training.dataset import read_dataset
+from training.mapping import (
+    ESC50_CATEGORIES,
+    default_mapping,
+    load_mapping,
+)
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mapping.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_esc50_has_fifty_distinct_categories() -> None:
+    assert len(ESC50_CATEGORIES) == 50
+    assert len(set(ESC50_CATEGORIES)) == 50
+
+
+def test_default_mapping() -> None:
+    mapping = default_mapping()
+    assert mapping.danger == ("dog", "crying_baby", "siren", "chainsaw")
+    assert mapping.safe == ("rain", "clock_tick", "wind", "sea_waves", "keyboard_typing")
+    assert mapping.label("siren") == 1
+    assert mapping.label("rain") == 0
+    assert mapping.label("rooster") is None
+
+
+def test_toml_mapping_loads(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'danger = ["glass_breaking"]\nsafe = ["rain", "wind"]\n')
+    mapping = load_mapping(path)
+    assert mapping.danger == ("glass_breaking",)
+    assert mapping.safe == ("rain", "wind")
+    assert mapping.source == str(path)
+
+
+def test_unknown_category_is_an_error(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'danger = ["dog", "gunshot"]\nsafe = ["rain"]\n')
+    with pytest.raises(ValueError, match=r"unknown ESC-50 category in 'danger': gunshot") as exc:
+        load_mapping(path)
+    assert str(path) in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("text, empty", [('danger = []\nsafe = ["rain"]\n', "danger"),
+                                         ('danger = ["dog"]\n', "safe")])
+def test_empty_class_is_an_error(tmp_path: Path, text: str, empty: str) -> None:
+    with pytest.raises(ValueError, match=f"class '{empty}' has no categories"):
+        load_mapping(write_toml(tmp_path, text))
+
+
+def test_category_in_both_classes_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="in both danger and safe: dog"):
+        load_mapping(write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["dog", "rain"]\n'))
+
+
+def test_unexpected_key_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unexpected keys neutral"):
+        load_mapping(write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\nneutral = []\n'))
+    with pytest.raises(ValueError, match="unreadable mapping TOML"):
+        load_mapping(write_toml(tmp_path, "danger = [dog"))
+    with pytest.raises(FileNotFoundError, match="mapping file not found"):
+        load_mapping(tmp_path / "absent.toml")
+
+
+def test_esc10_default_mapping_warns_on_missing_categories(
+        esc10_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        clips = read_dataset(esc10_dir, default_mapping())
+    assert "no clips for mapped categories siren, wind, keyboard_typing" in caplog.text
+    assert len(clips) == 240
+    assert sum(c.label for c in clips) == 120
+    assert {c.fold for c in clips} == {1, 2, 3, 4, 5}
+    assert all(c.path.suffix == ".flac" and c.path.is_file() for c in clips)
+
+
+def test_class_without_clips_is_an_error(esc10_dir: Path, tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'danger = ["siren"]\nsafe = ["rain"]\n')  # no siren in ESC-10
+    with pytest.raises(ValueError, match="class 'danger' has no clips"):
+        read_dataset(esc10_dir, load_mapping(path))
+
+
+def test_per_fold_limit(esc10_dir: Path) -> None:
+    clips = read_dataset(esc10_dir, default_mapping(), per_fold_limit=2)
+    assert len(clips) == 6 * 5 * 2
