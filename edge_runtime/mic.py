@@ -108,13 +108,17 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
 
     def blocks() -> Iterator[np.ndarray]:
         resample = audio_io.Resampler(rate, target_rate)
-        reported = (0, 0)
+        reported, waited = (0, 0), 0.0
         with stream:
             while not stop.is_set():
                 try:
                     block = frames.get(timeout=0.2)
                 except queue.Empty:
+                    waited += 0.2
+                    if waited >= 5.0 and waited - 0.2 < 5.0:
+                        log.warning("%s: no audio for 5 s — device unplugged or stalled?", name)
                     continue
+                waited = 0.0
                 now = (counters["overflows"], counters["dropped"])
                 if now != reported:
                     log.warning("%s: input overflow — %d PortAudio overflows, %d blocks dropped "
