@@ -13,7 +13,10 @@ zero-padded to whole chunks, as the device does at the end of a file.
 Effect measured: the device path (chunked) differs from a whole-clip pass only at chunk edges
 (convolutions see zeros across each 1 s boundary instead of neighbouring audio). Per clip we
 record the cosine between ``embed_audio`` (device, chunked) and ``embed_offline`` (one pass);
-``build`` summarises it in the report. Training uses the device path.
+``build`` summarises it in the report. Training uses the device path: on ESC-10 danger/safe
+with a random-init Cnn14 (no quality claim) the mean cosine was 0.945 (min 0.915), and a
+LogReg trained on whole-clip embeddings but served device embeddings fell from 0.963 to 0.896
+fold-CV accuracy — the train/serve mismatch of the old prototype, measured.
 
 Cache: one float32 ``.npz`` per embedding model (id = ``model_sha256`` over the backbone and
 pooling files plus the streaming settings) holding filename, fold, label, category, window
