@@ -106,9 +106,11 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
     clips = read_dataset(esc10_dir, default_mapping(), per_fold_limit=1)
     picked = [next(c for c in clips if c.label == 1), next(c for c in clips if c.label == 0),
               clips[-1]]
-    audio = np.stack([load_audio(c.path) for c in picked])
-    with torch.no_grad():
-        emb_t = pooling_m(frames_m(torch.from_numpy(audio)))
+    audio = np.stack([load_audio(c.path) for c in picked])  # 5 s clips = 5 device chunks
+    chunk = load_manifest(trained_model_dir)["streaming"]["chunk_samples"]
+    with torch.no_grad():  # the device's features in torch: backbone per chunk, pool per clip
+        frames = frames_m(torch.from_numpy(audio).reshape(-1, chunk))
+        emb_t = pooling_m(frames.reshape(len(picked), -1, frames.shape[-1]))
         tags_t = head_m(emb_t).numpy()
     ref = pipeline.predict_proba(emb_t.numpy())[:, 1]
 
@@ -119,3 +121,22 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
     assert np.abs(p - ref).max() <= 1e-4
     assert np.abs(tags - tags_t).max() <= 1e-4
     np.testing.assert_allclose(emb, emb_t.numpy(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("seconds", [0.2, 2.5, 5.0])
+def test_end_to_end_computes_the_device_features(trained_model_dir: Path, seconds: float) -> None:
+    """In-graph chunking equals edge_runtime.features.embed_audio (one window per input)."""
+    from edge_runtime.features import embed_audio
+
+    sessions = load_sessions(trained_model_dir, provider="cpu")
+    rng = np.random.default_rng(3)
+    audio = (0.1 * rng.standard_normal((2, int(seconds * 32_000)))).astype(np.float32)
+    sess = ort.InferenceSession(str(trained_model_dir / "end_to_end.onnx"),
+                                providers=["CPUExecutionProvider"])
+    p, emb, _ = sess.run(None, {"waveform": audio})
+    for row in range(2):
+        ref, spans = embed_audio(sessions, audio[row])
+        assert len(spans) == 1
+        np.testing.assert_allclose(emb[row], ref[0], rtol=1e-5, atol=1e-5)
+        assert p[row] == pytest.approx(sessions.classifier.run(None, {"embedding": ref})[0][0, 1],
+                                       abs=1e-5)

@@ -59,9 +59,10 @@ def parity(pipeline, onnx_path: Path, x: np.ndarray, threshold: float) -> dict[s
 
 
 def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
-    """end_to_end.onnx vs split ONNX (backbone → pooling → classifier) on ``n`` whole clips."""
+    """end_to_end.onnx vs the device path (features.embed_audio → classifier) on ``n`` clips."""
     import onnxruntime as ort
 
+    from edge_runtime.features import embed_audio
     from edge_runtime.sessions import load_sessions, run1
 
     sessions = load_sessions(model_dir, provider="cpu")
@@ -70,7 +71,8 @@ def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
     diffs = []
     for clip in clips[:n]:
         audio = load_audio(clip.path, sessions.sample_rate)[None]
-        emb = run1(sessions.pooling, run1(sessions.backbone, audio))
+        emb, spans = embed_audio(sessions, audio[0])
+        assert len(spans) == 1, "end_to_end check needs clips of at most one window"
         ref = run1(sessions.classifier, emb)[:, 1]
         got = e2e.run(["p_danger"], {"waveform": audio})[0]
         diffs.append(float(np.abs(ref - got).max()))

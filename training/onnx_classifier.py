@@ -6,8 +6,11 @@ the backbone and ``ai.onnx.ml`` 3.
 
 ``end_to_end.onnx``: ``waveform [batch, samples]`` → ``p_danger [batch]``, ``embedding``,
 ``audioset_probs``; built with ``onnx.compose.merge_models`` from the model dir's backbone,
-pooling, head and classifier. It is the whole-clip (offline) path, for one-shot inference and
-interoperability; the streaming daemon runs the split files chunk by chunk.
+pooling, head and classifier. It computes the device's features: the waveform is cut in-graph
+into ``streaming.chunk_samples`` chunks (last one zero-padded), the backbone runs per chunk, and
+the frames of all chunks are pooled as one window — so for a 5 s clip (one device window) it
+equals ``edge_runtime.features.embed_audio`` and the classifier sees the features it was
+trained on. Longer input is pooled as one long window.
 """
 
 from __future__ import annotations
@@ -123,6 +126,50 @@ def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
 
 
+def chunker_graph(chunk: int, ir_version: int, opsets: list) -> onnx.ModelProto:
+    """waveform [B, S] → chunks [B·n, chunk] (n = max(1, ceil(S / chunk)), zero-padded) and
+    batch_size [1] (int64), so the frames can be regrouped per input after the backbone."""
+    ints = {name: helper.make_tensor(name, TensorProto.INT64, [1], [value]) for name, value in
+            (("c_zero", 0), ("c_one", 1), ("c_chunk", chunk), ("c_chunk_m1", chunk - 1),
+             ("c_minus1", -1))}
+    nodes = [
+        helper.make_node("Shape", ["waveform"], ["batch_size"], start=0, end=1),
+        helper.make_node("Shape", ["waveform"], ["n_samples"], start=1, end=2),
+        helper.make_node("Add", ["n_samples", "c_chunk_m1"], ["n_ceil_num"]),
+        helper.make_node("Div", ["n_ceil_num", "c_chunk"], ["n_ceil"]),
+        helper.make_node("Max", ["n_ceil", "c_one"], ["n_chunks"]),
+        helper.make_node("Mul", ["n_chunks", "c_chunk"], ["n_padded"]),
+        helper.make_node("Sub", ["n_padded", "n_samples"], ["n_pad"]),
+        helper.make_node("Concat", ["c_zero", "c_zero", "c_zero", "n_pad"], ["pads"], axis=0),
+        helper.make_node("Pad", ["waveform", "pads"], ["padded"]),
+        helper.make_node("Concat", ["c_minus1", "c_chunk"], ["chunk_shape"], axis=0),
+        helper.make_node("Reshape", ["padded", "chunk_shape"], ["chunks"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "chunker",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("chunks", TensorProto.FLOAT, ["batch_chunks", chunk]),
+         helper.make_tensor_value_info("batch_size", TensorProto.INT64, [1])],
+        initializer=list(ints.values()))
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
+def regroup_graph(frame_dim: int, ir_version: int, opsets: list) -> onnx.ModelProto:
+    """frames [B·n, t, D] + batch_size [1] → window_frames [B, n·t, D] (chunks in time order)."""
+    tail = helper.make_tensor("c_rest", TensorProto.INT64, [2], [-1, frame_dim])
+    nodes = [helper.make_node("Concat", ["batch_size", "c_rest"], ["window_shape"], axis=0),
+             helper.make_node("Reshape", ["frames", "window_shape"], ["window_frames"])]
+    graph = helper.make_graph(
+        nodes, "regroup",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT,
+                                       ["batch_chunks", "t", frame_dim]),
+         helper.make_tensor_value_info("batch_size", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("window_frames", TensorProto.FLOAT,
+                                       ["batch", "time", frame_dim])],
+        initializer=[tail])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
 def check_opsets(models: dict[str, onnx.ModelProto]) -> dict[str, int]:
     """All parts must agree on each domain's opset version; returns the union."""
     union: dict[str, int] = {}
@@ -146,16 +193,28 @@ def aligned(model: onnx.ModelProto, ir_version: int, opsets: dict[str, int],
 
 
 def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto) -> onnx.ModelProto:
-    """backbone → pooling → (head, classifier → p_danger) as one ONNX graph."""
-    parts = {role: onnx.load(str(model_dir / f"{role}.onnx"))
+    """chunker → backbone → regroup → pooling → (head, classifier → p_danger), one graph."""
+    from edge_runtime.manifest import load_manifest
+
+    manifest = load_manifest(model_dir)
+    parts = {role: onnx.load(str(model_dir / manifest["files"][role]["path"]))
              for role in ("backbone", "pooling", "head")}
     parts["classifier"] = classifier
     opsets = check_opsets(parts)
     ir = max(m.ir_version for m in parts.values())
-    tail = p_danger_tail(ir, [helper.make_opsetid(d, v) for d, v in opsets.items()])
+    opset_ids = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+    tail = aligned(p_danger_tail(ir, opset_ids), ir, opsets, "tail/")
+    chunker = aligned(chunker_graph(int(manifest["streaming"]["chunk_samples"]), ir, opset_ids),
+                      ir, opsets, "chunker/")
+    regroup = aligned(regroup_graph(int(manifest["backbone"]["frame_dim"]), ir, opset_ids),
+                      ir, opsets, "regroup/")
     m = {role: aligned(model, ir, opsets, f"{role}/") for role, model in parts.items()}
-    tail = aligned(tail, ir, opsets, "tail/")
-    merged = compose.merge_models(m["backbone"], m["pooling"], io_map=[("frames", "frames")],
+    merged = compose.merge_models(chunker, m["backbone"], io_map=[("chunks", "waveform")],
+                                  outputs=["frames", "batch_size"])
+    merged = compose.merge_models(merged, regroup, io_map=[("frames", "frames"),
+                                                           ("batch_size", "batch_size")],
+                                  outputs=["window_frames"])
+    merged = compose.merge_models(merged, m["pooling"], io_map=[("window_frames", "frames")],
                                   outputs=["embedding"])
     merged = compose.merge_models(merged, m["head"], io_map=[("embedding", "embedding")],
                                   outputs=["embedding", "audioset_probs"])
