@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.dataset import AudioError, load_audio, read_dataset
+from edge_runtime.audio import AudioError
+from training.dataset import load_audio, read_dataset
 from training.embed import cache_path, embed_clips, load_cache
 from training.mapping import default_mapping
 
@@ -47,10 +48,10 @@ def test_load_audio_resamples_stereo_44k1_to_32k_mono(tmp_path: Path) -> None:
 def test_load_audio_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF\x00\x00garbage, not audio")
-    with pytest.raises(AudioError, match="corrupt.wav: unreadable audio") as exc:
+    with pytest.raises(AudioError, match="corrupt.wav: not a readable audio file") as exc:
         load_audio(bad)
     assert "\n" not in str(exc.value)
-    with pytest.raises(AudioError, match="absent.wav: audio file missing"):
+    with pytest.raises(AudioError, match="absent.wav: no such file"):
         load_audio(tmp_path / "absent.wav")
 
 
@@ -69,7 +70,7 @@ def test_missing_and_corrupt_files_are_skipped(cnn14_model_dir: Path, tmp_path: 
         emb = embed_clips(cnn14_model_dir, clips, cache_dir=tmp_path / "cache")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2-5-A-0.wav: audio file missing" in w for w in warnings)
-    assert any("2-4-A-10.wav: unreadable audio" in w and "skipped" in w for w in warnings)
+    assert any("2-4-A-10.wav: not a readable audio file" in w and "skipped" in w for w in warnings)
     assert all("\n" not in w for w in warnings)
     assert emb.filename.tolist() == ["1-1-A-0.wav", "1-2-A-10.wav", "2-3-A-0.wav"]
     assert emb.label.tolist() == [1, 0, 1]

@@ -3,9 +3,9 @@
 ESC-50's own folds (1-5) are kept: they group clips cut from the same source recording, so
 leave-one-fold-out never leaks a recording between train and test.
 
-Audio at any sample rate and channel count is loaded with soundfile, averaged to mono and
-resampled to 32 kHz with **soxr** (libsoxr, "HQ" quality) — the same resampler the device uses
-for native microphone/file rates. Nothing here is hand-rolled DSP.
+Audio is decoded by the device's own decoder (``edge_runtime.audio``): any soundfile-readable
+file, any sample rate and channel count, averaged to mono and resampled to 32 kHz with **soxr**
+(libsoxr "HQ", streaming). Training and serving thus see identical samples.
 """
 
 from __future__ import annotations
@@ -17,19 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from edge_runtime.audio import load_file
 from training.mapping import Mapping
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32_000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-
-
-class AudioError(ValueError):
-    """An audio file is missing, unreadable or empty (one-line message naming the file)."""
 
 
 @dataclass(frozen=True)
@@ -110,18 +105,9 @@ def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None 
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (soundfile read, channel mean, soxr resample)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file missing")
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: unreadable audio ({reason})") from exc
-    if audio.size == 0:
-        raise AudioError(f"{path}: no audio samples")
-    mono = audio.mean(axis=1, dtype=np.float32)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    """Mono float32 audio at ``sample_rate``, decoded exactly as the device decodes files.
+
+    Raises :class:`edge_runtime.audio.AudioError` (one line naming the file) when unusable.
+    """
+    audio, _ = load_file(path, sample_rate)
+    return audio

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, embed_offline
 from edge_runtime.manifest import model_sha256
 from edge_runtime.sessions import ModelSessions, load_sessions
-from training.dataset import AudioError, Clip, load_audio
+from training.dataset import Clip, load_audio
 
 log = logging.getLogger(__name__)
 
