@@ -169,5 +169,54 @@ def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
     click.echo(f"model dir: {out}")
 
 
+# --- stream-eval / robustness (issue 6) -----------------------------------------------------
+
+@main.command("stream-eval")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Built model dir (edge-train build output).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="ESC-50 layout the model was built from.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder [default: <model>/.workbench/stream-eval].")
+@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]),
+              help="Classifier kind [default: the manifest's].")
+@click.option("--per-fold-limit", type=int, help="At most N clips per category and fold.")
+@click.option("--threads", type=int, help="onnxruntime threads.")
+@click.option("--no-daemon", is_flag=True, help="Skip the edge-detect subprocess runs.")
+def stream_eval_cmd(model_dir: Path, data: Path, out: Path | None, classifier: str | None,
+                    per_fold_limit: int | None, threads: int | None, no_daemon: bool) -> None:
+    """Fold CV through the device path: Detector.predict and the edge-detect daemon."""
+    from training.stream_eval import stream_eval
+
+    report = stream_eval(model_dir, data, out, kind=classifier, per_fold_limit=per_fold_limit,
+                         threads=threads, run_daemon=not no_daemon)
+    click.echo(report["markdown"])
+    click.echo(f"seconds: {report['seconds']}")
+
+
+@main.command("robustness")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Built model dir (edge-train build output).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="ESC-50 layout the model was built from.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for robustness.json and robustness.md.")
+@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]),
+              help="Classifier kind [default: the manifest's].")
+@click.option("--fold", "folds", type=int, multiple=True,
+              help="Held-out fold(s) to build test sets from [default: every fold].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="onnxruntime threads.")
+def robustness_cmd(model_dir: Path, data: Path, out: Path, classifier: str | None,
+                   folds: tuple[int, ...], seed: int, threads: int | None) -> None:
+    """Held-out mixes, gain changes, noise and synthetic sounds through the Detector."""
+    from training.robustness import robustness
+
+    report = robustness(model_dir, data, out, kind=classifier, folds=list(folds) or None,
+                        seed=seed, threads=threads)
+    click.echo(report["markdown"])
+    click.echo(f"seconds: {report['seconds']}")
+
+
 if __name__ == "__main__":
     main()
