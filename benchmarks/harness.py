@@ -8,6 +8,7 @@ p95 over few runs is close to the max; the results record the repeat count of ev
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -44,6 +45,72 @@ def time_runs(fn: Callable[[], Any], budget: Budget) -> list[float]:
         times.append(time.perf_counter() - start)
         spent += times[-1]
     return times
+
+
+def cpu_busy_s() -> float | None:
+    """Seconds all CPUs have been busy since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class Interference:
+    """Average cores kept busy by *other* processes while a block runs (None if unknown)."""
+
+    def __enter__(self) -> Interference:
+        self.busy, self.own, self.wall = cpu_busy_s(), own_cpu_s(), time.perf_counter()
+        self.cores: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = cpu_busy_s()
+        wall = time.perf_counter() - self.wall
+        if busy is not None and self.busy is not None and wall > 0:
+            self.cores = max(0.0, (busy - self.busy - (own_cpu_s() - self.own)) / wall)
+
+
+def wait_quiet(threshold: float, max_wait_s: float, window_s: float = 0.5) -> float | None:
+    """Wait until other processes use under ``threshold`` cores (or ``max_wait_s`` passes)."""
+    deadline = time.perf_counter() + max_wait_s
+    while True:
+        with Interference() as seen:
+            time.sleep(window_s)
+        if seen.cores is None or seen.cores < threshold or time.perf_counter() > deadline:
+            return seen.cores
+
+
+def measure(fn: Callable[[], Any], budget: Budget, quiet_cores: float | None = 0.25,
+            attempts: int = 3, max_wait_s: float = 15.0,
+            retry_below_s: float = 15.0) -> tuple[list[float], float | None]:
+    """Time ``fn`` when the machine is quiet (shared machines: other work skews medians).
+
+    Waits (at most ``max_wait_s``) until other processes use under ``quiet_cores`` cores, then
+    times; if they used more meanwhile, retries (up to ``attempts``, only for attempts shorter
+    than ``retry_below_s``). Returns the least-disturbed attempt's times and the cores other
+    processes kept busy during it. ``quiet_cores=None`` times once without waiting.
+    """
+    best: tuple[list[float], float | None] | None = None
+    for _ in range(attempts if quiet_cores is not None else 1):
+        if quiet_cores is not None:
+            wait_quiet(quiet_cores, max_wait_s)
+        with Interference() as seen:
+            times = time_runs(fn, budget)
+        if best is None or (seen.cores or 0.0) < (best[1] or 0.0):
+            best = (times, seen.cores)
+        if (quiet_cores is None or seen.cores is None or seen.cores < quiet_cores
+                or sum(times) > retry_below_s):
+            break
+    assert best is not None
+    return best
 
 
 def stats(times: list[float], audio_seconds: float, clips: int) -> dict[str, float]:

@@ -78,20 +78,22 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Daemon compute per audio-second (hop 1 s, window 5 s: backbone on one 1 s "
                   "chunk + pooling over 5 chunks + head/classifier):", "",
                   "| backbone | precision | threads | median ms per audio-s | p95 ms | "
-                  "× real time |", "|---|---|---|---|---|---|"]
+                  "× real time | other procs (cores) |", "|---|---|---|---|---|---|---|"]
         for r, d in daemon_rows:
             lines.append(f"| {r['backbone']} | {r['precision']} | {d['threads']} "
                          f"({d['threads_setting']}) | {d['compute_ms_per_audio_s']:.1f} | "
-                         f"{d['p95_ms_per_audio_s']:.1f} | {d['x_realtime']:.0f} |")
+                         f"{d['p95_ms_per_audio_s']:.1f} | {d['x_realtime']:.0f} | "
+                         f"{_fmt(d.get('other_processes_cores'))} |")
     lines += ["", "| backbone | precision | engine | clip s | batch | median ms | p95 ms | "
-              "clips/s | × real time | peak RSS MB | runs |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "clips/s | × real time | peak RSS MB | runs | other procs (cores) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         for c in r["configs"]:
             lines.append(f"| {r['backbone']} | {r['precision']} | {r['label']} | "
                          f"{c['clip_s']:g} | {c['batch']} | {c['median_s'] * 1000:.1f} | "
                          f"{c['p95_s'] * 1000:.1f} | {c['clips_per_s']:.2f} | "
-                         f"{c['x_realtime']:.1f} | {c['peak_rss_mb']:.0f} | {c['repeats']} |")
+                         f"{c['x_realtime']:.1f} | {c['peak_rss_mb']:.0f} | {c['repeats']} | "
+                         f"{_fmt(c.get('other_processes_cores'))} |")
     if results.get("skipped"):
         lines += ["", "Skipped:"] + [f"- {s['label']}: {s['reason']}" for s in results["skipped"]]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -30,10 +31,17 @@ from edge_runtime.manifest import sha256_file, write_json_atomic
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
 FULL = {"clips": [1.0, 5.0, 10.0], "batches": [1, 8, 32],
-        "budget": {"warmup": 1, "min_repeats": 3, "max_repeats": 30, "budget_s": 2.5}}
+        "budget": {"warmup": 1, "min_repeats": 3, "max_repeats": 30, "budget_s": 2.5},
+        "quiet_cores": 0.25}
 FAST = {"clips": [1.0], "batches": [1],
-        "budget": {"warmup": 1, "min_repeats": 2, "max_repeats": 2, "budget_s": 0.0}}
+        "budget": {"warmup": 1, "min_repeats": 2, "max_repeats": 2, "budget_s": 0.0},
+        "quiet_cores": None}
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load: other work on the machine disturbs the timings."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def find_weights(info: dict[str, Any], candidates: list[Path]) -> Path | None:
@@ -61,7 +69,8 @@ def plan(models: list[Path], weights: list[Path], settings: dict[str, Any],
         info = model_info(model_dir)
         base = {"model_dir": str(model_dir), "backbone": info["backbone"], "threads": None,
                 "clips": settings["clips"], "batches": settings["batches"],
-                "budget": settings["budget"], "info": info}
+                "budget": settings["budget"], "quiet_cores": settings["quiet_cores"],
+                "info": info}
         name = f"{info['backbone']} {info['precision']}"
         if info["precision"] == "fp32":
             found = find_weights(info, weights)
@@ -114,14 +123,16 @@ def run_all(models: list[Path], weights: list[Path], fast: bool) -> dict[str, An
                      "engine": spec["engine"], "provider_requested": spec["provider"],
                      "label": spec["label"], "model_dir": info["model_dir"],
                      "backbone_mb": info["backbone_mb"], "runtime_mb": info["runtime_mb"],
-                     "has_classifier": info["has_classifier"], **result})
+                     "has_classifier": info["has_classifier"], **result,
+                     "load_average_after": load_average()})
     results = {"machine": machine,
                "settings": {"mode": "fast" if fast else "full", **settings,
                             "threads": "library default (torch and onnxruntime: usable cores)",
                             "signal": "seeded white noise, 0.1 RMS, 32 kHz",
                             "reference_cell": list(report.REFERENCE_CELL)},
                "runs": runs, "skipped": skipped,
-               "seconds": round(time.perf_counter() - start, 1)}
+               "seconds": round(time.perf_counter() - start, 1),
+               "load_average_at_end": load_average()}
     results["summary"] = report.summary(runs)
     return results
 

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from benchmarks import engines
-from benchmarks.harness import Budget, peak_rss_mb, reset_peak_rss, stats, test_signal, time_runs
+from benchmarks.harness import Budget, measure, peak_rss_mb, reset_peak_rss, stats, test_signal
 
 
 def load_runner(spec: dict[str, Any]) -> tuple[engines.Runner, str, float]:
@@ -37,8 +37,8 @@ def daemon(spec: dict[str, Any], budget: Budget) -> list[dict[str, Any]]:
     for threads in (1, None):
         sessions = engines.onnx_sessions(Path(spec["model_dir"]), spec["provider"], threads)
         run, hop_s = engines.daemon_hop_runner(sessions)
-        times = time_runs(lambda run=run: run(None), budget)
-        row = stats(times, hop_s, 1)
+        times, others = measure(lambda run=run: run(None), budget, spec["quiet_cores"])
+        row = {**stats(times, hop_s, 1), "other_processes_cores": others}
         rows.append({"threads": threads or engines.default_threads(),
                      "threads_setting": threads or "default", "hop_s": hop_s,
                      "compute_ms_per_audio_s": 1000 * row["median_s"] / hop_s,
@@ -51,13 +51,16 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     runner, provider, startup = load_runner(spec)
     result: dict[str, Any] = {"startup_s": startup, "provider": provider,
                               "rss_after_load_mb": peak_rss_mb(), "configs": []}
-    cells = [(c, b) for c in spec["clips"] for b in spec["batches"]]
+    # Smallest audio first: allocator arenas only grow, so with the peak reset before each
+    # cell, a cell's VmHWM is its own peak (earlier, smaller cells left less resident).
+    cells = sorted(((c, b) for c in spec["clips"] for b in spec["batches"]),
+                   key=lambda cb: (cb[0] * cb[1], cb[0]))
     for clip_s, batch in tqdm(cells, desc=spec.get("label", spec["engine"]), unit="cfg",
                               leave=False, file=sys.stderr):
         signal = test_signal(batch, clip_s)
         per_rss = reset_peak_rss()
-        times = time_runs(lambda signal=signal: runner(signal), budget)
-        row = stats(times, clip_s * batch, batch)
+        times, others = measure(lambda signal=signal: runner(signal), budget, spec["quiet_cores"])
+        row = {**stats(times, clip_s * batch, batch), "other_processes_cores": others}
         result["configs"].append({"clip_s": clip_s, "batch": batch, **row,
                                   "peak_rss_mb": peak_rss_mb(),
                                   "peak_rss_scope": "config" if per_rss else "process"})
