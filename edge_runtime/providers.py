@@ -66,6 +66,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # Each session has its own intra-op pool; spinning pools of the backbone, pooling, head and
+    # classifier sessions run back-to-back and steal each other's cores. Measured on 2 cores
+    # (Cnn14 fp32, 5 s clip through backbone+pooling+head): 167 ms spinning vs 64 ms without.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
