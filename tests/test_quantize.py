@@ -115,3 +115,17 @@ def test_gate_refuses_and_writes_nothing(mn04_dir: Path, esc10_dir: Path,
         q.quantize_model_dir(mn04_dir, esc10_dir / "audio", out, calib_files=8, check_files=4,
                              min_mean=1.01)
     assert list(out.iterdir()) == []
+
+
+def test_unreadable_calibration_file_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    import soundfile as sf
+
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(40000, np.float32), 32000)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    reader = q.ChunkReader([bad, good], 32000, 32000)
+    assert reader.chunks.shape == (2, 32000)
+    assert "bad.wav" in caplog.text
+    with pytest.raises(ValueError, match="no readable calibration audio"):
+        q.ChunkReader([bad], 32000, 32000)

@@ -43,6 +43,7 @@ from onnxruntime.quantization import (
 )
 from tqdm import tqdm
 
+from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
 from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
 from edge_runtime.sessions import load_sessions
@@ -122,8 +123,17 @@ def front_end_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate``: the training loader (soundfile + soxr HQ)."""
+    """Mono float32 audio at ``sample_rate``, decoded as the device decodes files."""
     return training_load_audio(path, sample_rate)
+
+
+def readable(path: Path, sample_rate: int) -> np.ndarray | None:
+    """The file's audio, or None after a one-line warning naming it (bad files are skipped)."""
+    try:
+        return load_audio(path, sample_rate)
+    except AudioError as exc:
+        log.warning("%s; skipped", exc)
+        return None
 
 
 def audio_files(data_dir: Path) -> list[Path]:
@@ -154,8 +164,14 @@ class ChunkReader(CalibrationDataReader):
 
     def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
                  input_name: str = "waveform", batch: int = 8) -> None:
-        chunks = [to_chunks(load_audio(f, sample_rate), chunk_samples)
-                  for f in tqdm(files, desc="calibration audio", unit="file", leave=False)]
+        chunks = []
+        for path in tqdm(files, desc="calibration audio", unit="file", leave=False):
+            audio = readable(path, sample_rate)
+            if audio is not None:
+                chunks.append(to_chunks(audio, chunk_samples))
+        if not chunks:
+            raise ValueError("no readable calibration audio among "
+                             f"{len(files)} files (first: {files[0]})")
         self.chunks = np.concatenate(chunks, axis=0)
         self.input_name = input_name
         self.batch = batch
@@ -206,11 +222,15 @@ def compare_embeddings(fp32_dir: Path, int8_dir: Path, files: Sequence[Path],
     new = load_sessions(int8_dir, "cpu", threads, with_classifier=False)
     per_file, all_cos = [], []
     for path in tqdm(files, desc="held-out check", unit="file", leave=False):
-        audio = load_audio(path, ref.sample_rate)
+        audio = readable(path, ref.sample_rate)
+        if audio is None:
+            continue
         cos = cosine_rows(embed_audio(ref, audio)[0], embed_audio(new, audio)[0])
         per_file.append(round(float(cos.mean()), 6))
         all_cos.extend(cos.tolist())
-    return CheckResult(len(files), len(all_cos), float(np.mean(all_cos)), float(np.min(all_cos)),
+    if not all_cos:
+        raise ValueError(f"none of the {len(files)} held-out files could be read")
+    return CheckResult(len(per_file), len(all_cos), float(np.mean(all_cos)), float(np.min(all_cos)),
                        per_file)
 
 
