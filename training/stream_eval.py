@@ -136,7 +136,7 @@ def daemon_events(model_dir: Path, clips: list[Clip], work: Path,
                           check=False)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"edge-detect exited {done.returncode}: {last[0]}")
+        raise ValueError(f"{folder}: edge-detect exited {done.returncode}: {last[0]}")
     counts = {Path(c.path).name: 0 for c in clips}
     if events_path.is_file():
         for line in events_path.read_text(encoding="utf-8").splitlines():
