@@ -98,13 +98,15 @@ class Runner:
                 for score in scorer.push(block):
                     peak = max(peak, score.probability)
                     self._emit(tracker.update(score.start_s, score.end_s, score.probability,
-                                              self._payload(score)), info)
+                                              self._payload(score),
+                                              score.chunk_probabilities), info)
                 if self.stop.is_set():
                     break
             for score in scorer.finish():
                 peak = max(peak, score.probability)
                 self._emit(tracker.update(score.start_s, score.end_s, score.probability,
-                                          self._payload(score)), info)
+                                          self._payload(score), score.chunk_probabilities),
+                           info)
         except AudioError as exc:
             log.error("%s", exc)
             ok = False

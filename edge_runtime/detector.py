@@ -27,12 +27,14 @@ DEFAULT_THRESHOLD = 0.5
 
 @dataclass
 class WindowScore:
-    """p(danger) of one window spanning ``[start_s, end_s)`` of its stream."""
+    """p(danger) of one window spanning ``[start_s, end_s)`` of its stream, and of each of its
+    chunks scored alone (oldest first; used only to place an event's start and end)."""
 
     start_s: float
     end_s: float
     probability: float
     embedding: np.ndarray = field(repr=False)
+    chunk_probabilities: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -81,13 +83,15 @@ class DetectorStream:
         if not windows:
             return []
         hop = self.detector.hop_s
-        probs = self.detector.scorer.danger(np.stack([w.embedding for w in windows]))
+        scorer = self.detector.scorer
+        probs = scorer.danger(np.stack([w.embedding for w in windows]))
         out = []
         for w, p in zip(windows, probs, strict=True):
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
-            out.append(WindowScore(w.first_chunk * hop, end, float(p), w.embedding))
+            chunk_probs = [float(q) for q in scorer.danger(w.chunk_embeddings)]
+            out.append(WindowScore(w.first_chunk * hop, end, float(p), w.embedding, chunk_probs))
         return out
 
 

@@ -8,13 +8,19 @@ Rules (all times in seconds from the start of the stream):
   least ``min_duration_s``; shorter blips are dropped silently.
 * After it falls below the off-threshold it waits ``cooldown_s``; a window ≥ ``threshold``
   within that time continues the same event, so a 10 s siren with a dip is one event.
-* Times: a window's evidence is attributed to its newest chunk (``[end - hop, end)``) for the
-  onset and to its oldest chunk (``[start, start + hop)``) for the offset; the very first
-  window of a stream has no earlier context and starts the event at the window's start.
+* Times — the window *decides*, its chunks *locate*. A 5 s window may need several seconds of
+  danger before it crosses the threshold, so its end is a late onset. When the caller passes
+  each chunk's own p(danger) (the chunk's frames pooled alone and classified), the event starts
+  at the first chunk of the opening window with p ≥ ``off`` (never before the previous event's
+  end) and ends with the last such chunk of its last active window. Without chunk scores (or
+  when no chunk alone is confident) a window's evidence is attributed to its newest chunk for
+  the onset and to its oldest chunk for the offset; the first window of a stream has no earlier
+  context and starts the event at the window's start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,14 +78,31 @@ class EventTracker:
     current: Event | None = None
     quiet_since: float | None = None
     count: int = 0
+    last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
 
-    def update(self, win_start: float, win_end: float, p: float,
-               payload: Any = None) -> list[Transition]:
+    def _located(self, win_start: float, win_end: float,
+                 chunk_probs: Sequence[float] | None) -> tuple[float | None, float | None]:
+        """(start of the first, end of the last) chunk with p ≥ off; (None, None) if none."""
+        if not chunk_probs:
+            return None, None
+        hot = [i for i, q in enumerate(chunk_probs) if q >= self.config.off
+               and win_start + (i + 1) * self.hop_s > self.last_end + 1e-9]
+        if not hot:
+            return None, None
+        start = max(win_start + hot[0] * self.hop_s, self.last_end)
+        return start, min(win_end, win_start + (hot[-1] + 1) * self.hop_s)
+
+    def update(self, win_start: float, win_end: float, p: float, payload: Any = None,
+               chunk_probs: Sequence[float] | None = None) -> list[Transition]:
+        """One window's p(danger); ``chunk_probs`` (oldest first) place the event in time."""
         first = not self._seen
         self._seen = True
         onset = win_start if first else max(win_start, win_end - self.hop_s)
         offset = min(win_end, win_start + self.hop_s)
+        hot_start, hot_end = self._located(win_start, win_end, chunk_probs)
+        if hot_start is not None:
+            onset, offset = hot_start, max(offset, hot_end)
         cfg, ev, out = self.config, self.current, []
         if ev is not None and self.quiet_since is not None:
             if p >= cfg.threshold:
@@ -127,4 +150,5 @@ class EventTracker:
     def _finish(self) -> Transition:
         ev = self.current
         self.current, self.quiet_since = None, None
+        self.last_end = ev.end_s
         return Transition("end", ev)

@@ -18,11 +18,13 @@ from edge_runtime.sessions import ModelSessions
 
 @dataclass
 class Window:
-    """One pooled window: chunk span ``[first, last]`` (inclusive) and its embedding."""
+    """One pooled window: chunk span ``[first, last]`` (inclusive), its embedding, and each of
+    its chunks pooled alone (``[chunks, E]``, oldest first) for locating events in time."""
 
     first_chunk: int
     last_chunk: int
     embedding: np.ndarray
+    chunk_embeddings: np.ndarray
 
 
 class FrameWindow:
@@ -36,6 +38,7 @@ class FrameWindow:
         self.sessions = sessions
         self.window_chunks = int(window_chunks or sessions.window_chunks)
         self._frames: deque[np.ndarray] = deque(maxlen=self.window_chunks)
+        self._chunk_embeddings: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self.chunks_seen = 0
         self.windows_emitted = 0
 
@@ -43,6 +46,7 @@ class FrameWindow:
         """Run the backbone on one chunk; return the window ending with it, if full."""
         frames = chunk_frames(self.sessions, np.asarray(chunk, np.float32).reshape(1, -1))[0]
         self._frames.append(frames)
+        self._chunk_embeddings.append(pool_window(self.sessions, frames[None]))
         self.chunks_seen += 1
         if len(self._frames) < self.window_chunks:
             return None
@@ -58,4 +62,5 @@ class FrameWindow:
         embedding = pool_window(self.sessions, np.stack(list(self._frames)))
         self.windows_emitted += 1
         last = self.chunks_seen - 1
-        return Window(last - len(self._frames) + 1, last, embedding)
+        return Window(last - len(self._frames) + 1, last, embedding,
+                      np.stack(list(self._chunk_embeddings)))

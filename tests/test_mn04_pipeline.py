@@ -75,3 +75,33 @@ def test_stream_eval_daemon_matches_training_pipeline(mn04_model: Path, esc10_di
     assert report["detector"]["roc_auc"] > 0.8
     assert (tmp_path / "stream_eval.json").is_file()
     assert (tmp_path / "stream_eval.md").read_text().startswith("Leave-one-fold-out")
+
+
+def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """Acceptance with real weights and clips the classifier never saw: safe, safe, DOG, safe,
+    safe, safe (5 s each) → exactly one event, 10 s → 15 s within one hop (1 s)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    rain, sea, clock = (unseen(esc10_dir, c, 2) for c in ("rain", "sea_waves", "clock_tick"))
+    dog = unseen(esc10_dir, "dog", 1)
+    parts = [rain[0], sea[0], dog[0], clock[0], rain[1], sea[1]]
+    stream = np.concatenate([sf.read(p, dtype="float32")[0] for p in parts])
+    assert stream.size == 30 * 32_000
+    sf.write(tmp_path / "stream.flac", stream, 32_000)
+    events = tmp_path / "events.jsonl"
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(mn04_model),
+                          "--input", str(tmp_path / "stream.flac"), "--events", str(events)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert len(records) == 1, records
+    (rec,) = records
+    assert abs(rec["offset_start_s"] - 10.0) <= 1.0, rec
+    assert abs(rec["offset_end_s"] - 15.0) <= 1.0, rec
+    assert rec["model_sha256"] == Detector(mn04_model, provider="cpu").model_id

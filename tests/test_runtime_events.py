@@ -79,3 +79,28 @@ def test_first_window_onset_is_window_start_later_ones_newest_chunk() -> None:
     tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0)
     tracker.update(0.0, 5.0, 0.1)
     assert tracker.update(1.0, 6.0, 0.9)[0].event.start_s == 5.0
+
+
+def test_chunk_scores_place_the_event_where_the_danger_is() -> None:
+    """A 5 s window crosses the threshold only with 4 s of danger (window ending at 14 s); the
+    chunks' own scores put the event at 10-15 s instead of 13-14 s."""
+    danger = set(range(10, 15))  # chunks 10..14 hold the danger: 10 s to 15 s
+    tracker = EventTracker(EventConfig(threshold=0.9, hysteresis=0.1), hop_s=1.0)
+    out = []
+    for end in range(5, 31):
+        chunks = range(end - 5, end)
+        inside = sum(c in danger for c in chunks)
+        p = {4: 0.95, 5: 1.0}.get(inside, 0.2 * inside)  # diluted windows stay low
+        out += tracker.update(end - 5.0, float(end), p,
+                              chunk_probs=[1.0 if c in danger else 0.0 for c in chunks])
+    out += tracker.close(30.0)
+    ends = [t.event for t in out if t.kind == "end"]
+    assert len(ends) == 1
+    assert (ends[0].start_s, ends[0].end_s) == (10.0, 15.0)
+
+
+def test_without_chunk_scores_the_newest_chunk_marks_the_onset() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.9), hop_s=1.0)
+    tracker.update(8.0, 13.0, 0.5)
+    (start,) = tracker.update(9.0, 14.0, 0.95)
+    assert start.event.start_s == 13.0
