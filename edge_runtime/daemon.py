@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -123,13 +125,17 @@ class Runner:
                      scorer.seconds, peak, self.stats.events - events_before)
         return ok
 
-    def _payload(self, score: WindowScore) -> list[tuple[str, float]] | None:
+    def _payload(self, score: WindowScore) -> Callable[[], list[tuple[str, float]]] | None:
+        """Tags of a window that may explain an event, computed lazily: only the peak window of
+        an event is ever described (one whole-window backbone pass, see Detector.describe)."""
         if score.probability < self.config.off or not self.detector.scorer.has_tags:
             return None
-        return self.detector.tags(score.embedding, self.top_tags)
+        return partial(self.detector.describe, score.audio, self.top_tags)
 
     def _emit(self, transitions: list[Transition], info: StreamInfo) -> None:
         for tr in transitions:
+            if callable(tr.event.peak_payload):
+                tr.event.peak_payload = tr.event.peak_payload()
             if tr.kind == "start":
                 self.stats.started += 1
                 tr.event.index = self.stats.started

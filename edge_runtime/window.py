@@ -18,13 +18,15 @@ from edge_runtime.sessions import ModelSessions
 
 @dataclass
 class Window:
-    """One pooled window: chunk span ``[first, last]`` (inclusive), its embedding, and each of
-    its chunks pooled alone (``[chunks, E]``, oldest first) for locating events in time."""
+    """One pooled window: chunk span ``[first, last]`` (inclusive), its embedding, each of its
+    chunks pooled alone (``[chunks, E]``, oldest first) for locating events in time, and its
+    audio (for describing an event with AudioSet tags)."""
 
     first_chunk: int
     last_chunk: int
     embedding: np.ndarray
     chunk_embeddings: np.ndarray
+    audio: np.ndarray
 
 
 class FrameWindow:
@@ -39,12 +41,15 @@ class FrameWindow:
         self.window_chunks = int(window_chunks or sessions.window_chunks)
         self._frames: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self._chunk_embeddings: deque[np.ndarray] = deque(maxlen=self.window_chunks)
+        self._audio: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self.chunks_seen = 0
         self.windows_emitted = 0
 
     def add(self, chunk: np.ndarray) -> Window | None:
         """Run the backbone on one chunk; return the window ending with it, if full."""
-        frames = chunk_frames(self.sessions, np.asarray(chunk, np.float32).reshape(1, -1))[0]
+        chunk = np.asarray(chunk, np.float32).reshape(-1)
+        frames = chunk_frames(self.sessions, chunk[None])[0]
+        self._audio.append(chunk)
         self._frames.append(frames)
         self._chunk_embeddings.append(pool_window(self.sessions, frames[None]))
         self.chunks_seen += 1
@@ -63,4 +68,4 @@ class FrameWindow:
         self.windows_emitted += 1
         last = self.chunks_seen - 1
         return Window(last - len(self._frames) + 1, last, embedding,
-                      np.stack(list(self._chunk_embeddings)))
+                      np.stack(list(self._chunk_embeddings)), np.concatenate(list(self._audio)))

@@ -105,3 +105,6 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
     assert abs(rec["offset_start_s"] - 10.0) <= 1.0, rec
     assert abs(rec["offset_end_s"] - 15.0) <= 1.0, rec
     assert rec["model_sha256"] == Detector(mn04_model, provider="cpu").model_id
+    # tags come from a whole-window pass over the peak window (Detector.describe)
+    names = [t["name"] for t in rec["tags"]]
+    assert {"Dog", "Bark", "Animal", "Domestic animals, pets"} & set(names), names
