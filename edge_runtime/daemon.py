@@ -98,15 +98,15 @@ class Runner:
                 if watch is not None:
                     watch.check(block)
                 for score in scorer.push(block):
-                    peak = max(peak, score.probability)
-                    self._emit(tracker.update(score.start_s, score.end_s, score.probability,
+                    peak = max(peak, score.decision)
+                    self._emit(tracker.update(score.start_s, score.end_s, score.decision,
                                               self._payload(score),
                                               score.chunk_probabilities), info)
                 if self.stop.is_set():
                     break
             for score in scorer.finish():
-                peak = max(peak, score.probability)
-                self._emit(tracker.update(score.start_s, score.end_s, score.probability,
+                peak = max(peak, score.decision)
+                self._emit(tracker.update(score.start_s, score.end_s, score.decision,
                                           self._payload(score), score.chunk_probabilities),
                            info)
         except AudioError as exc:
@@ -128,7 +128,7 @@ class Runner:
     def _payload(self, score: WindowScore) -> Callable[[], list[tuple[str, float]]] | None:
         """Tags of a window that may explain an event, computed lazily: only the peak window of
         an event is ever described (one whole-window backbone pass, see Detector.describe)."""
-        if score.probability < self.config.off or not self.detector.scorer.has_tags:
+        if score.decision < self.config.off or not self.detector.scorer.has_tags:
             return None
         return partial(self.detector.describe, score.audio, self.top_tags)
 

@@ -108,3 +108,26 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
     # tags come from a whole-window pass over the peak window (Detector.describe)
     names = [t["name"] for t in rec["tags"]]
     assert {"Dog", "Bark", "Animal", "Domestic animals, pets"} & set(names), names
+
+
+def test_chunk_decisions_catch_a_short_danger_sound(mn04_model: Path, esc10_dir: Path) -> None:
+    """2 s of an unseen dog clip inside 10 s of unseen rain: the 5 s window dilutes it, the
+    1 s chunks scored alone do not (Detector's default chunk decisions)."""
+    import numpy as np
+    import soundfile as sf
+
+    detector = Detector(mn04_model, provider="cpu")
+    window_only = Detector(mn04_model, provider="cpu", chunk_decisions=False)
+    rain = np.concatenate([sf.read(p, dtype="float32")[0] for p in unseen(esc10_dir, "rain", 2)])
+    for dog_path in unseen(esc10_dir, "dog", 3):
+        dog = sf.read(dog_path, dtype="float32")[0]
+        energy = np.convolve(dog**2, np.ones(3200), "same")
+        start = int(np.clip(np.argmax(energy) - 32_000, 0, dog.size - 64_000))
+        stream = rain.copy()
+        stream[137_600:201_600] = dog[start : start + 64_000]  # 4.3 s → 6.3 s
+        pred = detector.predict(stream)
+        assert pred.label == "danger", (dog_path.name, pred.probability, pred.window_probability)
+        assert pred.window_probability <= pred.probability
+        assert window_only.predict(stream).probability == pytest.approx(pred.window_probability)
+    safe = detector.predict(rain)
+    assert safe.label == "safe", safe.probability
