@@ -104,7 +104,8 @@ def test_conditions_label_and_key_their_sounds_consistently() -> None:
             if item.key in seen:
                 np.testing.assert_array_equal(seen[item.key], audio)
             seen[item.key] = audio
-            assert audio.dtype == np.float32 and audio.shape == (SR,)
+            long = item.key.startswith(("short:", "bg10:"))  # two backgrounds end to end
+            assert audio.dtype == np.float32 and audio.shape == ((2 if long else 1) * SR,)
 
 
 def test_condition_metrics_counts_decisions() -> None:
@@ -138,3 +139,17 @@ def test_sox_sounds_are_generated(tmp_path) -> None:
     tone = sounds["sox_sine_1k"]
     peak = np.argmax(np.abs(np.fft.rfft(tone)))
     assert np.fft.rfftfreq(tone.size, 1 / SR)[peak] == pytest.approx(1000, abs=1)
+
+
+def test_short_event_places_the_loudest_part_at_its_offset() -> None:
+    from training.robustness import short_event
+
+    rate = 32_000
+    danger = np.zeros(5 * rate, np.float32)
+    danger[3 * rate : int(3.5 * rate)] = 0.5  # the loud part: 3.0–3.5 s
+    background = np.full(10 * rate, 0.01, np.float32)
+    out = short_event(danger, background, seconds=2.0, at_s=4.3, rate=rate)
+    assert out.size == background.size
+    loud = np.flatnonzero(out > 0.2) / rate
+    assert loud.min() >= 4.3 and loud.max() < 6.3  # inside the 2 s segment placed at 4.3 s
+    assert np.allclose(out[: int(4.3 * rate)], 0.01)

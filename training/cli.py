@@ -207,13 +207,17 @@ def stream_eval_cmd(model_dir: Path, data: Path, out: Path | None, classifier: s
               help="Held-out fold(s) to build test sets from [default: every fold].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="onnxruntime threads.")
+@click.option("--window-only", is_flag=True,
+              help="Score with window decisions only (training's rule), not the default "
+                   "window + chunk decisions.")
 def robustness_cmd(model_dir: Path, data: Path, out: Path, classifier: str | None,
-                   folds: tuple[int, ...], seed: int, threads: int | None) -> None:
+                   folds: tuple[int, ...], seed: int, threads: int | None,
+                   window_only: bool) -> None:
     """Held-out mixes, gain changes, noise and synthetic sounds through the Detector."""
     from training.robustness import robustness
 
     report = robustness(model_dir, data, out, kind=classifier, folds=list(folds) or None,
-                        seed=seed, threads=threads)
+                        seed=seed, threads=threads, window_only=window_only)
     click.echo(report["markdown"])
     click.echo(f"seconds: {report['seconds']}")
 

@@ -8,7 +8,13 @@ Held-out conditions, all scored through ``Detector.predict`` (the device path):
 * **gain**: danger and safe clips at -30, -10 and +10 dB (the last hard-clipped at ±1);
 * **noise**: white and pink noise added to danger and safe clips at +10 and 0 dB SNR;
 * **synthetic other sounds**: speech from ``espeak-ng`` and tones, sweeps, chords and noise
-  from ``sox`` (safe), and danger clips mixed into that speech at 0 dB.
+  from ``sox`` (safe), and danger clips mixed into that speech at 0 dB;
+* **short danger**: the loudest 2 s of each danger clip added (at its own level) 4.3 s into
+  10 s of safe background — a bark or a siren burst, shorter than the 5 s window — against
+  the same 10 s backgrounds alone.
+
+``--window-only`` scores with the Detector's window-only rule (training's); by default the
+Detector's chunk decisions are used, as the daemon does.
 
 Fold-out keeps it honest: test sounds built from fold k's clips are scored by a classifier
 fitted without fold k (threshold from an inner fold CV on the training folds, as in
@@ -98,6 +104,19 @@ def mix_at_snr(signal: np.ndarray, background: np.ndarray, snr: float) -> np.nda
     """``signal`` + ``background`` (fitted to its length) at ``snr`` dB, peak-limited."""
     background = fit_length(background, len(signal))
     return limit_peak(np.asarray(signal, np.float32) + scale_to_snr(signal, background, snr))
+
+
+def short_event(danger: np.ndarray, background: np.ndarray, seconds: float = 2.0,
+                at_s: float = 4.3, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The loudest ``seconds`` of ``danger`` added at ``at_s`` into ``background``."""
+    n = int(seconds * rate)
+    energy = np.convolve(danger.astype(np.float64) ** 2, np.ones(rate // 10), "same")
+    start = int(np.clip(np.argmax(energy) - n // 2, 0, max(0, danger.size - n)))
+    segment = danger[start : start + n]
+    out = background.astype(np.float32).copy()
+    at = int(at_s * rate)
+    out[at : at + segment.size] += segment[: max(0, out.size - at)]
+    return limit_peak(out)
 
 
 def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
@@ -261,6 +280,16 @@ def fold_conditions(fa: FoldAudio, speech: dict[str, np.ndarray], sox: dict[str,
         conds["danger in speech @ +0 dB"] = mixes + plain("SP", names)
     if sox:
         conds["tones, chords, beeps, noise alone (sox)"] = dangers + plain("SX", sox)
+    if len(s) >= 2:
+        names = sorted(s)
+        long_bg = {f"{a}+{b}": np.concatenate([s[a], s[b]])
+                   for a, b in zip(names, names[1:] + names[:1], strict=True)}
+        bg_names = sorted(long_bg)
+        pairs = [(k, bg_names[i % len(bg_names)]) for i, k in enumerate(sorted(d))]
+        shorts = [Item(f"short:{k}:{b}", 1, lambda a=d[k], x=long_bg[b]: short_event(a, x))
+                  for k, b in pairs]
+        conds["short danger (2 s) in 10 s of safe background"] = shorts + [
+            Item(f"bg10:{k}", 0, lambda a=v: a) for k, v in long_bg.items()]
     return conds
 
 
@@ -306,7 +335,7 @@ def load_fold_audio(data: Path, fold: int, mapping, sample_rate: int) -> FoldAud
 
 def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
                kind: str | None = None, folds: list[int] | None = None, seed: int = 0,
-               threads: int | None = None,
+               threads: int | None = None, window_only: bool = False,
                target_recall: float = evaluate.DEFAULT_TARGET_RECALL) -> dict[str, Any]:
     """Build every condition per held-out fold, score it with that fold's model, report."""
     from edge_runtime.detector import Detector
@@ -336,7 +365,8 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
                                       emb.x.shape[1], threshold,
                                       classifier_section(manifest, kind, mapping, fold,
                                                          target_recall))
-            detector = Detector(fold_dir, provider="cpu", threads=threads)
+            detector = Detector(fold_dir, provider="cpu", threads=threads,
+                                chunk_decisions=not window_only)
             fa = load_fold_audio(Path(data), fold, mapping, rate)
             counts[fold] = {"danger": len(fa.danger), "safe": len(fa.safe),
                             "other": len(fa.other), "train_rows": int(train.sum())}
@@ -366,6 +396,7 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_dir": str(model_dir), "backbone": manifest["backbone"]["name"],
         "data": str(data), "kind": kind, "folds": folds, "seed": seed,
+        "decisions": "windows only" if window_only else "windows and chunks (default)",
         "scheme": "per held-out fold: classifier fitted on the other folds' embeddings, "
                   "threshold from an inner fold CV on them; sounds built from the held-out "
                   "fold only; synthetic sounds scored by every fold model",
@@ -394,7 +425,7 @@ def markdown(report: dict[str, Any]) -> str:
     thr = ", ".join(f"{f}: {t:.3f}" for f, t in report["fold_thresholds"].items())
     lines = [
         f"Robustness of {report['backbone']} + {report['kind']} (held-out folds "
-        f"{report['folds']}; fold thresholds {thr}).",
+        f"{report['folds']}; fold thresholds {thr}; decisions: {report['decisions']}).",
         "",
         "| condition | danger / safe sounds | danger recall @t | false alarms @t | "
         "recall @0.5 | false alarms @0.5 | ROC-AUC |",
