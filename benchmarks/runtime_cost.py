@@ -134,7 +134,7 @@ def latency(det: Detector, clips: list[tuple[Path, int]], trials: int = 6,
         for i in range(0, audio.size, block):
             t0 = time.perf_counter()
             fired = [tr for sc in stream.push(audio[i : i + block])
-                     for tr in tracker.update(sc.start_s, sc.end_s, sc.probability,
+                     for tr in tracker.update(sc.start_s, sc.end_s, sc.decision,
                                               chunk_probs=sc.chunk_probabilities)
                      if tr.kind == "start"]
             if fired:
