@@ -85,25 +85,29 @@ def _iobinding_runner(sessions: ModelSessions) -> Runner:
 def daemon_hop_runner(sessions: ModelSessions, seed: int = 0) -> tuple[Runner, float]:
     """The daemon's work per hop at its defaults, and the hop length in seconds.
 
-    Per hop: backbone on one chunk, pooling over the frame features of the window's chunks,
-    head and classifier when present — the functions of ``edge_runtime.features``.
+    With a classifier this is the runtime's own ``DetectorStream.push`` of one chunk: the
+    backbone on the chunk, the chunk pooled and classified alone, the window's cached frames
+    pooled and classified (AudioSet tags are computed per event, not per hop). Without one
+    (an export-only dir): the backbone on the chunk and the window pooling.
     """
     chunk = sessions.chunk_samples
     rng = np.random.default_rng(seed)
-    audio = (0.1 * rng.standard_normal(chunk * sessions.window_chunks)).astype(np.float32)
-    chunks = to_chunks(audio, chunk)
+    audio = (0.1 * rng.standard_normal(chunk * (sessions.window_chunks + 1))).astype(np.float32)
+    if sessions.classifier is not None:
+        from edge_runtime.detector import Detector
+
+        stream = Detector(sessions=sessions).stream()
+        stream.push(audio[:-chunk])  # a full window of history
+        block = audio[-chunk:]
+        return (lambda _: stream.push(block)), chunk / sessions.sample_rate
+    chunks = to_chunks(audio[:-chunk], chunk)
     window = chunk_frames(sessions, chunks)  # frames of the window's chunks (kept by the daemon)
 
     def run(_: np.ndarray) -> Any:
         frames = chunk_frames(sessions, chunks[-1:])
         window[:-1] = window[1:]
         window[-1] = frames[0]
-        embedding = pool_window(sessions, window)[None]
-        if sessions.head is not None:
-            run1(sessions.head, embedding)
-        if sessions.classifier is not None:
-            run1(sessions.classifier, embedding)
-        return embedding
+        return pool_window(sessions, window)[None]
 
     return run, chunk / sessions.sample_rate
 

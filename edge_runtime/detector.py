@@ -123,9 +123,12 @@ class Detector:
 
     def __init__(self, model_dir: str | os.PathLike[str] = "models_onnx", provider: str = "auto",
                  threads: int | None = None, threshold: float | None = None,
-                 chunk_decisions: bool = True) -> None:
+                 chunk_decisions: bool = True, *,
+                 sessions: ModelSessions | None = None) -> None:
+        """``sessions``: already opened sessions of a model dir (then ``model_dir``,
+        ``provider`` and ``threads`` are not used)."""
         self.chunk_decisions = chunk_decisions
-        self.sessions: ModelSessions = load_sessions(model_dir, provider, threads)
+        self.sessions: ModelSessions = sessions or load_sessions(model_dir, provider, threads)
         self.scorer = Scorer(self.sessions)
         manifest_threshold = self.sessions.threshold
         self.threshold = float(threshold if threshold is not None
