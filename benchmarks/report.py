@@ -75,8 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['rss_after_load_mb']:.0f} |")
     daemon_rows = [(r, d) for r in runs for d in r.get("daemon", [])]
     if daemon_rows:
-        lines += ["", "Daemon compute per audio-second (hop 1 s, window 5 s: backbone on one 1 s "
-                  "chunk + pooling over 5 chunks + head/classifier):", "",
+        lines += ["", "Daemon compute per audio-second (hop 1 s, window 5 s; the runtime's own "
+                  "DetectorStream.push of one chunk: backbone on the chunk, the chunk and the "
+                  "5-chunk window pooled and classified):", "",
                   "| backbone | precision | threads | median ms per audio-s | p95 ms | "
                   "× real time | other procs (cores) |", "|---|---|---|---|---|---|---|"]
         for r, d in daemon_rows:
