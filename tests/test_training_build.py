@@ -26,7 +26,7 @@ def test_build_writes_report_and_plots(trained_model_dir: Path) -> None:
         assert sum(map(sum, result["at_threshold"]["confusion"])) == 60
     assert len(report["out_of_fold"]["logreg"]) == 60
     assert report["parity"]["max_abs_diff"] <= 1e-5
-    assert report["end_to_end"]["max_abs_diff_vs_split_onnx"] <= 1e-4
+    assert report["end_to_end"]["max_abs_diff_vs_device_path"] <= 1e-4
     for name in ("confusion_matrix.png", "roc_pr.png"):
         data = (trained_model_dir / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
