@@ -129,3 +129,27 @@ def test_unreadable_calibration_file_is_skipped_with_a_warning(tmp_path: Path, c
     assert "bad.wav" in caplog.text
     with pytest.raises(ValueError, match="no readable calibration audio"):
         q.ChunkReader([bad], 32000, 32000)
+
+
+def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_weights: Path, esc10_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """A built model dir (classifier + end_to_end) → int8 dir whose rebuilt end_to_end.onnx
+    runs the int8 backbone, and the Detector loads it (every sha256 verified)."""
+    import onnxruntime as ort
+
+    from edge_runtime.detector import Detector
+    from training.build import build
+
+    fp32 = tmp_path / "fp32"
+    build(esc10_dir, fp32, str(mn04_weights), per_fold_limit=1, measure_offline=False)
+    out = tmp_path / "int8"
+    manifest = q.quantize_model_dir(fp32, esc10_dir / "audio", out, calib_files=8,
+                                    check_files=4)
+    assert {"classifier", "end_to_end"} <= set(manifest["files"])
+    e2e = onnx.load(str(out / "end_to_end.onnx"))
+    assert "QuantizeLinear" in {n.op_type for n in e2e.graph.node}
+    sess = ort.InferenceSession(str(out / "end_to_end.onnx"), providers=["CPUExecutionProvider"])
+    p = sess.run(["p_danger"], {"waveform": np.zeros((1, 32000 * 5), np.float32)})[0]
+    assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
+    dog = sorted((esc10_dir / "audio").glob("1-100032-A-0.*"))[0]  # an ESC-10 dog clip
+    assert Detector(out, provider="cpu").predict(dog).label == "danger"

@@ -192,11 +192,16 @@ def aligned(model: onnx.ModelProto, ir_version: int, opsets: dict[str, int],
     return model
 
 
-def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto) -> onnx.ModelProto:
-    """chunker → backbone → regroup → pooling → (head, classifier → p_danger), one graph."""
+def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
+                     manifest: dict | None = None) -> onnx.ModelProto:
+    """chunker → backbone → regroup → pooling → (head, classifier → p_danger), one graph.
+
+    ``manifest`` describes the files in ``model_dir`` (default: its own manifest.json; pass it
+    when staging a model dir whose manifest is not written yet).
+    """
     from edge_runtime.manifest import load_manifest
 
-    manifest = load_manifest(model_dir)
+    manifest = manifest or load_manifest(model_dir)
     parts = {role: onnx.load(str(model_dir / manifest["files"][role]["path"]))
              for role in ("backbone", "pooling", "head")}
     parts["classifier"] = classifier

@@ -301,7 +301,8 @@ def _stage(model_dir: Path, manifest: dict[str, Any], tmp: Path) -> list[str]:
     if "end_to_end" in files:
         from training.onnx_classifier import merge_end_to_end, save_atomic
 
-        merged = merge_end_to_end(tmp, onnx.load(str(tmp / files["classifier"]["path"])))
+        merged = merge_end_to_end(tmp, onnx.load(str(tmp / files["classifier"]["path"])),
+                                  manifest)
         save_atomic(merged, tmp / files["end_to_end"]["path"])
     return list(files)
 
