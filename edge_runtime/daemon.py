@@ -130,7 +130,7 @@ class Runner:
         an event is ever described (one whole-window backbone pass, see Detector.describe)."""
         if score.decision < self.config.off or not self.detector.scorer.has_tags:
             return None
-        return partial(self.detector.describe, score.audio, self.top_tags)
+        return partial(self.detector.describe, score.audio_chunks, self.top_tags)
 
     def _emit(self, transitions: list[Transition], info: StreamInfo) -> None:
         for tr in transitions:

@@ -40,7 +40,7 @@ class WindowScore:
     probability: float
     embedding: np.ndarray = field(repr=False)
     chunk_probabilities: list[float] = field(default_factory=list)
-    audio: np.ndarray | None = field(default=None, repr=False)
+    audio_chunks: tuple[np.ndarray, ...] = field(default=(), repr=False)
     decision: float = 0.0
 
 
@@ -105,7 +105,7 @@ class DetectorStream:
             self._newest_scored = max(self._newest_scored, w.last_chunk)
             decision = max([float(p), *fresh]) if self.detector.chunk_decisions else float(p)
             out.append(WindowScore(w.first_chunk * hop, end, float(p), w.embedding, chunk_probs,
-                                   w.audio, decision))
+                                   w.audio_chunks, decision))
         return out
 
 
@@ -163,7 +163,8 @@ class Detector:
         """Top AudioSet tags of an embedding ([] when the model dir has no head)."""
         return self.scorer.tags(embedding, top)
 
-    def describe(self, audio: np.ndarray, top: int = 3) -> list[tuple[str, float]]:
+    def describe(self, audio: np.ndarray | tuple[np.ndarray, ...],
+                 top: int = 3) -> list[tuple[str, float]]:
         """Top AudioSet tags of a window's audio, from one whole-window backbone pass.
 
         The danger decision uses the streamed (per-chunk) embedding the classifier was trained
@@ -172,8 +173,10 @@ class Detector:
         0.975 whole-window). So tags — only for the windows that explain an event — get their
         own pass, a few per event.
         """
-        if not self.scorer.has_tags:
+        if not self.scorer.has_tags or len(audio) == 0:
             return []
+        if isinstance(audio, tuple):
+            audio = np.concatenate(audio)
         return self.scorer.tags(embed_offline(self.sessions, audio), top)
 
     def predict(self, audio: str | os.PathLike[str] | np.ndarray,
@@ -195,7 +198,7 @@ class Detector:
         return Prediction(
             label="danger" if best.decision >= self.threshold else "safe",
             probability=best.decision,
-            tags=self.describe(best.audio) if best.audio is not None else [],
+            tags=self.describe(best.audio_chunks),
             window_probabilities=[s.probability for s in scores],
             duration_s=stream.seconds,
             window_probability=max(s.probability for s in scores),

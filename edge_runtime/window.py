@@ -26,7 +26,7 @@ class Window:
     last_chunk: int
     embedding: np.ndarray
     chunk_embeddings: np.ndarray
-    audio: np.ndarray
+    audio_chunks: tuple[np.ndarray, ...]
 
 
 class FrameWindow:
@@ -68,4 +68,4 @@ class FrameWindow:
         self.windows_emitted += 1
         last = self.chunks_seen - 1
         return Window(last - len(self._frames) + 1, last, embedding,
-                      np.stack(list(self._chunk_embeddings)), np.concatenate(list(self._audio)))
+                      np.stack(list(self._chunk_embeddings)), tuple(self._audio))
