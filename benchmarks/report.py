@@ -68,11 +68,11 @@ def markdown(results: dict[str, Any]) -> str:
              f"torch {m['versions']['torch']}; providers {', '.join(m['onnxruntime_providers'])}"
              f". Mode: {results['settings']['mode']}.", "",
              "| backbone | precision | engine | provider | start-up s | backbone MB | "
-             "runtime MB | RSS after load MB |", "|---|---|---|---|---|---|---|---|"]
+             "runtime MB | peak RSS while loading MB |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['backbone']} | {r['precision']} | {r['engine']} | {r['provider']} | "
                      f"{r['startup_s']:.2f} | {r['backbone_mb']:.1f} | {r['runtime_mb']:.1f} | "
-                     f"{r['rss_after_load_mb']:.0f} |")
+                     f"{r['peak_rss_load_mb']:.0f} |")
     daemon_rows = [(r, d) for r in runs for d in r.get("daemon", [])]
     if daemon_rows:
         lines += ["", "Daemon compute per audio-second (hop 1 s, window 5 s; the runtime's own "

@@ -50,7 +50,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     budget = Budget(**spec["budget"])
     runner, provider, startup = load_runner(spec)
     result: dict[str, Any] = {"startup_s": startup, "provider": provider,
-                              "rss_after_load_mb": peak_rss_mb(), "configs": []}
+                              "peak_rss_load_mb": peak_rss_mb(), "configs": []}
     # Smallest audio first: allocator arenas only grow, so with the peak reset before each
     # cell, a cell's VmHWM is its own peak (earlier, smaller cells left less resident).
     cells = sorted(((c, b) for c in spec["clips"] for b in spec["batches"]),
