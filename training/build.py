@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,14 @@ def clean_json(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def save_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> None:
+    """``<stem>.json`` (strict JSON) and ``<stem>.md``, each written atomically."""
+    write_json_atomic(out / f"{stem}.json", clean_json(report))
+    tmp = out / f".{stem}.md.tmp"
+    tmp.write_text(markdown, encoding="utf-8")
+    os.replace(tmp, out / f"{stem}.md")
 
 
 def parity(pipeline, onnx_path: Path, x: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -139,8 +148,7 @@ def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str,
         f"{report['end_to_end']['max_abs_diff_vs_device_path']:.2e}.",
         "",
     ])
-    (out / "report.md").write_text(md, encoding="utf-8")
-    write_json_atomic(out / "report.json", clean_json(report))
+    save_report(out, "report", report, md)
     return md
 
 

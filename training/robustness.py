@@ -45,9 +45,9 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
-from edge_runtime.manifest import load_manifest, write_json_atomic
+from edge_runtime.manifest import load_manifest
 from training import classifiers, evaluate
-from training.build import WORKBENCH, clean_json
+from training.build import WORKBENCH, save_report
 from training.dataset import find_audio, load_audio, read_dataset, read_meta
 from training.embed import embed_clips
 from training.stream_eval import classifier_section, fit_held_out, fold_model_dir, manifest_mapping
@@ -411,8 +411,7 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
     }
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["markdown"] = markdown(report)
-    write_json_atomic(out / "robustness.json", clean_json(report))
-    (out / "robustness.md").write_text(report["markdown"], encoding="utf-8")
+    save_report(out, "robustness", report, report["markdown"])
     return report
 
 

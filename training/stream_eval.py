@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
 from training import classifiers, evaluate
-from training.build import WORKBENCH, clean_json
+from training.build import WORKBENCH, clean_json, save_report
 from training.dataset import Clip, read_dataset
 from training.embed import Embeddings, embed_clips
 from training.mapping import Mapping, default_mapping, validate
@@ -253,8 +253,7 @@ def stream_eval(model_dir: str | Path, data: str | Path, out: str | Path | None 
                           "threshold": thr_row}
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["markdown"] = markdown(report)
-    write_json_atomic(out / "stream_eval.json", clean_json(report))
-    (out / "stream_eval.md").write_text(report["markdown"], encoding="utf-8")
+    save_report(out, "stream_eval", report, report["markdown"])
     return report
 
 
