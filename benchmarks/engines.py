@@ -115,15 +115,15 @@ def daemon_hop_runner(sessions: ModelSessions, seed: int = 0) -> tuple[Runner, f
 def model_info(model_dir: Path) -> dict[str, Any]:
     """Backbone name, precision and on-disk sizes of a model dir."""
     manifest = load_manifest(model_dir)
-    files = manifest["files"]
+    files = manifest.files
     graph_roles = [r for r in ("backbone", "pooling", "head", "classifier") if r in files]
     return {
         "model_dir": str(model_dir),
-        "backbone": manifest["backbone"]["name"],
-        "precision": "int8" if manifest.get("quantization") else "fp32",
-        "checkpoint": manifest["backbone"].get("checkpoint", {}),
-        "backbone_mb": files["backbone"]["bytes"] / 1e6,
-        "runtime_mb": sum(files[r]["bytes"] for r in graph_roles) / 1e6,
+        "backbone": manifest.backbone.name,
+        "precision": "int8" if manifest.quantized else "fp32",
+        "checkpoint": manifest.backbone.checkpoint,
+        "backbone_mb": files["backbone"].bytes / 1e6,
+        "runtime_mb": sum(files[r].bytes for r in graph_roles) / 1e6,
         "has_classifier": "classifier" in files,
     }
 

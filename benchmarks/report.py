@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import atomic
+
 REFERENCE_CELL = (5.0, 1)  # the headline compares a 5 s clip at batch 1
 
 
@@ -124,7 +126,5 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['usable_cores']} cores")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
-    tmp.replace(path)

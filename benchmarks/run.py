@@ -26,7 +26,8 @@ from benchmarks import report
 from benchmarks.engines import model_info
 from benchmarks.harness import provider_skip_reason
 from benchmarks.machine import machine_info
-from edge_runtime.manifest import sha256_file, write_json_atomic
+from edge_runtime import atomic
+from edge_runtime.manifest import sha256_file
 
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parents[1]
@@ -140,10 +141,8 @@ def run_all(models: list[Path], weights: list[Path], fast: bool) -> dict[str, An
 def write(results: dict[str, Any], out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
-    write_json_atomic(paths[0], results)
-    tmp = paths[1].with_name(f".{paths[1].name}.tmp")
-    tmp.write_text(report.markdown(results), encoding="utf-8")
-    tmp.replace(paths[1])
+    atomic.write_json(paths[0], results)
+    atomic.write_text(paths[1], report.markdown(results))
     report.plot(results, paths[2])
     return paths
 
@@ -155,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Model dir (repeat); default: models_onnx")
     parser.add_argument("--weights", action="append", type=Path, default=[],
                         help="Checkpoint(s) for the torch reference, matched by sha256")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, help="Result folder [default: benchmarks/results; "
+                                                 "with --fast runs/benchmarks (git-ignored)]")
     parser.add_argument("--name", help="Result file stem [default: <arch>-<cores>c, "
                                        "'-fast' appended in fast mode]")
     parser.add_argument("--fast", action="store_true",
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(models, args.weights, args.fast)
     cores = results["machine"]["usable_cores"]
     name = args.name or f"{platform.machine()}-{cores}c" + ("-fast" if args.fast else "")
-    for path in write(results, args.out, name):
+    out = args.out or REPO / ("runs/benchmarks" if args.fast else "benchmarks/results")
+    for path in write(results, out, name):
         print(path)
     print(json.dumps(results["summary"], indent=1))
     return 0

@@ -12,7 +12,7 @@
   far the event's reported start lies from the true onset (chunk localization).
 
 A model dir without a classifier (e.g. ``edge-train export`` output) gets a throw-away logistic
-regression fitted on ESC-10 embeddings in ``--out`` (symlinks to the ONNX files, no copies).
+regression fitted on ESC-10 embeddings in ``--out`` (hard links to the ONNX files, no copies).
 Workbench code: it may use sklearn; edge_runtime itself never does.
 """
 
@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edge_runtime import atomic
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig, EventTracker
 from edge_runtime.features import chunk_frames, embed_audio, embed_offline, pool_window, to_chunks
-from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from edge_runtime.manifest import ClassifierSpec, load_manifest
+from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.sessions import load_sessions
 
 DANGER, SAFE = ("dog", "chainsaw", "crying_baby"), ("rain", "sea_waves", "clock_tick")
@@ -56,13 +58,13 @@ def read(path: Path) -> np.ndarray:
 def with_classifier(model: Path, clips: list[tuple[Path, int]], out: Path, n: int = 60) -> Path:
     """``model`` if it has a classifier, else a symlinked copy plus a fitted logreg."""
     manifest = load_manifest(model)
-    if "classifier" in manifest["files"]:
+    if "classifier" in manifest.files:
         return model
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from training.onnx_classifier import save_atomic, to_onnx
+    from training.onnx_classifier import CLASSIFIER_OUTPUT, save_atomic, to_onnx
 
     sessions = load_sessions(model, "cpu", with_classifier=False)
     pick = clips[:: max(1, len(clips) // n)][:n]
@@ -71,14 +73,13 @@ def with_classifier(model: Path, clips: list[tuple[Path, int]], out: Path, n: in
     pipe = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=3000))]).fit(x, y)
     dest = out / "model_with_classifier"
     dest.mkdir(parents=True, exist_ok=True)
-    for entry in manifest["files"].values():
-        link = dest / entry["path"]
-        if not link.exists():
-            os.symlink(Path(model).resolve() / entry["path"], link)
+    for entry in manifest.files.values():
+        atomic.link_or_copy(Path(model) / entry.path, dest / entry.path)
     save_atomic(to_onnx(pipe, x.shape[1]), dest / "classifier.onnx")
-    manifest["files"]["classifier"] = file_entry(dest, "classifier.onnx")
-    manifest["classifier"] = {"kind": "logreg (benchmark throw-away)", "threshold": 0.5}
-    write_json_atomic(dest / "manifest.json", manifest)
+    manifest.with_file(dest, "classifier", "classifier.onnx").replace(
+        classifier=ClassifierSpec(kind="logreg (benchmark throw-away)",
+                                  threshold=THRESHOLD_FALLBACK, output=CLASSIFIER_OUTPUT)
+    ).write(dest)
     return dest
 
 

@@ -20,14 +20,14 @@ from edge_runtime.audio import AudioError
 from edge_runtime.events import EventConfig
 from edge_runtime.manifest import ManifestError
 from edge_runtime.mic import MicError
-from edge_runtime.providers import CHOICES
+from edge_runtime.options import OPTIONS, Option, OptionError, check_together
 from edge_runtime.scoring import ScoringError
 from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
 
 log = logging.getLogger("edge-detect")
 
-EXPECTED = (ManifestError, ScoringError, AudioError, cfg.ConfigError, FileNotFoundError,
-            ValueError)
+EXPECTED = (ManifestError, ScoringError, AudioError, cfg.ConfigError, OptionError,
+            FileNotFoundError, ValueError)
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
@@ -51,51 +51,47 @@ def install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _option(option: Option):
+    """The click option of one declared :class:`~edge_runtime.options.Option`."""
+    names = [option.flag, *([option.short] if option.short else [])]
+    if option.is_flag:
+        return click.option(*names, option.name, is_flag=True, default=option.default,
+                            help=option.help)
+    return click.option(*names, option.name, type=Checked(option), default=option.default,
+                        show_default=option.default_text or option.default is not None,
+                        metavar=option.metavar or _metavar(option), help=option.help)
+
+
+def _metavar(option: Option) -> str:
+    if option.choices:
+        return "[" + "|".join(option.choices) + "]"
+    return {int: "INTEGER", float: "FLOAT"}.get(option.kind, "TEXT")
+
+
+class Checked(click.ParamType):
+    """Converts and checks a command-line value with its option's declaration."""
+
+    def __init__(self, option: Option) -> None:
+        self.option = option
+        self.name = option.kind.__name__
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        try:
+            return self.option.parse(value, text=isinstance(value, str))
+        except OptionError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def declared_options(func):
+    """Apply every declared option (first declared = first in --help)."""
+    for option in reversed(OPTIONS):
+        func = _option(option)(func)
+    return func
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "max_content_width": 100})
-@click.option("--input", "input", default="mic", show_default=True, metavar="mic|DIR|FILE|-",
-              help="Microphone, a directory to watch, one audio file, or raw PCM on stdin.")
-@click.option("--model", default="models_onnx", show_default=True, metavar="DIR",
-              help="Model dir (manifest.json + ONNX files, each sha256-verified).")
-@click.option("--device", default=None, help="Input device: index or name substring.")
-@click.option("--list-devices", is_flag=True, help="List input devices and exit.")
-@click.option("--once", is_flag=True, help="DIR: process the existing files, then exit.")
-@click.option("--settle", default=1.0, show_default=True, type=float,
-              help="DIR: seconds a new file's size/mtime must be stable before it is read.")
-@click.option("--rate", default=48000, show_default=True, type=int,
-              help="stdin: sample rate of the raw PCM.")
-@click.option("--format", "format", default="s16le", show_default=True,
-              type=click.Choice(["s16le", "s32le", "f32le", "u8", "s8"], case_sensitive=False),
-              help="stdin: sample format (arecord -f S16_LE → s16le).")
-@click.option("--channels", default=1, show_default=True, type=int,
-              help="stdin: interleaved channels (mixed to mono).")
-@click.option("--threshold", default=None, type=float,
-              help="Danger threshold [default: the manifest's, else 0.5].")
-@click.option("--hysteresis", default=0.1, show_default=True, type=float,
-              help="An event stays open down to threshold - hysteresis.")
-@click.option("--min-duration", default=1.0, show_default=True, type=float,
-              help="Seconds above threshold before an event counts.")
-@click.option("--cooldown", default=2.0, show_default=True, type=float,
-              help="Quiet seconds that end an event; danger again sooner continues it.")
-@click.option("--window-only", is_flag=True,
-              help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
-                   "chunk is also scored, so short sounds are not diluted by the window.")
-@click.option("--events", default=None, metavar="FILE.jsonl",
-              help="Append one JSON line per event (flushed and fsynced).")
-@click.option("--save-clips", default=None, metavar="DIR",
-              help="Write each event's audio (±1 s context) as FLAC.")
-@click.option("--provider", default="auto", show_default=True,
-              type=click.Choice(CHOICES, case_sensitive=False),
-              help="onnxruntime execution provider; auto falls back to CPU.")
-@click.option("--threads", default=None, type=int,
-              help="onnxruntime intra-op threads [default: onnxruntime's choice].")
-@click.option("--config", "config", default=None, metavar="FILE",
-              help="TOML file with any of these options; the command line overrides it.")
-@click.option("--write-systemd-unit", default=None, metavar="PATH",
-              help="Write a systemd unit running edge-detect with the other options; exit.")
-@click.option("--print-systemd-unit", is_flag=True, help="Print that unit instead; exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and events.")
+@declared_options
 @click.pass_context
 def command(ctx: click.Context, **options: Any) -> None:
     """Detect dangerous sounds and log events.
@@ -108,8 +104,9 @@ def command(ctx: click.Context, **options: Any) -> None:
     default = click.core.ParameterSource.DEFAULT
     defaults = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == default}
     given = {k: v for k, v in options.items() if k not in defaults}
-    from_file = cfg.load(options["config"], set(options)) if options["config"] else {}
+    from_file = cfg.load(options["config"]) if options["config"] else {}
     opts = cfg.merge(defaults, from_file, given)
+    check_together(opts)
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
@@ -138,13 +135,14 @@ def run(opts: dict[str, Any]) -> int:
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
-                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
+                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"],
+                        expect_model=opts["expect_model"])
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
                          cooldown_s=float(opts["cooldown"]))
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
-             detector.model_id[:12])
+             detector.model_id)
     sinks: list[Any] = [ConsoleSink()]
     history = None
     if opts["events"]:
@@ -193,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         command.main(args=argv, prog_name="edge-detect", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # bad option values: one line, before any model loads
+        click.echo(f"edge-detect: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

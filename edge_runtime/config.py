@@ -20,27 +20,49 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.options import BY_NAME, OptionError
+
 
 class ConfigError(ValueError):
     """Unreadable or invalid config file (one-line message)."""
 
 
-def load(path: str | os.PathLike[str], known: set[str]) -> dict[str, Any]:
-    """Read ``path`` and return ``{option_name: value}`` with names normalised to snake_case."""
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``path`` and return ``{option_name: checked value}``, names in snake_case.
+
+    Unknown keys, keys that only make sense on the command line, wrong types and values out
+    of range are a :class:`ConfigError` naming the key.
+    """
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than 1 MiB; not a config file")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     if isinstance(data.get("edge-detect"), dict):
         data = {**{k: v for k, v in data.items() if k != "edge-detect"}, **data["edge-detect"]}
-    values = {key.replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
+    known = sorted(name for name, o in BY_NAME.items() if o.in_config)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        option = BY_NAME.get(name)
+        if option is None or not option.in_config:
+            where = "is only a command-line option" if option else "is not an option"
+            raise ConfigError(f"{path}: {key} {where}; known keys: {', '.join(known)}")
+        if name in values:
+            raise ConfigError(f"{path}: {key} is given twice")
+        try:
+            values[name] = option.parse(value)
+        except OptionError as exc:
+            raise ConfigError(f"{path}: {key} {exc}") from None
     return values
 
 

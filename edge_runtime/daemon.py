@@ -83,7 +83,7 @@ class Runner:
         info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id,
                           det.sample_rate)
         scorer = det.stream()
-        tracker = EventTracker(self.config, det.hop_s)
+        tracker = EventTracker(self.config, det.hop_s, count=self.stats.started)
         watch = None if stream.is_file else SilenceWatch(det.sample_rate, self.silence_s,
                                                          source=stream.source)
         if self.history is not None:
@@ -137,8 +137,7 @@ class Runner:
             if callable(tr.event.peak_payload):
                 tr.event.peak_payload = tr.event.peak_payload()
             if tr.kind == "start":
-                self.stats.started += 1
-                tr.event.index = self.stats.started
+                self.stats.started += 1  # the tracker numbered it, continuing this count
                 for sink in self.sinks:
                     sink.started(tr.event, info)
                 continue

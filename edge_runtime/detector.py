@@ -17,13 +17,13 @@ import numpy as np
 from edge_runtime import audio as audio_io
 from edge_runtime.features import embed_offline
 from edge_runtime.framing import ChunkBuffer
+from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.scoring import Scorer
 from edge_runtime.sessions import ModelSessions, load_sessions
 from edge_runtime.window import FrameWindow, Window
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -124,16 +124,20 @@ class Detector:
     def __init__(self, model_dir: str | os.PathLike[str] = "models_onnx", provider: str = "auto",
                  threads: int | None = None, threshold: float | None = None,
                  chunk_decisions: bool = True, *,
-                 sessions: ModelSessions | None = None) -> None:
+                 sessions: ModelSessions | None = None, expect_model: str | None = None) -> None:
         """``sessions``: already opened sessions of a model dir (then ``model_dir``,
-        ``provider`` and ``threads`` are not used)."""
+        ``provider`` and ``threads`` are not used). ``expect_model``: refuse (ManifestError)
+        a model dir whose id is not this."""
         self.chunk_decisions = chunk_decisions
-        self.sessions: ModelSessions = sessions or load_sessions(model_dir, provider, threads)
+        self.sessions: ModelSessions = sessions or load_sessions(
+            model_dir, provider, threads, expect_model=expect_model)
         self.scorer = Scorer(self.sessions)
         manifest_threshold = self.sessions.threshold
         self.threshold = float(threshold if threshold is not None
                                else manifest_threshold if manifest_threshold is not None
-                               else DEFAULT_THRESHOLD)
+                               else THRESHOLD_FALLBACK)
+        if not 0.0 < self.threshold < 1.0:  # NaN fails too
+            raise ValueError(f"threshold must be a finite number in (0, 1), got {threshold!r}")
 
     @property
     def sample_rate(self) -> int:

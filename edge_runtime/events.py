@@ -115,13 +115,14 @@ class EventTracker:
         if ev is None:
             if p < cfg.threshold:
                 return out
-            ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p)
+            ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p,
+                                      peak_payload=payload)
         if p >= cfg.off:
             ev.end_s = max(ev.end_s, offset, ev.start_s + min(self.hop_s, win_end - win_start))
             ev.windows += 1
             ev.prob_sum += p
             ev.active_s += self.hop_s
-            if p > ev.peak or ev.peak_payload is None:
+            if p > ev.peak:
                 ev.peak, ev.peak_payload = p, payload
             if not ev.confirmed and ev.active_s >= cfg.min_duration_s - 1e-9:
                 ev.confirmed = True

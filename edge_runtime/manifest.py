@@ -1,26 +1,61 @@
-"""The model directory contract: ``manifest.json`` plus the ONNX files it lists.
+"""The model directory contract: ``manifest.json`` plus the files it lists, as one typed value.
 
 The manifest is the only thing the workbench (``export/``, ``training/``) and the device
-(``edge_runtime``) share. Every file is listed with its sha256; the device verifies each one
-before loading it.
+(``edge_runtime``) share. It is parsed and validated here, once, into a frozen
+:class:`Manifest`; nothing else reads it by key path. Every field is type- and range-checked
+(one line naming the field on error), sizes are bounded so a manifest cannot make the device
+allocate gigabytes, and every listed file must lie inside the model dir (no ``..``, no absolute
+path, no symlink leading out) and match its sha256 and size before it is loaded.
+
+Format versions: 2 (written now) adds the optional ``classes`` section, stores only the name of
+the training data folder, and defines the model id over the whole manifest; version 1 is read
+and upgraded in memory.
+
+The model id (:meth:`Manifest.model_id`) is the sha256 of the canonical JSON of the manifest
+(sorted keys, no whitespace) without the volatile fields :data:`VOLATILE` (when and how fast it
+was written). The files' sha256 are part of it, so any edit of a file or of the manifest changes
+it; ``edge-detect --expect-model ID`` refuses any other model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
-import tempfile
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from edge_runtime.atomic import write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-detect-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+VOLATILE = ("created", "export_seconds")
+
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one ONNX file
+MAX_TEXT_BYTES = 4 << 20  # labels and other text files are read whole
+TEXT_ROLES = ("labels",)
+SAMPLE_RATE_RANGE = (8000, 192000)
+MAX_CHUNK_SECONDS = 30
+MAX_WINDOW_CHUNKS = 64
+MAX_WINDOW_SECONDS = 120
+MAX_DIM = 1 << 16
+MAX_CLASSES = 1024
+ROLE_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
+NAME_RE = re.compile(r"[a-z0-9_]+\Z")
+SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
+EVIDENCE = ("trained", "audioset")
+LEVEL_GATE_RANGE = (-120.0, 0.0)
 
 
 class ManifestError(RuntimeError):
-    """The model directory is missing, malformed, or a file fails its checksum."""
+    """The model directory is missing, malformed, or a file fails its checks (one line)."""
 
 
 def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
@@ -32,31 +67,469 @@ def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def file_entry(model_dir: Path, name: str) -> dict[str, Any]:
+# --- field checks ---------------------------------------------------------------------------
+
+class _Fields:
+    """Typed reads from one JSON object; errors name ``where`` and the dotted field."""
+
+    def __init__(self, data: Any, where: str, prefix: str = "") -> None:
+        label = prefix.rstrip(".") or "manifest"
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: {label} must be a JSON object, got "
+                                f"{_kind(data)}")
+        self.data, self.where, self.prefix = data, where, prefix
+
+    def fail(self, key: str, problem: str) -> ManifestError:
+        return ManifestError(f"{self.where}: {self.prefix}{key} {problem}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def raw(self, key: str, required: bool = True) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.fail(key, "is missing")
+            return None
+        return self.data[key]
+
+    def integer(self, key: str, lo: int, hi: int, default: int | None = None,
+                required: bool = True) -> int | None:
+        value = self.raw(key, required and default is None)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be an integer, got {_kind(value)}")
+        if not lo <= value <= hi:
+            raise self.fail(key, f"must be in [{lo}, {hi}], got {value}")
+        return value
+
+    def number(self, key: str, lo: float, hi: float, *, open_range: bool = False,
+               required: bool = True) -> float | None:
+        value = self.raw(key, required)
+        if value is None:
+            return None
+        return _number(value, lo, hi, open_range, lambda p: self.fail(key, p))
+
+    def string(self, key: str, default: str | None = None, required: bool = True,
+               max_len: int = 4096) -> str | None:
+        value = self.raw(key, required and default is None)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {_kind(value)}")
+        if len(value) > max_len:
+            raise self.fail(key, f"is longer than {max_len} characters")
+        return value
+
+    def obj(self, key: str, required: bool = False) -> dict[str, Any] | None:
+        value = self.raw(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a JSON object, got {_kind(value)}")
+        return value
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.raw(key), self.where, f"{self.prefix}{key}.")
+
+    def rest(self, known: set[str]) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k not in known}
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _number(value: Any, lo: float, hi: float, open_range: bool, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"must be a number, got {_kind(value)}")
+    value = float(value)
+    inside = (lo < value < hi) if open_range else (lo <= value <= hi)
+    if not math.isfinite(value) or not inside:
+        brackets = f"({lo:g}, {hi:g})" if open_range else f"[{lo:g}, {hi:g}]"
+        raise fail(f"must be a finite number in {brackets}, got {value!r}")
+    return value
+
+
+# --- sections -------------------------------------------------------------------------------
+
+class _Replace:
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` (frozen dataclasses)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FileEntry(_Replace):
+    """One listed file: a path relative to the model dir, its sha256 and size in bytes."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def parse(cls, f: _Fields) -> FileEntry:
+        path = f.string("path", max_len=255)
+        if not path_is_confined(path):
+            raise f.fail("path", f"must be a plain relative path inside the model dir, "
+                                 f"got {path!r}")
+        sha = f.string("sha256", max_len=64)
+        if not SHA_RE.match(sha):
+            raise f.fail("sha256", "must be 64 lowercase hex digits")
+        return cls(path, sha, f.integer("bytes", 0, MAX_FILE_BYTES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+
+def path_is_confined(path: str) -> bool:
+    """True for a non-empty relative POSIX path without ``..``, ``.``-only or odd characters."""
+    if not path or "\\" in path or "\0" in path or path.startswith("/") or ":" in path:
+        return False
+    parts = PurePosixPath(path).parts
+    return bool(parts) and all(p not in ("", ".", "..") for p in parts)
+
+
+@dataclass(frozen=True)
+class Backbone(_Replace):
+    name: str
+    frame_dim: int
+    embedding_dim: int
+    description: str = ""
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, f: _Fields) -> Backbone:
+        known = {"name", "frame_dim", "embedding_dim", "description", "checkpoint"}
+        return cls(f.string("name", max_len=200), f.integer("frame_dim", 1, MAX_DIM),
+                   f.integer("embedding_dim", 1, MAX_DIM), f.string("description", ""),
+                   f.obj("checkpoint") or {}, f.rest(known))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "checkpoint": self.checkpoint, "frame_dim": self.frame_dim,
+                "embedding_dim": self.embedding_dim, **self.extra}
+
+
+@dataclass(frozen=True)
+class InputSpec(_Replace):
+    sample_rate: int
+    min_samples: int
+    dtype: str = "float32"
+    channels: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, f: _Fields) -> InputSpec:
+        rate = f.integer("sample_rate", *SAMPLE_RATE_RANGE)
+        dtype = f.string("dtype", "float32")
+        if dtype != "float32":
+            raise f.fail("dtype", f"must be 'float32', got {dtype!r}")
+        return cls(rate, f.integer("min_samples", 1, MAX_CHUNK_SECONDS * rate), dtype,
+                   f.integer("channels", 1, 1, default=1),
+                   f.rest({"sample_rate", "min_samples", "dtype", "channels"}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "dtype": self.dtype,
+                "channels": self.channels, "min_samples": self.min_samples, **self.extra}
+
+
+@dataclass(frozen=True)
+class Streaming(_Replace):
+    chunk_samples: int
+    window_chunks: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, f: _Fields, sample_rate: int) -> Streaming:
+        chunk = f.integer("chunk_samples", max(1, sample_rate // 100),
+                          MAX_CHUNK_SECONDS * sample_rate)
+        window = f.integer("window_chunks", 1, MAX_WINDOW_CHUNKS)
+        if chunk * window > MAX_WINDOW_SECONDS * sample_rate:
+            raise f.fail("window_chunks", f"× chunk_samples spans more than "
+                                          f"{MAX_WINDOW_SECONDS} s of audio")
+        return cls(chunk, window, f.rest({"chunk_samples", "window_chunks"}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chunk_samples": self.chunk_samples, "window_chunks": self.window_chunks,
+                **self.extra}
+
+
+@dataclass(frozen=True)
+class ClassifierSpec(_Replace):
+    """The binary danger classifier: ``classifier.onnx``'s float ``output`` [batch, 2], column
+    ``danger_column`` = p(danger); ``threshold`` its operating point. The other fields record
+    how it was trained (free-form, for reports)."""
+
+    kind: str
+    threshold: float | None = None
+    input: str = "embedding"
+    output: str | None = None  # None (format 1): the runtime picks the float output
+    danger_column: int = 1
+    classes: tuple[str, ...] = ()
+    mapping: dict[str, Any] | None = None
+    threshold_target: dict[str, Any] | None = None
+    cv: dict[str, Any] | None = None
+    trained_on: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    FREE = ("mapping", "threshold_target", "cv", "trained_on")
+
+    @classmethod
+    def parse(cls, f: _Fields) -> ClassifierSpec:
+        classes = f.raw("classes", False) or []
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise f.fail("classes", "must be a list of strings")
+        free = {key: f.obj(key) for key in cls.FREE}
+        known = {"kind", "threshold", "input", "output", "danger_column", "classes", *cls.FREE}
+        return cls(kind=f.string("kind", "", max_len=200),
+                   threshold=f.number("threshold", 0.0, 1.0, open_range=True, required=False),
+                   input=f.string("input", "embedding", max_len=200),
+                   output=f.string("output", required=False, max_len=200),
+                   danger_column=f.integer("danger_column", 0, MAX_CLASSES - 1, default=1),
+                   classes=tuple(classes), **free, extra=f.rest(known))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "input": self.input}
+        if self.output is not None:
+            out["output"] = self.output
+        out["danger_column"] = self.danger_column
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        if self.classes:
+            out["classes"] = list(self.classes)
+        for key in self.FREE:
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {**out, **self.extra}
+
+
+@dataclass(frozen=True)
+class ClassSpec(_Replace):
+    """Named danger classes: ``output`` [batch, K] of classifier.onnx, one column per name."""
+
+    names: tuple[str, ...]
+    output: str
+    thresholds: tuple[float, ...]
+    evidence: tuple[str, ...]
+    level_gate_dbfs: float
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, f: _Fields) -> ClassSpec:
+        names = f.raw("names")
+        if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
+                or not all(isinstance(n, str) and NAME_RE.match(n) for n in names)):
+            raise f.fail("names", f"must be a list of 1 to {MAX_CLASSES} names of "
+                                  "[a-z0-9_]")
+        if len(set(names)) != len(names):
+            raise f.fail("names", "must be unique")
+        thresholds = f.raw("thresholds")
+        if not isinstance(thresholds, list) or len(thresholds) != len(names):
+            raise f.fail("thresholds", f"must be a list of {len(names)} numbers (one per name)")
+        values = tuple(_number(t, 0.0, 1.0, True,
+                               lambda p, i=i: f.fail(f"thresholds[{i}]", p))
+                       for i, t in enumerate(thresholds))
+        evidence = f.raw("evidence")
+        if (not isinstance(evidence, list) or not evidence
+                or not all(isinstance(e, str) and e in EVIDENCE for e in evidence)
+                or len(set(evidence)) != len(evidence)):
+            raise f.fail("evidence", f"must be a non-empty list of distinct values from "
+                                     f"{list(EVIDENCE)}")
+        extra = f.rest({"names", "output", "thresholds", "evidence", "level_gate_dbfs",
+                        "calibration"})
+        if extra:
+            raise f.fail(sorted(extra)[0], "is not a known field")
+        return cls(tuple(names), f.string("output", max_len=200), values, tuple(evidence),
+                   f.number("level_gate_dbfs", *LEVEL_GATE_RANGE), f.obj("calibration") or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "output": self.output,
+                "thresholds": list(self.thresholds), "evidence": list(self.evidence),
+                "level_gate_dbfs": self.level_gate_dbfs, "calibration": self.calibration}
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Manifest(_Replace):
+    """A parsed, validated ``manifest.json``. Build changed copies with :meth:`replace`."""
+
+    backbone: Backbone
+    input: InputSpec
+    streaming: Streaming
+    files: dict[str, FileEntry]
+    classifier: ClassifierSpec | None = None
+    classes: ClassSpec | None = None
+    quantization: dict[str, Any] | None = None
+    opset: int | None = None
+    tools: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    export_seconds: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    KNOWN = ("format", "format_version", "backbone", "input", "streaming", "files", "classifier",
+             "classes", "quantization", "opset", "tools", "created", "export_seconds")
+
+    # reading
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> Manifest:
+        """Validate ``data`` (the JSON value of a manifest); raise ManifestError naming the
+        first bad field."""
+        f = _Fields(data, where)
+        if data.get("format") != FORMAT:
+            raise ManifestError(f"{where}: not an edge-detect manifest "
+                                f"(format={data.get('format')!r})")
+        version = data.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) \
+                and version > FORMAT_VERSION:
+            raise ManifestError(f"{where}: format_version {version} is newer than this "
+                                f"runtime understands ({FORMAT_VERSION})")
+        version = f.integer("format_version", min(READABLE_VERSIONS), FORMAT_VERSION)
+        if version == 1:
+            data = upgrade_v1(data)
+            f = _Fields(data, where)
+        inp = InputSpec.parse(f.sub("input"))
+        files_f = f.sub("files")
+        files = {}
+        for role in files_f.data:
+            if not isinstance(role, str) or not ROLE_RE.match(role):
+                raise files_f.fail(str(role)[:40], "is not a valid role name ([a-z0-9_])")
+            files[role] = FileEntry.parse(files_f.sub(role))
+        for role in ("backbone", "pooling"):
+            if role not in files:
+                raise files_f.fail(role, "is missing")
+        paths = [e.path for e in files.values()]
+        if len(set(paths)) != len(paths):
+            raise ManifestError(f"{where}: files lists one path for two roles")
+        if data.get("classes") is not None and version < 2:
+            raise f.fail("classes", "needs format_version 2")
+        opset = f.integer("opset", 1, 1000, required=False)
+        tools = f.obj("tools") or {}
+        return cls(
+            backbone=Backbone.parse(f.sub("backbone")), input=inp,
+            streaming=Streaming.parse(f.sub("streaming"), inp.sample_rate), files=files,
+            classifier=(ClassifierSpec.parse(f.sub("classifier"))
+                        if f.has("classifier") else None),
+            classes=ClassSpec.parse(f.sub("classes")) if f.has("classes") else None,
+            quantization=f.obj("quantization"), opset=opset, tools=tools,
+            created=f.string("created", required=False, max_len=100),
+            export_seconds=f.obj("export_seconds"), extra=f.rest(set(cls.KNOWN)),
+            format_version=FORMAT_VERSION)
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike[str]) -> Manifest:
+        return load_manifest(model_dir)
+
+    # writing
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON value (format version 2)."""
+        out: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+        if self.created is not None:
+            out["created"] = self.created
+        out |= {"backbone": self.backbone.to_dict(), "input": self.input.to_dict(),
+                "streaming": self.streaming.to_dict()}
+        if self.opset is not None:
+            out["opset"] = self.opset
+        out["files"] = {role: e.to_dict() for role, e in self.files.items()}
+        if self.tools:
+            out["tools"] = self.tools
+        if self.export_seconds is not None:
+            out["export_seconds"] = self.export_seconds
+        if self.classifier is not None:
+            out["classifier"] = self.classifier.to_dict()
+        if self.classes is not None:
+            out["classes"] = self.classes.to_dict()
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
+        return {**out, **self.extra}
+
+    def write(self, model_dir: str | os.PathLike[str]) -> Path:
+        """Validate the round trip, then write ``model_dir/manifest.json`` atomically."""
+        data = json_safe(self.to_dict())
+        Manifest.from_dict(data, str(Path(model_dir) / MANIFEST_NAME))
+        return write_json(Path(model_dir) / MANIFEST_NAME, data)
+
+    def with_file(self, model_dir: str | os.PathLike[str], role: str,
+                  name: str | None = None) -> Manifest:
+        """A copy listing ``model_dir/name`` (default: this role's current path) as ``role``."""
+        name = name or self.files[role].path
+        return self.replace(files={**self.files, role: file_entry(Path(model_dir), name)})
+
+    # reading values
+    def model_id(self) -> str:
+        """sha256 of the canonical JSON without :data:`VOLATILE` fields (files' sha256 in)."""
+        data = {k: v for k, v in json_safe(self.to_dict()).items() if k not in VOLATILE}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.input.sample_rate
+
+    @property
+    def hop_s(self) -> float:
+        return self.streaming.chunk_samples / self.input.sample_rate
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.classifier is None else self.classifier.threshold
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.quantization)
+
+    def path(self, model_dir: str | os.PathLike[str], role: str) -> Path | None:
+        """Where ``role``'s file lies (unverified) or None when not listed."""
+        entry = self.files.get(role)
+        return None if entry is None else Path(model_dir) / entry.path
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf → None and numpy scalars/arrays → Python, so the manifest is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 → 2: the training data path becomes the folder's name only."""
+    data = {**data, "format_version": 2}
+    clf = data.get("classifier")
+    if isinstance(clf, dict) and isinstance(clf.get("trained_on"), dict):
+        trained = dict(clf["trained_on"])
+        if isinstance(trained.get("data"), str):
+            trained["data"] = data_name(trained["data"])
+        data["classifier"] = {**clf, "trained_on": trained}
+    return data
+
+
+def data_name(path: str | os.PathLike[str]) -> str:
+    """What a manifest records of a training data folder: its name, never the build machine's
+    absolute path."""
+    return PurePosixPath(str(path).replace("\\", "/")).name or str(path)
+
+
+# --- model dirs ---------------------------------------------------------------------------
+
+def file_entry(model_dir: Path, name: str) -> FileEntry:
     """Manifest entry (path, sha256, bytes) for a file inside ``model_dir``."""
-    path = model_dir / name
-    return {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    path = Path(model_dir) / name
+    return FileEntry(name, sha256_file(path), path.stat().st_size)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and sanity-check ``model_dir/manifest.json`` (no checksum work)."""
+def load_manifest(model_dir: str | os.PathLike[str]) -> Manifest:
+    """Read and validate ``model_dir/manifest.json`` (no checksum work)."""
     path = Path(model_dir) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(
@@ -64,52 +537,72 @@ def load_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "'edge-train build'"
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
-    if manifest.get("format") != FORMAT:
-        raise ManifestError(
-            f"{path}: not an edge-detect manifest (format={manifest.get('format')!r})"
-        )
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ManifestError(
-            f"{path}: format_version {manifest['format_version']} is newer than this runtime "
-            f"understands ({FORMAT_VERSION})"
-        )
-    for key in ("input", "streaming", "files"):
-        if key not in manifest:
-            raise ManifestError(f"{path}: manifest lacks '{key}'")
-    return manifest
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; "
+                                "not a manifest")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
+    return Manifest.from_dict(data, str(path))
 
 
-def model_file(
-    model_dir: str | os.PathLike[str], manifest: dict[str, Any], role: str
-) -> Path | None:
-    """Path of the file playing ``role`` (backbone, pooling, head, classifier...) or None."""
-    entry = manifest["files"].get(role)
-    return None if entry is None else Path(model_dir) / entry["path"]
-
-
-def verify_file(model_dir: str | os.PathLike[str], manifest: dict[str, Any], role: str) -> Path:
-    """Return the path of ``role`` after checking it exists and matches its sha256."""
-    entry = manifest["files"].get(role)
+def confined_path(model_dir: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:
+    """The listed, existing regular file of ``role``, resolved inside ``model_dir``."""
+    entry = manifest.files.get(role)
     if entry is None:
         raise ManifestError(f"{Path(model_dir) / MANIFEST_NAME}: no '{role}' file listed")
-    path = Path(model_dir) / entry["path"]
-    if not path.is_file():
+    path = Path(model_dir) / entry.path
+    root = Path(model_dir).resolve()
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise ManifestError(f"{path}: '{role}' leads outside the model dir (to {real}); "
+                            "refusing it")
+    if not real.is_file():
         raise ManifestError(f"{path}: listed in the manifest as '{role}' but missing")
-    actual = sha256_file(path)
-    if actual != entry["sha256"]:
+    return real
+
+
+def verify_file(model_dir: str | os.PathLike[str], manifest: Manifest, role: str) -> Path:
+    """Return the path of ``role`` after checking it is inside the model dir and matches its
+    size and sha256."""
+    entry = manifest.files.get(role)
+    real = confined_path(model_dir, manifest, role)
+    path = Path(model_dir) / entry.path
+    size = real.stat().st_size
+    if size != entry.bytes:
+        raise ManifestError(f"{path}: size mismatch (manifest {entry.bytes} bytes, file {size}); "
+                            "refusing to load a model that is not the one the manifest "
+                            "describes")
+    actual = sha256_file(real)
+    if actual != entry.sha256:
         raise ManifestError(
-            f"{path}: sha256 mismatch (manifest {entry['sha256'][:12]}…, file {actual[:12]}…); "
+            f"{path}: sha256 mismatch (manifest {entry.sha256[:12]}…, file {actual[:12]}…); "
             "refusing to load a model that is not the one the manifest describes"
         )
-    return path
+    return real
 
 
-def model_sha256(manifest: dict[str, Any]) -> str:
-    """One id for the whole model: sha256 over the sorted (role, file sha256) pairs."""
-    digest = hashlib.sha256()
-    for role in sorted(manifest["files"]):
-        digest.update(f"{role}={manifest['files'][role]['sha256']}\n".encode())
-    return digest.hexdigest()
+def read_text_file(model_dir: str | os.PathLike[str], manifest: Manifest, role: str) -> str:
+    """A verified text file (e.g. labels), bounded in size and decoded as UTF-8."""
+    path = verify_file(model_dir, manifest, role)
+    if manifest.files[role].bytes > MAX_TEXT_BYTES:
+        raise ManifestError(f"{path}: '{role}' is larger than {MAX_TEXT_BYTES >> 20} MiB")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: '{role}' is not UTF-8 text ({exc.reason})") from None
+
+
+def check_expected(manifest: Manifest, expected: str | None, where: str | os.PathLike[str]
+                   ) -> None:
+    """Refuse a model whose id is not ``expected`` (a full 64-hex-digit id)."""
+    if expected is None:
+        return
+    expected = expected.strip().lower()
+    if not SHA_RE.match(expected):
+        raise ManifestError(f"--expect-model must be a full model id (64 hex digits), "
+                            f"got {expected!r}")
+    actual = manifest.model_id()
+    if actual != expected:
+        raise ManifestError(f"{where}: model id {actual[:16]}… is not the expected "
+                            f"{expected[:16]}…; refusing it")

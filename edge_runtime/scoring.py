@@ -12,9 +12,15 @@ class ScoringError(RuntimeError):
     """The model dir cannot score danger (no classifier, or an unexpected output)."""
 
 
-def probability_output(session: ort.InferenceSession) -> str:
-    """Name of the classifier's probability tensor (skl2onnx also emits an int64 label)."""
+def probability_output(session: ort.InferenceSession, name: str | None = None) -> str:
+    """Name of the classifier's probability tensor: ``name`` (the manifest's
+    ``classifier.output``) when given, else the float output (format 1 manifests)."""
     outputs = [o for o in session.get_outputs() if o.type == "tensor(float)"]
+    if name is not None:
+        if name not in {o.name for o in outputs}:
+            raise ScoringError(f"classifier.onnx has no float output {name!r} (the manifest's "
+                               f"classifier.output); it has {[o.name for o in outputs]}")
+        return name
     named = [o for o in outputs if "prob" in o.name.lower()]
     chosen = (named or outputs)[:1]
     if not chosen:
@@ -24,16 +30,25 @@ def probability_output(session: ort.InferenceSession) -> str:
 
 
 class Scorer:
-    """p(danger) per embedding (column 1 of the classifier's probabilities) and top tags."""
+    """p(danger) per embedding (the manifest's ``classifier.danger_column`` of its
+    ``classifier.output``) and top tags."""
 
-    def __init__(self, sessions: ModelSessions, danger_column: int = 1) -> None:
+    def __init__(self, sessions: ModelSessions) -> None:
+        spec = sessions.manifest.classifier
         if sessions.classifier is None:
             raise ScoringError(f"{sessions.model_dir}: the model dir has no classifier; train "
                                "one with 'edge-train' before running the detector")
         self.sessions = sessions
-        self.danger_column = danger_column
+        self.danger_column = 1 if spec is None else spec.danger_column
         self._input = sessions.classifier.get_inputs()[0].name
-        self._output = probability_output(sessions.classifier)
+        self._output = probability_output(sessions.classifier,
+                                          None if spec is None else spec.output)
+        shape = next(o.shape for o in sessions.classifier.get_outputs()
+                     if o.name == self._output)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] <= self.danger_column):
+            raise ScoringError(f"{sessions.model_dir}: classifier output {self._output} has "
+                               f"shape {shape}; the manifest's danger_column "
+                               f"{self.danger_column} needs [batch, > {self.danger_column}]")
 
     @property
     def has_tags(self) -> bool:
@@ -46,7 +61,7 @@ class Scorer:
         probs = np.asarray(probs, dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] <= self.danger_column:
             raise ScoringError(f"classifier output {self._output} has shape {probs.shape}; "
-                               "expected [batch, 2]")
+                               f"expected [batch, > {self.danger_column}]")
         return probs[:, self.danger_column]
 
     def tags(self, embedding: np.ndarray, top: int = 3) -> list[tuple[str, float]]:

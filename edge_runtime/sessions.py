@@ -6,13 +6,19 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from edge_runtime import providers as eps
-from edge_runtime.manifest import load_manifest, model_sha256, verify_file
+from edge_runtime.manifest import (
+    Manifest,
+    ManifestError,
+    check_expected,
+    load_manifest,
+    read_text_file,
+    verify_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +28,7 @@ class ModelSessions:
     """Sessions of one model dir: backbone and pooling always; head and classifier if present."""
 
     model_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     backbone: ort.InferenceSession
     pooling: ort.InferenceSession
     head: ort.InferenceSession | None = None
@@ -31,23 +37,23 @@ class ModelSessions:
 
     @property
     def sample_rate(self) -> int:
-        return int(self.manifest["input"]["sample_rate"])
+        return self.manifest.input.sample_rate
 
     @property
     def min_samples(self) -> int:
-        return int(self.manifest["input"]["min_samples"])
+        return self.manifest.input.min_samples
 
     @property
     def chunk_samples(self) -> int:
-        return int(self.manifest["streaming"]["chunk_samples"])
+        return self.manifest.streaming.chunk_samples
 
     @property
     def window_chunks(self) -> int:
-        return int(self.manifest["streaming"]["window_chunks"])
+        return self.manifest.streaming.window_chunks
 
     @property
     def model_id(self) -> str:
-        return model_sha256(self.manifest)
+        return self.manifest.model_id()
 
     @property
     def provider(self) -> str:
@@ -56,35 +62,38 @@ class ModelSessions:
 
     @property
     def threshold(self) -> float | None:
-        clf = self.manifest.get("classifier") or {}
-        return None if clf.get("threshold") is None else float(clf["threshold"])
-
-
-def read_labels(path: Path) -> list[str]:
-    """One AudioSet display name per line."""
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        return self.manifest.threshold
 
 
 def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
-                  threads: int | None = None, with_classifier: bool = True) -> ModelSessions:
-    """Verify and open the model dir. Raises ManifestError on any missing or altered file."""
+                  threads: int | None = None, with_classifier: bool = True,
+                  expect_model: str | None = None) -> ModelSessions:
+    """Verify and open the model dir. Raises ManifestError on any missing, altered or
+    unloadable file, and when ``expect_model`` is given and is not this model's id."""
     model_dir = Path(model_dir)
     manifest = load_manifest(model_dir)
+    check_expected(manifest, expect_model, model_dir)
     chosen = eps.resolve(provider, trt_cache_dir=model_dir / ".trt_cache")
-    files = manifest["files"]
+    files = manifest.files
 
     def opened(role: str) -> ort.InferenceSession:
-        return eps.open_session(verify_file(model_dir, manifest, role), chosen, threads)
+        path = verify_file(model_dir, manifest, role)
+        try:
+            return eps.open_session(path, chosen, threads)
+        except Exception as exc:  # onnxruntime raises its own types for a bad graph
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ManifestError(f"{model_dir / files[role].path}: '{role}' is not a loadable "
+                                f"ONNX model ({first})") from None
 
     sessions = ModelSessions(model_dir, manifest, backbone=opened("backbone"),
                              pooling=opened("pooling"))
     if "head" in files:
         sessions.head = opened("head")
     if "labels" in files:
-        sessions.labels = read_labels(verify_file(model_dir, manifest, "labels"))
+        sessions.labels = read_text_file(model_dir, manifest, "labels").splitlines()
     if with_classifier and "classifier" in files:
         sessions.classifier = opened("classifier")
-    log.info("model %s (%s, %s) on %s", model_dir, manifest["backbone"]["name"],
+    log.info("model %s (%s, %s) on %s", model_dir, manifest.backbone.name,
              sessions.model_id[:12], sessions.provider)
     return sessions
 

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from edge_runtime.atomic import atomic_path
 from edge_runtime.events import Event
 
 log = logging.getLogger("edge-detect")
@@ -160,14 +160,8 @@ class ClipSink:
             return
         stamp = record["start"].replace(":", "").replace("-", "")
         path = self.directory / f"{stamp}_{_safe_name(Path(stream.source).name)}.flac"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".clip.", suffix=".flac.tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:  # umask honoured (mkstemp alone gave 0600)
             sf.write(tmp, np.clip(audio, -1.0, 1.0), stream.sample_rate, format="FLAC",
                      subtype="PCM_16")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         record["clip"] = str(path)
         log.info("clip saved: %s", path)

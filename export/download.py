@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
+from edge_runtime import atomic
+
 
 class DownloadError(RuntimeError):
     """A download failed; the message is one line and says what to do."""
@@ -101,7 +103,4 @@ def download(url: str, dest: Path, sha256: str | None, size: int | None = None,
 def copy_local(src: Path, dest: Path) -> Path:
     """Copy a local file into the cache atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    return dest
+    return atomic.write_with(dest, lambda tmp: shutil.copyfile(src, tmp))

@@ -18,6 +18,8 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ import numpy as np
 import onnx
 import torch
 
-from edge_runtime.manifest import FORMAT, FORMAT_VERSION, file_entry, write_json_atomic
+from edge_runtime import atomic
+from edge_runtime.manifest import Backbone, InputSpec, Manifest, Streaming, file_entry
 from export.backbones import BackboneSpec
 from export.panns import audioset_labels
 
@@ -38,25 +41,47 @@ DEFAULT_WINDOW_CHUNKS = 5
 FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions of every tool that shaped the exported graphs."""
-    import onnxruntime
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "panns_inference", "torchlibrosa",
+         "skl2onnx", "scikit-learn")
 
-    versions = {"torch": torch.__version__, "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__}
-    for name in ("onnxscript", "panns_inference", "torchlibrosa", "skl2onnx", "sklearn"):
+
+def tool_versions() -> dict[str, str]:
+    """Versions of every tool that shaped the exported graphs, from the installed packages'
+    metadata (importing ``panns_inference`` would run its ``wget`` of the label file)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in TOOLS:
         try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
+            versions["sklearn" if name == "scikit-learn" else name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+QUIET_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter for one export: torch.onnx's "torchvision is not
+    installed" warnings (torch resets that logger's level on import, so it is set here) and
+    the INFO lines of onnxscript's and onnx_ir's graph passes. Errors still show."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
             output_name: str, dynamic: dict[int, Any]) -> None:
     """Export one module with dynamic dims, then run ``onnx.checker`` on the file."""
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[input_name],
@@ -93,29 +118,23 @@ def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, f
 
 def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                    checkpoint: dict[str, Any], chunk_samples: int, window_chunks: int,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest dict for the files of ``roles`` already present in ``out_dir``."""
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "backbone": {"name": spec.name, "description": spec.description,
-                     "checkpoint": checkpoint, "frame_dim": spec.frame_dim,
-                     "embedding_dim": spec.embedding_dim},
-        "input": {"sample_rate": spec.sample_rate, "dtype": "float32", "channels": 1,
-                  "layout": "waveform [batch, samples], mono, full scale ±1.0",
-                  "min_samples": spec.min_samples,
-                  "short_input": "zero-padded to min_samples inside the backbone graph"},
-        "streaming": {"chunk_samples": chunk_samples, "window_chunks": window_chunks,
-                      "note": "backbone runs once per chunk (the hop); a window pools the frame "
-                              "features of its last window_chunks chunks"},
-        "opset": OPSET,
-        "files": {role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
-        "tools": tool_versions(),
-    }
-    if extra:
-        manifest.update(extra)
-    return manifest
+                   export_seconds: dict[str, float] | None = None) -> Manifest:
+    """The manifest for the files of ``roles`` already present in ``out_dir``."""
+    return Manifest(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        backbone=Backbone(spec.name, spec.frame_dim, spec.embedding_dim, spec.description,
+                          checkpoint),
+        input=InputSpec(spec.sample_rate, spec.min_samples, extra={
+            "layout": "waveform [batch, samples], mono, full scale ±1.0",
+            "short_input": "zero-padded to min_samples inside the backbone graph"}),
+        streaming=Streaming(chunk_samples, window_chunks, extra={
+            "note": "backbone runs once per chunk (the hop); a window pools the frame "
+                    "features of its last window_chunks chunks"}),
+        opset=OPSET,
+        files={role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
+        tools=tool_versions(),
+        export_seconds=export_seconds,
+    )
 
 
 def roles_files(roles: list[str]) -> dict[str, str]:
@@ -126,7 +145,7 @@ def roles_files(roles: list[str]) -> dict[str, str]:
 def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
                      checkpoint: dict[str, Any],
                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-                     window_chunks: int = DEFAULT_WINDOW_CHUNKS) -> dict[str, Any]:
+                     window_chunks: int = DEFAULT_WINDOW_CHUNKS) -> Manifest:
     """Export into a temporary folder beside ``out_dir``, then move the files in; manifest last.
 
     A crash mid-export leaves ``out_dir`` as it was: never half-written ONNX files.
@@ -136,7 +155,7 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
         seconds = export_parts(spec, parts, tmp)
-        (tmp / "labels.txt").write_text("\n".join(audioset_labels()) + "\n", encoding="utf-8")
+        atomic.write_text(tmp / "labels.txt", "\n".join(audioset_labels()) + "\n")
         for name in [*FILES.values(), "labels.txt"]:
             os.replace(tmp / name, out_dir / name)
     finally:
@@ -144,9 +163,8 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
     chunk_samples = int(round(chunk_seconds * spec.sample_rate))
     manifest = build_manifest(spec, out_dir, ["backbone", "pooling", "head", "labels"],
                               checkpoint=checkpoint, chunk_samples=chunk_samples,
-                              window_chunks=window_chunks,
-                              extra={"export_seconds": seconds})
-    write_json_atomic(out_dir / "manifest.json", manifest)
+                              window_chunks=window_chunks, export_seconds=seconds)
+    manifest.write(out_dir)
     return manifest
 
 

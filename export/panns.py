@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
+from edge_runtime import atomic
+
 LABELS_RESOURCE = "audioset_class_labels_indices.csv"
 
 
@@ -34,10 +36,7 @@ def ensure_panns_labels(home: Path | None = None) -> Path:
     """Make sure panns_inference finds its labels CSV without downloading it."""
     target = (home or Path.home()) / "panns_data" / "class_labels_indices.csv"
     if not target.is_file() or target.stat().st_size == 0:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(labels_csv(), tmp)
-        tmp.replace(target)
+        atomic.write_with(target, lambda tmp: shutil.copyfile(labels_csv(), tmp))
     return target
 
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from edge_runtime.manifest import sha256_file
+from edge_runtime.manifest import Manifest, sha256_file
 from export import backbones, weights
-from export.onnx_export import check_against_torch, export_model_dir
+from export.onnx_export import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_WINDOW_CHUNKS,
+    check_against_torch,
+    export_model_dir,
+)
 
 log = logging.getLogger(__name__)
 
 
 def export_from_checkpoint(weights_arg: str, out_dir: Path, backbone: str = "auto",
-                           chunk_seconds: float = 1.0, window_chunks: int = 5) -> dict[str, Any]:
+                           chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                           window_chunks: int = DEFAULT_WINDOW_CHUNKS) -> Manifest:
     """Export the checkpoint ``weights_arg`` (path or known name) into ``out_dir``."""
     path = weights.resolve(weights_arg)
     state = weights.load_state_dict(path)

@@ -40,10 +40,15 @@ CHECKPOINTS: dict[str, Checkpoint] = {
 }
 
 
+def cache_root() -> Path:
+    """Downloads live here, never in the repository: ``$EDGE_DETECT_CACHE``, default
+    ``~/.cache/edge-detect``."""
+    return Path(os.environ.get("EDGE_DETECT_CACHE") or Path.home() / ".cache" / "edge-detect")
+
+
 def cache_dir() -> Path:
     """Weights cache: ``$EDGE_DETECT_CACHE/weights``, default ``~/.cache/edge-detect/weights``."""
-    root = os.environ.get("EDGE_DETECT_CACHE") or Path.home() / ".cache" / "edge-detect"
-    return Path(root) / "weights"
+    return cache_root() / "weights"
 
 
 def fetch(backbone: str, url: str | None = None, dest_dir: Path | None = None) -> Path:

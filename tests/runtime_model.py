@@ -14,7 +14,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_runtime.manifest import FORMAT, FORMAT_VERSION, file_entry, write_json_atomic
+from edge_runtime.manifest import (
+    Backbone,
+    ClassifierSpec,
+    InputSpec,
+    Manifest,
+    Streaming,
+    file_entry,
+)
 
 SR = 32000
 FRAME = 3200
@@ -95,15 +102,11 @@ def build_tiny_model(out: Path, threshold: float = 0.5) -> Path:
     files = {role: file_entry(out, f"{role}.onnx")
              for role in ("backbone", "pooling", "classifier", "head")}
     files["labels"] = file_entry(out, "labels.txt")
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "backbone": {"name": "tiny-energy", "frame_dim": 1, "embedding_dim": 1},
-        "input": {"sample_rate": SR, "min_samples": FRAME},
-        "streaming": {"chunk_samples": SR, "window_chunks": 5},
-        "files": files,
-        "classifier": {"kind": "hand-set logistic on log energy", "threshold": threshold},
-    }
-    write_json_atomic(out / "manifest.json", manifest)
+    Manifest(backbone=Backbone("tiny-energy", frame_dim=1, embedding_dim=1),
+             input=InputSpec(SR, min_samples=FRAME), streaming=Streaming(SR, window_chunks=5),
+             files=files,
+             classifier=ClassifierSpec("hand-set logistic on log energy", threshold=threshold,
+                                       output="probabilities")).write(out)
     return out
 
 

@@ -13,16 +13,18 @@ import pytest
 from benchmarks import run as bench
 from benchmarks.harness import Budget, provider_skip_reason, time_runs
 from edge_runtime import providers
-from edge_runtime.manifest import write_json_atomic
+from edge_runtime.atomic import write_json
 
 
 def fake_model_dir(tmp_path: Path) -> Path:
     """A manifest-only model dir: enough for planning (no graphs are opened)."""
     entry = {"path": "backbone.onnx", "sha256": "0" * 64, "bytes": 1000}
-    write_json_atomic(tmp_path / "manifest.json", {
+    write_json(tmp_path / "manifest.json", {
         "format": "edge-detect-model", "format_version": 1,
-        "backbone": {"name": "cnn14", "checkpoint": {}},
-        "input": {"sample_rate": 32000}, "streaming": {"chunk_samples": 32000},
+        "backbone": {"name": "cnn14", "checkpoint": {}, "frame_dim": 2048,
+                     "embedding_dim": 2048},
+        "input": {"sample_rate": 32000, "min_samples": 3200},
+        "streaming": {"chunk_samples": 32000, "window_chunks": 5},
         "files": {"backbone": entry, "pooling": {**entry, "path": "pooling.onnx"}}})
     return tmp_path
 

@@ -140,17 +140,17 @@ def test_frames_per_second(sessions):
 
 def test_manifest_describes_the_files(cnn14_model_dir, cnn14_checkpoint):
     manifest = load_manifest(cnn14_model_dir)
-    assert manifest["backbone"]["name"] == "cnn14"
-    assert manifest["backbone"]["checkpoint"]["sha256"] == sha256_file(cnn14_checkpoint)
-    assert manifest["backbone"]["checkpoint"]["official"] is False
-    assert manifest["input"] == manifest["input"] | {"sample_rate": SR, "dtype": "float32",
-                                                     "min_samples": cnn14.MIN_SAMPLES}
-    assert manifest["opset"] == 18
+    assert manifest.backbone.name == "cnn14"
+    assert manifest.backbone.checkpoint["sha256"] == sha256_file(cnn14_checkpoint)
+    assert manifest.backbone.checkpoint["official"] is False
+    assert (manifest.input.sample_rate, manifest.input.dtype, manifest.input.min_samples) == \
+        (SR, "float32", cnn14.MIN_SAMPLES)
+    assert manifest.opset == 18
     for role in ("backbone", "pooling", "head", "labels"):
-        entry = manifest["files"][role]
-        assert sha256_file(cnn14_model_dir / entry["path"]) == entry["sha256"]
-    for tool in ("torch", "onnx", "onnxruntime"):
-        assert manifest["tools"][tool]
+        entry = manifest.files[role]
+        assert sha256_file(cnn14_model_dir / entry.path) == entry.sha256
+    for tool in ("torch", "onnx", "onnxruntime", "panns_inference"):
+        assert manifest.tools[tool]
     labels = (cnn14_model_dir / "labels.txt").read_text().splitlines()
     assert len(labels) == 527 and labels[0] == "Speech"
 

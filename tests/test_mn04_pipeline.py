@@ -39,13 +39,13 @@ def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
 
 def test_manifest_names_mn04_and_a_classifier(mn04_model: Path) -> None:
     manifest = load_manifest(mn04_model)
-    assert manifest["backbone"]["name"] == "mn04"
-    assert manifest["backbone"]["embedding_dim"] == 384
-    assert {"backbone", "pooling", "classifier", "end_to_end"} <= set(manifest["files"])
+    assert manifest.backbone.name == "mn04"
+    assert manifest.backbone.embedding_dim == 384
+    assert {"backbone", "pooling", "classifier", "end_to_end"} <= set(manifest.files)
     assert (mn04_model / "classifier.onnx").is_file()
-    assert manifest["classifier"]["kind"] == "logreg"
-    assert 0.0 < manifest["classifier"]["threshold"] < 1.0
-    assert manifest["classifier"]["trained_on"]["clips"] == 6 * 5 * LIMIT
+    assert manifest.classifier.kind == "logreg"
+    assert 0.0 < manifest.classifier.threshold < 1.0
+    assert manifest.classifier.trained_on["clips"] == 6 * 5 * LIMIT
 
 
 def test_detector_hears_unseen_dogs_as_danger_and_rain_as_safe(mn04_model: Path,

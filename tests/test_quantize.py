@@ -92,7 +92,7 @@ def test_quantized_mn04_passes_the_gate_and_loads(mn04_dir: Path, esc10_dir: Pat
     out = tmp_path / "int8"
     manifest = q.quantize_model_dir(mn04_dir, esc10_dir / "audio", out, calib_files=16,
                                     check_files=6)
-    section = manifest["quantization"]
+    section = manifest.quantization
     assert section["check"]["mean_cosine"] >= q.MIN_MEAN_COSINE
     assert section["calibration"]["files"] == 16 and section["check"]["held_out_files"] == 6
     assert "node_log" in section["excluded_nodes"]
@@ -145,7 +145,7 @@ def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_weights: Path, e
     out = tmp_path / "int8"
     manifest = q.quantize_model_dir(fp32, esc10_dir / "audio", out, calib_files=8,
                                     check_files=4)
-    assert {"classifier", "end_to_end"} <= set(manifest["files"])
+    assert {"classifier", "end_to_end"} <= set(manifest.files)
     e2e = onnx.load(str(out / "end_to_end.onnx"))
     assert "QuantizeLinear" in {n.op_type for n in e2e.graph.node}
     sess = ort.InferenceSession(str(out / "end_to_end.onnx"), providers=["CPUExecutionProvider"])

@@ -57,7 +57,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_directory_once_on_esc10_clips(esc10_dir: Path, tmp_path: Path) -> None:
     clips = pick(esc10_dir, DANGER + SAFE, 6)
     d = link_clips(clips, tmp_path / "in")
-    model = build_tiny_model(tmp_path / "tiny", threshold=0.0)  # every window is "danger"
+    model = build_tiny_model(tmp_path / "tiny", threshold=1e-9)  # every window is "danger"
     events = tmp_path / "events.jsonl"
     res = run_cli("--model", str(model), "--input", str(d), "--once", "--events", str(events))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
@@ -75,8 +75,9 @@ def esc_setup(esc10_dir: Path, cnn14_model_dir: Path, tmp_path_factory: pytest.T
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from edge_runtime.atomic import link_or_copy
     from edge_runtime.features import embed_audio
-    from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+    from edge_runtime.manifest import ClassifierSpec, load_manifest
     from edge_runtime.sessions import load_sessions
     from training.onnx_classifier import save_atomic, to_onnx
 
@@ -105,12 +106,11 @@ def esc_setup(esc10_dir: Path, cnn14_model_dir: Path, tmp_path_factory: pytest.T
     model = root / "model"
     model.mkdir()
     manifest = load_manifest(cnn14_model_dir)
-    for entry in manifest["files"].values():
-        os.symlink(cnn14_model_dir / entry["path"], model / entry["path"])
+    for entry in manifest.files.values():
+        link_or_copy(cnn14_model_dir / entry.path, model / entry.path)
     save_atomic(to_onnx(pipe, np.stack(x).shape[1]), model / "classifier.onnx")
-    manifest["files"]["classifier"] = file_entry(model, "classifier.onnx")
-    manifest["classifier"] = {"kind": "logreg (test fixture)", "threshold": 0.5}
-    write_json_atomic(model / "manifest.json", manifest)
+    manifest.with_file(model, "classifier", "classifier.onnx").replace(
+        classifier=ClassifierSpec(kind="logreg (test fixture)", threshold=0.5)).write(model)
     return {"model": model, "danger": danger, "safe": safe, "stream": root / "stream.flac"}
 
 

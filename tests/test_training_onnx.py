@@ -76,18 +76,20 @@ def test_manifest_lists_classifier_and_threshold(trained_model_dir: Path) -> Non
     manifest = load_manifest(trained_model_dir)
     for role in ("classifier", "end_to_end"):
         verify_file(trained_model_dir, manifest, role)
-    section = manifest["classifier"]
-    assert section["kind"] == "logreg"
-    assert section["classes"] == ["safe", "danger"]
-    assert section["threshold_target"] == {"danger_recall": 0.95}
-    assert 0.0 < section["threshold"] < 1.0
-    assert section["mapping"]["danger"] == ["dog", "crying_baby", "siren", "chainsaw"]
-    assert section["cv"]["at_threshold"]["danger_recall"] >= 0.95
+    section = manifest.classifier
+    assert section.kind == "logreg"
+    assert section.classes == ("safe", "danger")
+    assert (section.output, section.danger_column) == ("probabilities", 1)
+    assert section.threshold_target == {"danger_recall": 0.95}
+    assert 0.0 < section.threshold < 1.0
+    assert section.mapping["danger"] == ["dog", "crying_baby", "siren", "chainsaw"]
+    assert section.cv["at_threshold"]["danger_recall"] >= 0.95
+    assert section.trained_on["data"] == "esc10"  # the folder's name, not a build-machine path
     shipped = {p.suffix for p in trained_model_dir.iterdir() if p.is_file()}
     assert not shipped & {".joblib", ".pkl", ".pickle"}  # pickles stay in .workbench/
     sessions = load_sessions(trained_model_dir, provider="cpu")
     assert sessions.classifier is not None
-    assert sessions.threshold == pytest.approx(section["threshold"])
+    assert sessions.threshold == pytest.approx(section.threshold)
 
 
 def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_checkpoint: Path,
@@ -107,7 +109,7 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
     picked = [next(c for c in clips if c.label == 1), next(c for c in clips if c.label == 0),
               clips[-1]]
     audio = np.stack([load_audio(c.path) for c in picked])  # 5 s clips = 5 device chunks
-    chunk = load_manifest(trained_model_dir)["streaming"]["chunk_samples"]
+    chunk = load_manifest(trained_model_dir).streaming.chunk_samples
     with torch.no_grad():  # the device's features in torch: backbone per chunk, pool per clip
         frames = frames_m(torch.from_numpy(audio).reshape(-1, chunk))
         emb_t = pooling_m(frames.reshape(len(picked), -1, frames.shape[-1]))

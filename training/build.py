@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from edge_runtime import atomic
+from edge_runtime.manifest import ClassifierSpec, Manifest, data_name, load_manifest
 from training import classifiers, evaluate
 from training.dataset import load_audio, read_dataset
 from training.embed import Embeddings, cosine_summary, embed_clips
 from training.mapping import CLASSES, load_mapping
 from training.onnx_classifier import (
+    CLASSIFIER_OUTPUT,
+    DANGER_COLUMN,
     merge_end_to_end,
     run_classifier_onnx,
     save_atomic,
@@ -53,10 +55,8 @@ def clean_json(value: Any) -> Any:
 
 def save_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> None:
     """``<stem>.json`` (strict JSON) and ``<stem>.md``, each written atomically."""
-    write_json_atomic(out / f"{stem}.json", clean_json(report))
-    tmp = out / f".{stem}.md.tmp"
-    tmp.write_text(markdown, encoding="utf-8")
-    os.replace(tmp, out / f"{stem}.md")
+    atomic.write_json(out / f"{stem}.json", clean_json(report))
+    atomic.write_text(out / f"{stem}.md", markdown)
 
 
 def parity(pipeline, onnx_path: Path, x: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -88,13 +88,12 @@ def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
     return {"clips": len(diffs), "max_abs_diff_vs_device_path": max(diffs)}
 
 
-def update_manifest(out: Path, section: dict[str, Any]) -> dict[str, Any]:
+def update_manifest(out: Path, section: ClassifierSpec) -> Manifest:
     """Add the classifier and end_to_end files and the ``classifier`` section; write atomically."""
-    manifest = load_manifest(out)
-    manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
-    manifest["files"]["end_to_end"] = file_entry(out, "end_to_end.onnx")
-    manifest["classifier"] = section
-    write_json_atomic(out / "manifest.json", manifest)
+    manifest = load_manifest(out).with_file(out, "classifier", "classifier.onnx")
+    manifest = manifest.with_file(out, "end_to_end", "end_to_end.onnx")
+    manifest = manifest.replace(classifier=section)
+    manifest.write(out)
     return manifest
 
 
@@ -207,26 +206,21 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
                           "false_alarms", "confusion")},
     }
     counts = {"danger": int((emb.label == 1).sum()), "safe": int((emb.label == 0).sum())}
-    section = {
-        "kind": classifier,
-        "input": "embedding", "output": "probabilities", "danger_column": 1,
-        "threshold": threshold,
-        "threshold_target": res["threshold_target"],
-        "classes": list(CLASSES),
-        "mapping": mapping_obj.as_dict(),
-        "cv": cv_summary,
-        "trained_on": {"data": str(Path(data).resolve()), "clips": int(len(set(emb.filename))),
-                       "rows": len(emb), "class_counts": counts, "seed": seed,
-                       "per_fold_limit": per_fold_limit,
-                       "embedding_model_id": emb.model_id,
-                       "created": datetime.now(UTC).isoformat(timespec="seconds")},
-    }
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    section = ClassifierSpec(
+        kind=classifier, threshold=float(threshold), input="embedding",
+        output=CLASSIFIER_OUTPUT, danger_column=DANGER_COLUMN, classes=tuple(CLASSES),
+        threshold_target=res["threshold_target"], mapping=mapping_obj.as_dict(), cv=cv_summary,
+        trained_on={"data": data_name(Path(data).resolve()),
+                    "clips": int(len(set(emb.filename))), "rows": len(emb),
+                    "class_counts": counts, "seed": seed, "per_fold_limit": per_fold_limit,
+                    "embedding_model_id": emb.model_id, "created": created})
     update_manifest(out, section)
     e2e = end_to_end_check(out, clips)
     seconds["total"] = round(time.perf_counter() - start, 1)
     report = {
-        "created": section["trained_on"]["created"],
-        "backbone": manifest["backbone"]["name"],
+        "created": created,
+        "backbone": manifest.backbone.name,
         "data": str(data),
         "clips": int(len(set(emb.filename))),
         "class_counts": counts,

@@ -27,7 +27,8 @@ class CleanErrors(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=CleanErrors)
+@click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """edge-detect workbench."""
@@ -86,21 +87,24 @@ def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
 
     manifest = export_from_checkpoint(weights, out, backbone=backbone,
                                       chunk_seconds=chunk_seconds, window_chunks=window_chunks)
-    for role, entry in manifest["files"].items():
-        click.echo(f"{role:9s} {entry['path']:14s} {entry['bytes'] / 1e6:8.1f} MB  "
-                   f"{entry['sha256'][:16]}")
-    click.echo(f"export seconds: {manifest['export_seconds']}")
+    for role, entry in manifest.files.items():
+        click.echo(f"{role:9s} {entry.path:14s} {entry.bytes / 1e6:8.1f} MB  "
+                   f"{entry.sha256[:16]}")
+    click.echo(f"export seconds: {manifest.export_seconds}")
 
 
 @main.command("fetch-esc50")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
-              show_default=True, help="Folder for the archive and the unpacked ESC-50/.")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the archive and the unpacked ESC-50/ [default: "
+                   "$EDGE_DETECT_CACHE/data or ~/.cache/edge-detect/data].")
 @click.option("--url", help="Mirror URL (http(s):// or file://) instead of the official one.")
 @click.option("--sha256", help="Expected archive sha256 (upstream publishes none).")
-def fetch_esc50_cmd(dest: Path, url: str | None, sha256: str | None) -> None:
-    """Download the official ESC-50 archive (resumable) and unpack it."""
+def fetch_esc50_cmd(dest: Path | None, url: str | None, sha256: str | None) -> None:
+    """Download the official ESC-50 archive (resumable) and unpack it; prints its folder."""
+    from export.weights import cache_root
     from training.fetch_esc50 import ESC50_URL, fetch_esc50
 
+    dest = dest or cache_root() / "data"
     target = fetch_esc50(dest, url or ESC50_URL, sha256)
     click.echo(str(target))
 
@@ -156,7 +160,7 @@ def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
 
     manifest = quantize_model_dir(model_dir, data, out, calib_files=calib_files,
                                   check_files=check_files)
-    q = manifest["quantization"]
+    q = manifest.quantization
     click.echo(f"int8 vs fp32 cosine on {q['check']['windows']} held-out windows: mean "
                f"{q['check']['mean_cosine']:.4f}, min {q['check']['min_cosine']:.4f}")
     if q["classifier_cv"]:
@@ -164,8 +168,8 @@ def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
             r = q["classifier_cv"][row]
             click.echo(f"{row:26s} acc@0.5 {r['accuracy_at_0.5']:.4f}  AUC {r['roc_auc']:.4f}  "
                        f"acc@t {r['accuracy_at_threshold']:.4f}")
-    for role, entry in manifest["files"].items():
-        click.echo(f"{role:10s} {entry['path']:16s} {entry['bytes'] / 1e6:8.1f} MB")
+    for role, entry in manifest.files.items():
+        click.echo(f"{role:10s} {entry.path:16s} {entry.bytes / 1e6:8.1f} MB")
     click.echo(f"model dir: {out}")
 
 

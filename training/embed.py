@@ -18,7 +18,7 @@ with a random-init Cnn14 (no quality claim) the mean cosine was 0.945 (min 0.915
 LogReg trained on whole-clip embeddings but served device embeddings fell from 0.963 to 0.896
 fold-CV accuracy — the train/serve mismatch of the old prototype, measured.
 
-Cache: one float32 ``.npz`` per embedding model (id = ``model_sha256`` over the backbone and
+Cache: one float32 ``.npz`` per embedding model (id = sha256 over the backbone and
 pooling files plus the streaming settings) holding filename, fold, label, category, window
 index, the cosine and the model id. A changed model gives a new id: the old cache is ignored.
 """
@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from edge_runtime import atomic
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, embed_offline
-from edge_runtime.manifest import model_sha256
 from edge_runtime.sessions import ModelSessions, load_sessions
 from training.dataset import Clip, load_audio
 
@@ -63,9 +61,11 @@ class Embeddings:
 
 def embedding_model_id(sessions: ModelSessions) -> str:
     """Id of what shapes an embedding: backbone + pooling sha256 and the streaming settings."""
-    files = {role: sessions.manifest["files"][role] for role in ("backbone", "pooling")}
+    files = sessions.manifest.files
+    pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
+                                   for role in ("backbone", "pooling")).encode()).hexdigest()
     streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
-    return hashlib.sha256(f"{model_sha256({'files': files})}:{streaming}".encode()).hexdigest()
+    return hashlib.sha256(f"{pairs}:{streaming}".encode()).hexdigest()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,16 +115,13 @@ def load_cache(path: Path, model_id: str) -> Cached:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` through a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    """``np.savez`` through a temporary file and rename (umask honoured)."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic.write_with(path, save)
 
 
 def to_rows(entries: list[tuple[str, dict[str, object]]], model_id: str) -> Embeddings:

@@ -26,6 +26,8 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from edge_runtime import atomic
+
 DEFAULT_TARGET_RECALL = 0.95
 
 
@@ -156,10 +158,8 @@ def save_figure(fig, path: Path) -> None:
     """Save a PNG through a temporary name, then close the figure."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def markdown_table(results: dict[str, dict[str, Any]], chosen: str) -> str:

@@ -16,7 +16,8 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge_runtime.manifest import sha256_file, write_json_atomic
+from edge_runtime import atomic
+from edge_runtime.manifest import sha256_file
 from export.download import DownloadError, download
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def fetch_esc50(dest: Path, url: str = ESC50_URL, sha256: str | None = None,
                        hint=f"pass --url file:///path/to/{ARCHIVE_NAME}")
     digest = sha256_file(archive)
     target = unpack(archive, dest / DATASET_DIR)
-    write_json_atomic(target / "SOURCE.json", {
+    atomic.write_json(target / "SOURCE.json", {
         "url": url, "archive_sha256": digest, "sha256_pinned": sha256 is not None,
         "note": "upstream publishes no sha256; this is the digest of the archive we got",
         "fetched": datetime.now(UTC).isoformat(timespec="seconds")})

@@ -9,5 +9,5 @@ def setup(verbose: bool = False) -> None:
     """Human-readable console logs; warnings from noisy libraries kept quiet."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("torch", "onnxscript", "matplotlib", "numba", "urllib3"):
+    for noisy in ("torch", "onnxscript", "onnx_ir", "matplotlib", "numba", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

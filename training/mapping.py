@@ -15,6 +15,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_runtime.manifest import Manifest
 
 CLASSES = ("safe", "danger")  # label 0, label 1: classifier column 1 is p(danger)
 
@@ -98,3 +102,12 @@ def load_mapping(path: str | Path | None) -> Mapping:
             raise ValueError(f"{path}: '{key}' must be a list of category names")
         lists[key] = value
     return validate(lists["danger"], lists["safe"], str(path))
+
+
+def manifest_mapping(manifest: Manifest) -> Mapping:
+    """The danger/safe mapping a model dir was trained with (the default if it has none)."""
+    section = manifest.classifier.mapping if manifest.classifier else None
+    if not section:
+        return default_mapping()
+    return validate(list(section["danger"]), list(section["safe"]),
+                    str(section.get("source", "manifest")))

@@ -16,20 +16,25 @@ trained on. Longer input is pooled as one long window.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, version_converter
 from sklearn.pipeline import Pipeline
 
+from edge_runtime import atomic
+
+if TYPE_CHECKING:
+    from edge_runtime.manifest import Manifest
+
 log = logging.getLogger(__name__)
 
 OPSET = 18
 ML_OPSET = 3
 CLASSIFIER_OUTPUT = "probabilities"
+DANGER_COLUMN = 1  # to_onnx requires classes_ == [0, 1]: column 1 is p(danger)
 
 
 def to_onnx(pipeline: Pipeline, dim: int, opset: int = OPSET) -> onnx.ModelProto:
@@ -103,20 +108,13 @@ def normalise_opsets(model: onnx.ModelProto, opset: int = OPSET) -> onnx.ModelPr
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write an ONNX file through a temporary name (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an ONNX file through a temporary name (never half-written; umask honoured)."""
+    atomic.write_with(path, lambda tmp: onnx.save_model(model, str(tmp)))
 
 
 def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:
     """Tiny graph: probabilities [batch, 2] → p_danger [batch] (column 1)."""
-    index = helper.make_tensor("danger_column", TensorProto.INT64, [], [1])
+    index = helper.make_tensor("danger_column", TensorProto.INT64, [], [DANGER_COLUMN])
     node = helper.make_node("Gather", [CLASSIFIER_OUTPUT, "danger_column"], ["p_danger"], axis=1)
     graph = helper.make_graph(
         [node], "p_danger",
@@ -193,7 +191,7 @@ def aligned(model: onnx.ModelProto, ir_version: int, opsets: dict[str, int],
 
 
 def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
-                     manifest: dict | None = None) -> onnx.ModelProto:
+                     manifest: Manifest | None = None) -> onnx.ModelProto:
     """chunker → backbone → regroup → pooling → (head, classifier → p_danger), one graph.
 
     ``manifest`` describes the files in ``model_dir`` (default: its own manifest.json; pass it
@@ -202,28 +200,28 @@ def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
     from edge_runtime.manifest import load_manifest
 
     manifest = manifest or load_manifest(model_dir)
-    parts = {role: onnx.load(str(model_dir / manifest["files"][role]["path"]))
-             for role in ("backbone", "pooling", "head")}
-    parts["classifier"] = classifier
+    parts = {**{role: onnx.load(str(manifest.path(model_dir, role)))
+                for role in ("backbone", "pooling", "head")}, "classifier": classifier}
     opsets = check_opsets(parts)
     ir = max(m.ir_version for m in parts.values())
     opset_ids = [helper.make_opsetid(d, v) for d, v in opsets.items()]
     tail = aligned(p_danger_tail(ir, opset_ids), ir, opsets, "tail/")
-    chunker = aligned(chunker_graph(int(manifest["streaming"]["chunk_samples"]), ir, opset_ids),
+    chunker = aligned(chunker_graph(manifest.streaming.chunk_samples, ir, opset_ids),
                       ir, opsets, "chunker/")
-    regroup = aligned(regroup_graph(int(manifest["backbone"]["frame_dim"]), ir, opset_ids),
+    regroup = aligned(regroup_graph(manifest.backbone.frame_dim, ir, opset_ids),
                       ir, opsets, "regroup/")
-    m = {role: aligned(model, ir, opsets, f"{role}/") for role, model in parts.items()}
-    merged = compose.merge_models(chunker, m["backbone"], io_map=[("chunks", "waveform")],
+    backbone, pooling, head, clf = (aligned(model, ir, opsets, f"{role}/")
+                                    for role, model in parts.items())
+    merged = compose.merge_models(chunker, backbone, io_map=[("chunks", "waveform")],
                                   outputs=["frames", "batch_size"])
     merged = compose.merge_models(merged, regroup, io_map=[("frames", "frames"),
                                                            ("batch_size", "batch_size")],
                                   outputs=["window_frames"])
-    merged = compose.merge_models(merged, m["pooling"], io_map=[("window_frames", "frames")],
+    merged = compose.merge_models(merged, pooling, io_map=[("window_frames", "frames")],
                                   outputs=["embedding"])
-    merged = compose.merge_models(merged, m["head"], io_map=[("embedding", "embedding")],
+    merged = compose.merge_models(merged, head, io_map=[("embedding", "embedding")],
                                   outputs=["embedding", "audioset_probs"])
-    merged = compose.merge_models(merged, m["classifier"], io_map=[("embedding", "embedding")],
+    merged = compose.merge_models(merged, clf, io_map=[("embedding", "embedding")],
                                   outputs=["embedding", "audioset_probs", CLASSIFIER_OUTPUT])
     merged = compose.merge_models(merged, tail, io_map=[(CLASSIFIER_OUTPUT, CLASSIFIER_OUTPUT)],
                                   outputs=["p_danger", "embedding", "audioset_probs"])

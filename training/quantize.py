@@ -21,7 +21,6 @@ Before anything is written, the int8 backbone is compared with the fp32 one on h
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
@@ -45,7 +44,8 @@ from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
-from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from edge_runtime.manifest import Manifest, file_entry, load_manifest
+from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.sessions import load_sessions
 from training.dataset import load_audio as training_load_audio
 
@@ -252,7 +252,7 @@ def _summary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]
             "false_alarms_at_threshold": at_t["false_alarms"]}
 
 
-def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[str, Any],
+def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, manifest: Manifest,
                      threads: int | None = None) -> dict[str, Any]:
     """Leave-one-fold-out accuracy and AUC with fp32 vs int8 embeddings, same clips and folds.
 
@@ -265,10 +265,9 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[s
     from training import classifiers, evaluate
     from training.dataset import read_dataset
     from training.embed import embed_clips
-    from training.mapping import validate
+    from training.mapping import manifest_mapping
 
-    mapping = validate(list(section["mapping"]["danger"]), list(section["mapping"]["safe"]),
-                       "manifest")
+    mapping = manifest_mapping(manifest)
     clips = read_dataset(root, mapping)
     cache = fp32_dir / ".workbench"
     e32 = embed_clips(fp32_dir, clips, cache_dir=cache if cache.is_dir() else None,
@@ -276,7 +275,8 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[s
     e8 = embed_clips(int8_dir, clips, cache_dir=None, threads=threads, measure_offline=False)
     if e32.filename.tolist() != e8.filename.tolist():
         raise ValueError(f"{root}: fp32 and int8 embedded different clips; cannot compare")
-    kind, threshold = section.get("kind", "logreg"), float(section.get("threshold", 0.5))
+    kind = (manifest.classifier.kind if manifest.classifier else "") or "logreg"
+    threshold = manifest.threshold if manifest.threshold is not None else THRESHOLD_FALLBACK
     y, folds = e32.label, e32.fold
     out: dict[str, Any] = {"data": str(root), "clips": int(len(set(e32.filename))),
                            "classifier": kind, "threshold": threshold}
@@ -292,18 +292,18 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[s
     return out
 
 
-def _stage(model_dir: Path, manifest: dict[str, Any], tmp: Path) -> list[str]:
+def _stage(model_dir: Path, manifest: Manifest, tmp: Path) -> list[str]:
     """Copy every listed file except the backbone into ``tmp``; rebuild end_to_end from it."""
-    files = manifest["files"]
+    files = manifest.files
     for role, entry in files.items():
         if role != "backbone" and role not in REBUILT_ROLES:
-            shutil.copy2(model_dir / entry["path"], tmp / entry["path"])
+            shutil.copy2(model_dir / entry.path, tmp / entry.path)
     if "end_to_end" in files:
         from training.onnx_classifier import merge_end_to_end, save_atomic
 
-        merged = merge_end_to_end(tmp, onnx.load(str(tmp / files["classifier"]["path"])),
+        merged = merge_end_to_end(tmp, onnx.load(str(manifest.path(tmp, "classifier"))),
                                   manifest)
-        save_atomic(merged, tmp / files["end_to_end"]["path"])
+        save_atomic(merged, manifest.path(tmp, "end_to_end"))
     return list(files)
 
 
@@ -318,8 +318,9 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     if out_dir.resolve() == model_dir.resolve():
         raise ValueError(f"{out_dir}: the int8 model needs its own folder (not --model)")
     manifest = load_manifest(model_dir)
-    src = model_dir / manifest["files"]["backbone"]["path"]
-    sr = int(manifest["input"]["sample_rate"])
+    src = manifest.path(model_dir, "backbone")
+    sr = manifest.sample_rate
+    chunk_samples = manifest.streaming.chunk_samples
     calib, check = split_files(audio_files(data_dir), calib_files, check_files, seed)
     exclude = front_end_nodes(onnx.load(str(src), load_external_data=False))
     log.info("front end kept float: %d nodes; calibrating on %d files, checking on %d",
@@ -327,13 +328,12 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
-        reader = ChunkReader(calib, sr, int(manifest["streaming"]["chunk_samples"]))
-        backbone_name = manifest["files"]["backbone"]["path"]
-        quantize_backbone(src, tmp / backbone_name, reader, exclude)
+        reader = ChunkReader(calib, sr, chunk_samples)
+        quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
         roles = _stage(model_dir, manifest, tmp)
-        new = copy.deepcopy(manifest)
-        new["files"] = {role: file_entry(tmp, manifest["files"][role]["path"]) for role in roles}
-        write_json_atomic(tmp / "manifest.json", new)
+        new = manifest.replace(files={role: file_entry(tmp, manifest.files[role].path)
+                                      for role in roles})
+        new.write(tmp)
         result = compare_embeddings(model_dir, tmp, check)
         log.info("int8 vs fp32 cosine on %d held-out windows: mean %.4f, min %.4f",
                  result.windows, result.mean_cosine, result.min_cosine)
@@ -343,20 +343,20 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
                 f"files (cosine mean {result.mean_cosine:.4f} < {min_mean} or min "
                 f"{result.min_cosine:.4f} < {min_min}); nothing written")
         root = esc50_root(data_dir)
-        if manifest.get("classifier") and root is not None:
-            delta = classifier_delta(model_dir, tmp, root, manifest["classifier"])
+        if manifest.classifier is not None and root is not None:
+            delta = classifier_delta(model_dir, tmp, root, manifest)
             log.info("fold-CV fp32 vs int8: %s", delta)
         else:
             delta = None
             log.info("no classifier section or no ESC-50 layout at %s: accuracy delta skipped",
                      data_dir)
-        new["quantization"] = {
+        new = new.replace(quantization={
             "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights (symmetric), "
                       "uint8 activations, MinMax calibration",
             "quantized_roles": ["backbone"],
-            "source_model": {"backbone_sha256": manifest["files"]["backbone"]["sha256"]},
+            "source_model": {"backbone_sha256": manifest.files["backbone"].sha256},
             "calibration": {"files": len(calib), "chunks": int(len(reader.chunks)),
-                            "chunk_samples": int(manifest["streaming"]["chunk_samples"]),
+                            "chunk_samples": chunk_samples,
                             "data_dir": str(data_dir), "seed": seed},
             "excluded_nodes": exclude,
             "excluded_rule": "log-mel front end: ancestors of Log + nodes before the next Conv",
@@ -365,10 +365,10 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
                       "min_cosine": round(result.min_cosine, 6),
                       "min_mean_required": min_mean, "min_min_required": min_min},
             "classifier_cv": delta,
-        }
-        write_json_atomic(tmp / "manifest.json", new)
+        })
+        new.write(tmp)
         for role in roles:
-            os.replace(tmp / new["files"][role]["path"], out_dir / new["files"][role]["path"])
+            os.replace(tmp / new.files[role].path, out_dir / new.files[role].path)
         os.replace(tmp / "manifest.json", out_dir / "manifest.json")
         return new
     finally:

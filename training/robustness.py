@@ -50,7 +50,8 @@ from training import classifiers, evaluate
 from training.build import WORKBENCH, save_report
 from training.dataset import find_audio, load_audio, read_dataset, read_meta
 from training.embed import embed_clips
-from training.stream_eval import classifier_section, fit_held_out, fold_model_dir, manifest_mapping
+from training.mapping import manifest_mapping
+from training.stream_eval import classifier_section, fit_held_out, fold_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -344,14 +345,14 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     manifest = load_manifest(model_dir)
-    kind = kind or (manifest.get("classifier") or {}).get("kind") or "logreg"
+    kind = kind or (manifest.classifier.kind if manifest.classifier else "") or "logreg"
     if kind not in classifiers.KINDS:
         raise ValueError(f"unknown classifier {kind!r}; choose {', '.join(classifiers.KINDS)}")
     mapping = manifest_mapping(manifest)
     emb = embed_clips(model_dir, read_dataset(data, mapping), cache_dir=model_dir / WORKBENCH,
                       threads=threads, measure_offline=False)
     folds = folds or sorted(int(f) for f in np.unique(emb.fold))
-    rate = int(manifest["input"]["sample_rate"])
+    rate = manifest.sample_rate
     rows: dict[str, list] = {}  # condition → [(label, p, threshold)]
     thresholds, counts = {}, {}
     synthetic: dict[str, list[tuple[float, bool]]] = {}  # sound → (p, flagged) per fold
@@ -394,7 +395,7 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
         results[name] = condition_metrics(y.astype(int), p.astype(float), t.astype(float))
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_dir": str(model_dir), "backbone": manifest["backbone"]["name"],
+        "model_dir": str(model_dir), "backbone": manifest.backbone.name,
         "data": str(data), "kind": kind, "folds": folds, "seed": seed,
         "decisions": "windows only" if window_only else "windows and chunks (default)",
         "scheme": "per held-out fold: classifier fitted on the other folds' embeddings, "
@@ -406,7 +407,7 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
         "synthetic": {name: {"p_per_fold_model": [p for p, _ in v],
                              "flagged_by_fold_models": sum(f for _, f in v)}
                       for name, v in sorted(synthetic.items())},
-        "deployed_threshold": (manifest.get("classifier") or {}).get("threshold"),
+        "deployed_threshold": manifest.threshold,
         "conditions": results,
     }
     report["seconds"] = round(time.perf_counter() - start, 1)

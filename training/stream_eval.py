@@ -35,26 +35,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from edge_runtime import atomic
+from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
+from edge_runtime.options import THRESHOLD_FALLBACK
 from training import classifiers, evaluate
-from training.build import WORKBENCH, clean_json, save_report
+from training.build import WORKBENCH, save_report
 from training.dataset import Clip, read_dataset
 from training.embed import Embeddings, embed_clips
-from training.mapping import Mapping, default_mapping, validate
-from training.onnx_classifier import save_atomic, to_onnx
+from training.mapping import Mapping, manifest_mapping
+from training.onnx_classifier import CLASSIFIER_OUTPUT, DANGER_COLUMN, save_atomic, to_onnx
 
 log = logging.getLogger(__name__)
 
 BASE_ROLES = ("backbone", "pooling", "head", "labels")
-
-
-def manifest_mapping(manifest: dict[str, Any]) -> Mapping:
-    """The danger/safe mapping the model dir was trained with (default if it has none)."""
-    section = (manifest.get("classifier") or {}).get("mapping")
-    if not section:
-        return default_mapping()
-    return validate(list(section["danger"]), list(section["safe"]),
-                    str(section.get("source", "manifest")))
 
 
 def fit_held_out(emb: Embeddings, kind: str, held_out: int, seed: int = 0,
@@ -73,47 +66,42 @@ def fit_held_out(emb: Embeddings, kind: str, held_out: int, seed: int = 0,
                                   target_recall)
         threshold = float(inner["threshold"])
     else:
-        threshold = 0.5
+        threshold = THRESHOLD_FALLBACK
     fitted = classifiers.make_pipeline(kind, seed).fit(emb.x[train], emb.label[train])
     return fitted, threshold, train
 
 
 def fold_model_dir(base: Path, dest: Path, pipeline, dim: int, threshold: float,
-                   section: dict[str, Any]) -> Path:
-    """A model dir at ``dest``: ``base``'s backbone/pooling/head/labels (symlinked, copied if
-    links fail) plus this ``pipeline`` as ``classifier.onnx``; manifest rewritten atomically."""
+                   section: ClassifierSpec) -> Path:
+    """A model dir at ``dest``: ``base``'s backbone/pooling/head/labels (hard-linked, copied if
+    links fail: a model dir's files must lie inside it) plus this ``pipeline`` as
+    ``classifier.onnx``; manifest rewritten atomically."""
     base = Path(base).resolve()
     manifest = load_manifest(base)
     dest.mkdir(parents=True, exist_ok=True)
     files = {}
     for role in BASE_ROLES:
-        entry = manifest["files"].get(role)
+        entry = manifest.files.get(role)
         if entry is None:
             continue
-        target = dest / entry["path"]
-        target.unlink(missing_ok=True)
-        try:
-            os.symlink(base / entry["path"], target)
-        except OSError:
-            shutil.copy2(base / entry["path"], target)
+        atomic.link_or_copy(base / entry.path, dest / entry.path)
         files[role] = entry
     save_atomic(to_onnx(pipeline, dim), dest / "classifier.onnx")
-    files["classifier"] = file_entry(dest, "classifier.onnx")
-    manifest = {k: v for k, v in manifest.items() if k != "quantization"}
-    manifest["files"] = files
-    manifest["classifier"] = {**section, "threshold": float(threshold)}
-    write_json_atomic(dest / "manifest.json", clean_json(manifest))
+    manifest.replace(files=files, quantization=None,
+                     classifier=section.replace(threshold=float(threshold))
+                     ).with_file(dest, "classifier", "classifier.onnx").write(dest)
     return dest
 
 
-def classifier_section(manifest: dict[str, Any], kind: str, mapping: Mapping, held_out: int,
-                       target_recall: float) -> dict[str, Any]:
+def classifier_section(manifest: Manifest, kind: str, mapping: Mapping, held_out: int,
+                       target_recall: float) -> ClassifierSpec:
     """The manifest ``classifier`` section of a fold model (threshold filled in later)."""
-    return {"kind": kind, "input": "embedding", "output": "probabilities", "danger_column": 1,
-            "threshold_target": {"danger_recall": target_recall},
-            "classes": ["safe", "danger"], "mapping": mapping.as_dict(),
-            "trained_on": {"held_out_fold": int(held_out), "note": "stream-eval fold model",
-                           "base_model": manifest["backbone"]["name"]}}
+    return ClassifierSpec(
+        kind=kind, input="embedding", output=CLASSIFIER_OUTPUT, danger_column=DANGER_COLUMN,
+        threshold_target={"danger_recall": target_recall}, classes=("safe", "danger"),
+        mapping=mapping.as_dict(),
+        trained_on={"held_out_fold": int(held_out), "note": "stream-eval fold model",
+                    "base_model": manifest.backbone.name})
 
 
 def daemon_events(model_dir: Path, clips: list[Clip], work: Path,
@@ -179,7 +167,7 @@ def stream_eval(model_dir: str | Path, data: str | Path, out: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     manifest = load_manifest(model_dir)
-    kind = kind or (manifest.get("classifier") or {}).get("kind") or "logreg"
+    kind = kind or (manifest.classifier.kind if manifest.classifier else "") or "logreg"
     if kind not in classifiers.KINDS:
         raise ValueError(f"unknown classifier {kind!r}; choose {', '.join(classifiers.KINDS)}")
     mapping = manifest_mapping(manifest)
@@ -226,7 +214,7 @@ def stream_eval(model_dir: str | Path, data: str | Path, out: str | Path | None 
     y = emb.label
     report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_dir": str(model_dir), "backbone": manifest["backbone"]["name"],
+        "model_dir": str(model_dir), "backbone": manifest.backbone.name,
         "data": str(data), "kind": kind, "clips": n,
         "class_counts": {"danger": int((y == 1).sum()), "safe": int((y == 0).sum())},
         "scheme": "leave-one-fold-out; per-fold threshold from an inner fold CV on the "

@@ -1,0 +1,213 @@
+"""Every ``edge-detect`` option, declared once: name, type, default, range and help.
+
+The click command (:mod:`edge_runtime.cli`) and the TOML config (:mod:`edge_runtime.config`)
+are both derived from :data:`OPTIONS`, so a default, a range or a help text lives in one place
+and a value is checked the same way wherever it comes from — before any model is loaded. Event
+rule defaults come from :class:`edge_runtime.events.EventConfig`, the detector's threshold
+fallback is :data:`THRESHOLD_FALLBACK`.
+
+Values from the command line arrive as text and are converted; values from TOML must already
+have the right type (``"false"`` is not a boolean, ``"0.6"`` is not a number).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.events import EventConfig
+from edge_runtime.providers import CHOICES as PROVIDERS
+
+THRESHOLD_FALLBACK = 0.5  # when neither --threshold nor the manifest gives one
+MAX_THREADS = min(64, 4 * (os.cpu_count() or 1))
+PCM_FORMATS = ("s16le", "s32le", "f32le", "u8", "s8")
+_ID = re.compile(r"[0-9a-fA-F]{64}\Z")
+
+
+class OptionError(ValueError):
+    """An option value of the wrong type or out of range (one line naming the option)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. ``lo``/``hi`` bound numbers (``open_lo``/``open_hi``: exclusive);
+    ``check`` returns a problem (or None) for values that need more than a range."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    short: str | None = None
+    in_config: bool = True
+    check: Callable[[Any], str | None] | None = None
+    default_text: str | None = None  # shown in --help instead of the default value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_flag(self) -> bool:
+        return self.kind is bool
+
+    def range_text(self) -> str:
+        left = "(" if self.open_lo else "["
+        right = ")" if self.open_hi else "]"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{left}{lo}, {hi}{right}"
+
+    def parse(self, value: Any, *, text: bool = False) -> Any:
+        """The typed, checked value. ``text``: ``value`` is command-line text to convert."""
+        if value is None:
+            return None
+        value = self._typed(value, text)
+        if self.choices is not None and value.lower() not in self.choices:
+            raise OptionError(f"must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.kind in (int, float):
+            lo_ok = self.lo is None or (value > self.lo if self.open_lo else value >= self.lo)
+            hi_ok = self.hi is None or (value < self.hi if self.open_hi else value <= self.hi)
+            if not (math.isfinite(value) and lo_ok and hi_ok):
+                kind = "an integer" if self.kind is int else "a finite number"
+                raise OptionError(f"must be {kind} in {self.range_text()}, got {value!r}")
+        if self.check is not None and (problem := self.check(value)):
+            raise OptionError(problem)
+        return value.lower() if self.choices is not None else value
+
+    def _typed(self, value: Any, text: bool) -> Any:
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise OptionError(f"must be true or false, got {_describe(value)}")
+        if self.kind is int:
+            if text and isinstance(value, str):
+                try:
+                    return int(value.strip())
+                except ValueError:
+                    raise OptionError(f"must be an integer, got {value!r}") from None
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise OptionError(f"must be an integer, got {_describe(value)}")
+        if self.kind is float:
+            if text and isinstance(value, str):
+                try:
+                    return float(value.strip())
+                except ValueError:
+                    raise OptionError(f"must be a number, got {value!r}") from None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            raise OptionError(f"must be a number, got {_describe(value)}")
+        if isinstance(value, str):
+            if "\0" in value or len(value) > 4096:
+                raise OptionError("must be a plain string (no NUL, at most 4096 characters)")
+            return value
+        raise OptionError(f"must be a string, got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+             list: "a list", dict: "a table"}
+    kind = names.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}" if len(repr(value)) <= 40 else kind
+
+
+def _model_id(value: str) -> str | None:
+    return None if _ID.match(value) else "must be a model id of 64 hex digits"
+
+
+def _not_a_dir(value: str) -> str | None:
+    return f"{value} is a directory, not a file" if Path(value).is_dir() else None
+
+
+def _dir_or_new(value: str) -> str | None:
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        return f"{value} exists and is not a directory"
+    return None
+
+
+_EV = EventConfig()
+
+OPTIONS: tuple[Option, ...] = (
+    Option("input", str, "mic", "Microphone, a directory to watch, one audio file, or raw PCM "
+           "on stdin.", metavar="mic|DIR|FILE|-"),
+    Option("model", str, "models_onnx", "Model dir (manifest.json + ONNX files, each "
+           "sha256-verified).", metavar="DIR"),
+    Option("expect_model", str, None, "Refuse any model dir whose id (64 hex digits, logged at "
+           "start and written in each event as model_sha256) is not ID.", metavar="ID",
+           check=_model_id),
+    Option("device", str, None, "Input device: index or name substring."),
+    Option("list_devices", bool, False, "List input devices and exit.", in_config=False),
+    Option("once", bool, False, "DIR: process the existing files, then exit."),
+    Option("settle", float, 1.0, "DIR: seconds a new file's size/mtime must be stable before "
+           "it is read.", lo=0.0, hi=3600.0),
+    Option("rate", int, 48000, "stdin: sample rate of the raw PCM.", lo=8000, hi=384000),
+    Option("format", str, "s16le", "stdin: sample format (arecord -f S16_LE → s16le).",
+           choices=PCM_FORMATS),
+    Option("channels", int, 1, "stdin: interleaved channels (mixed to mono).", lo=1, hi=64),
+    Option("threshold", float, None, "Danger threshold.", lo=0.0, hi=1.0, open_lo=True,
+           open_hi=True, default_text=f"the manifest's, else {THRESHOLD_FALLBACK}"),
+    Option("hysteresis", float, _EV.hysteresis, "An event stays open down to threshold - "
+           "hysteresis.", lo=0.0, hi=1.0, open_hi=True),
+    Option("min_duration", float, _EV.min_duration_s, "Seconds above threshold before an "
+           "event counts.", lo=0.0, hi=3600.0),
+    Option("cooldown", float, _EV.cooldown_s, "Quiet seconds that end an event; danger again "
+           "sooner continues it.", lo=0.0, hi=3600.0),
+    Option("window_only", bool, False, "Decide on 5 s windows only (as training's fold CV); "
+           "by default each 1 s chunk is also scored, so short sounds are not diluted by the "
+           "window."),
+    Option("events", str, None, "Append one JSON line per event (flushed and fsynced).",
+           metavar="FILE.jsonl", check=_not_a_dir),
+    Option("save_clips", str, None, "Write each event's audio (±1 s context) as FLAC.",
+           metavar="DIR", check=_dir_or_new),
+    Option("provider", str, "auto", "onnxruntime execution provider; auto falls back to CPU.",
+           choices=tuple(PROVIDERS)),
+    Option("threads", int, None, "onnxruntime intra-op threads.", lo=1, hi=MAX_THREADS,
+           default_text="onnxruntime's choice"),
+    Option("config", str, None, "TOML file with any of these options; the command line "
+           "overrides it.", metavar="FILE", in_config=False),
+    Option("write_systemd_unit", str, None, "Write a systemd unit running edge-detect with the "
+           "other options; exit.", metavar="PATH", in_config=False),
+    Option("print_systemd_unit", bool, False, "Print that unit instead; exit.",
+           in_config=False),
+    Option("verbose", bool, False, "Debug logging.", short="-v"),
+    Option("quiet", bool, False, "Only warnings, errors and events.", short="-q"),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def _check_declarations() -> None:
+    """Fail at import if a declaration contradicts itself (a default outside its range)."""
+    for option in OPTIONS:
+        if option.default is not None:
+            option.parse(option.default)
+    assert len(BY_NAME) == len(OPTIONS), "an option is declared twice"
+
+
+_check_declarations()
+
+
+def defaults() -> dict[str, Any]:
+    return {o.name: o.default for o in OPTIONS}
+
+
+def check_together(values: dict[str, Any]) -> None:
+    """Checks that involve two options (after the config file and the command line merged)."""
+    threshold, hysteresis = values.get("threshold"), values.get("hysteresis")
+    if threshold is not None and hysteresis is not None and hysteresis >= threshold:
+        raise OptionError(f"--hysteresis {hysteresis:g} must be smaller than --threshold "
+                          f"{threshold:g} (an event would never end)")
+    if values.get("verbose") and values.get("quiet"):
+        raise OptionError("--verbose and --quiet exclude each other")

@@ -1,0 +1,170 @@
+"""Bugs a review found (issue 9), each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime import atomic
+from edge_runtime.events import Event, EventConfig, EventTracker
+from tests.helpers import REPO
+from tests.runtime_model import SR, build_tiny_model, hiss, tone
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- peak_probability without an AudioSet head ----------------------------------------------
+
+def test_peak_is_the_highest_window_when_no_payload_is_attached() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.5, min_duration_s=1.0), hop_s=1.0)
+    out = []
+    for i, p in enumerate([0.6, 0.99, 0.7, 0.6, 0.0, 0.0, 0.0, 0.0]):
+        out += tracker.update(float(i), float(i + 5), p, payload=None)
+    out += tracker.close(13.0)
+    (event,) = [t.event for t in out if t.kind == "end"]
+    assert event.peak == pytest.approx(0.99)
+
+
+def test_headless_model_dir_reports_the_true_peak(tmp_path: Path) -> None:
+    """End to end: a model dir without head/labels; the JSONL peak is the max window p."""
+    import soundfile as sf
+
+    from edge_runtime.manifest import load_manifest
+
+    model = build_tiny_model(tmp_path / "model")
+    manifest = load_manifest(model)
+    files = {k: v for k, v in manifest.files.items() if k not in ("head", "labels")}
+    manifest.replace(files=files).write(model)
+    # p ≈ 0.6 for the soft tone, ≈ 0.98 while the loud second is in the window
+    audio = np.concatenate([hiss(3.0), tone(3.0, amp=0.13), tone(1.0, amp=0.3),
+                            tone(3.0, amp=0.13), hiss(8.0)])
+    sf.write(tmp_path / "clip.wav", audio, SR)
+    events = tmp_path / "events.jsonl"
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(model),
+                          "--input", str(tmp_path / "clip.wav"), "--events", str(events),
+                          "--window-only"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    (record,) = [json.loads(line) for line in events.read_text().splitlines()]
+    from edge_runtime.detector import Detector
+
+    best = Detector(model, provider="cpu", chunk_decisions=False).predict(audio)
+    assert record["peak_probability"] == pytest.approx(best.probability, abs=1e-4)
+    assert record["peak_probability"] > record["mean_probability"] + 0.1
+
+
+# --- Event.index has one owner --------------------------------------------------------------
+
+def test_tracker_numbers_events_from_a_given_count() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0, count=4)
+    out = []
+    for i, p in enumerate([0.9, 0.9, 0.0, 0.0, 0.0, 0.0]):
+        out += tracker.update(float(i), float(i + 5), p)
+    out += tracker.close()
+    assert [t.event.index for t in out] == [5, 5]
+
+
+def test_runner_numbers_events_across_streams(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from edge_runtime.daemon import Runner
+    from edge_runtime.detector import Detector
+    from edge_runtime.sources import file_stream
+
+    model = build_tiny_model(tmp_path / "model")
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.concatenate([hiss(2.0), tone(3.0), hiss(8.0)]), SR)
+    seen: list[int] = []
+
+    class Recorder:
+        def started(self, event: Event, stream) -> None:
+            seen.append(event.index)
+
+        def finished(self, event: Event, stream, record) -> None:
+            seen.append(event.index)
+
+    runner = Runner(Detector(model, provider="cpu"), EventConfig(threshold=0.5), [Recorder()])
+    runner.run_stream(file_stream(clip, SR))
+    runner.run_stream(file_stream(clip, SR))
+    assert seen == [1, 1, 2, 2]
+
+
+# --- files honour the umask -----------------------------------------------------------------
+
+def test_atomic_writes_honour_the_umask(tmp_path: Path, umask_022) -> None:
+    paths = [atomic.write_text(tmp_path / "a.txt", "x"),
+             atomic.write_json(tmp_path / "b.json", {"a": 1}),
+             atomic.write_with(tmp_path / "c.bin", lambda t: t.write_bytes(b"c"))]
+    assert [mode(p) for p in paths] == [0o644] * 3
+    os.umask(0o077)
+    assert mode(atomic.write_text(tmp_path / "d.txt", "x")) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_classifier_onnx_cache_and_clips_are_0644(tmp_path: Path, umask_022) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from edge_runtime.sinks import AudioHistory, ClipSink, StreamInfo
+    from training.embed import save_npz_atomic
+    from training.onnx_classifier import save_atomic, to_onnx
+
+    x = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    pipe = Pipeline([("s", StandardScaler()), ("c", LogisticRegression())]).fit(
+        x, np.arange(20) % 2)
+    save_atomic(to_onnx(pipe, 3), tmp_path / "classifier.onnx")
+    save_npz_atomic(tmp_path / "cache.npz", x=x)
+    history = AudioHistory(SR)
+    history.add(tone(3.0))
+    sink = ClipSink(tmp_path / "clips", history)
+    record = {"start": "2026-01-01T00:00:00.000Z"}
+    info = StreamInfo("mic", False, datetime.now(UTC), "0" * 64, SR)
+    sink.finished(Event(start_s=0.5, end_s=2.0, peak=0.9), info, record)
+    assert mode(tmp_path / "classifier.onnx") == 0o644
+    assert mode(tmp_path / "cache.npz") == 0o644
+    assert mode(Path(record["clip"])) == 0o644
+
+
+def test_model_dir_files_are_0644(tmp_path: Path, umask_022) -> None:
+    model = build_tiny_model(tmp_path / "model")
+    assert mode(model / "manifest.json") == 0o644
+
+
+# --- build tools, CLIs ------------------------------------------------------------------------
+
+def test_tool_versions_does_not_import_panns_inference() -> None:
+    code = ("import sys; from export.onnx_export import tool_versions; v = tool_versions(); "
+            "assert 'panns_inference' not in sys.modules, 'imported'; print(v['torch'])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip()
+
+
+def test_edge_train_accepts_dash_h() -> None:
+    res = subprocess.run([sys.executable, "-m", "training.cli", "-h"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "build" in res.stdout
+    sub = subprocess.run([sys.executable, "-m", "training.cli", "build", "-h"],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert sub.returncode == 0 and "--data" in sub.stdout
