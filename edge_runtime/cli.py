@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
+from edge_runtime import atomic, service
 from edge_runtime import config as cfg
-from edge_runtime import service
 from edge_runtime.audio import AudioError
 from edge_runtime.events import EventConfig
 from edge_runtime.manifest import ManifestError
@@ -146,6 +146,8 @@ def run(opts: dict[str, Any]) -> int:
     sinks: list[Any] = [ConsoleSink()]
     history = None
     if opts["events"]:
+        if opts["once"]:  # a batch job: re-running it gives the same file, not duplicates
+            atomic.write_text(opts["events"], "")
         sinks.append(JsonlSink(opts["events"]))
     if opts["save_clips"]:
         history = AudioHistory(detector.sample_rate)

@@ -37,6 +37,9 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 VOLATILE = ("created", "export_seconds")
 
+DEFAULT_CHUNK_SECONDS = 1.0  # the hop: the backbone runs once per chunk
+DEFAULT_WINDOW_CHUNKS = 5  # a window pools its last 5 chunks (5 s)
+
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one ONNX file
 MAX_TEXT_BYTES = 4 << 20  # labels and other text files are read whole

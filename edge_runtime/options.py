@@ -13,7 +13,6 @@ have the right type (``"false"`` is not a boolean, ``"0.6"`` is not a number).
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from typing import Any
 
 from edge_runtime.events import EventConfig
 from edge_runtime.providers import CHOICES as PROVIDERS
+from edge_runtime.providers import MAX_THREADS
 
 THRESHOLD_FALLBACK = 0.5  # when neither --threshold nor the manifest gives one
-MAX_THREADS = min(64, 4 * (os.cpu_count() or 1))
 PCM_FORMATS = ("s16le", "s32le", "f32le", "u8", "s8")
 _ID = re.compile(r"[0-9a-fA-F]{64}\Z")
 
@@ -167,7 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("window_only", bool, False, "Decide on 5 s windows only (as training's fold CV); "
            "by default each 1 s chunk is also scored, so short sounds are not diluted by the "
            "window."),
-    Option("events", str, None, "Append one JSON line per event (flushed and fsynced).",
+    Option("events", str, None, "Append one JSON line per event (flushed and fsynced); with "
+           "--once the file is started afresh, so a batch run can be repeated.",
            metavar="FILE.jsonl", check=_not_a_dir),
     Option("save_clips", str, None, "Write each event's audio (±1 s context) as FLAC.",
            metavar="DIR", check=_dir_or_new),

@@ -61,8 +61,13 @@ def resolve(choice: str, trt_cache_dir: str | os.PathLike[str] | None = None) ->
     return chosen
 
 
+MAX_THREADS = min(64, 4 * (os.cpu_count() or 1))  # more only starves the machine
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Session options: full graph optimisation and ``threads`` intra-op threads (None: default)."""
+    if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        raise ValueError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3

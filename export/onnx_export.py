@@ -29,15 +29,21 @@ import onnx
 import torch
 
 from edge_runtime import atomic
-from edge_runtime.manifest import Backbone, InputSpec, Manifest, Streaming, file_entry
+from edge_runtime.manifest import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_WINDOW_CHUNKS,
+    Backbone,
+    InputSpec,
+    Manifest,
+    Streaming,
+    file_entry,
+)
 from export.backbones import BackboneSpec
 from export.panns import audioset_labels
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-DEFAULT_CHUNK_SECONDS = 1.0
-DEFAULT_WINDOW_CHUNKS = 5
 FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
 
 

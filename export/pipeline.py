@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edge_runtime.manifest import Manifest, sha256_file
-from export import backbones, weights
-from export.onnx_export import (
+from edge_runtime.manifest import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_WINDOW_CHUNKS,
-    check_against_torch,
-    export_model_dir,
+    Manifest,
+    sha256_file,
 )
+from export import backbones, weights
+from export.onnx_export import check_against_torch, export_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from edge_runtime import atomic
 from edge_runtime.manifest import ClassifierSpec, Manifest, data_name, load_manifest
 from training import classifiers, evaluate
 from training.dataset import load_audio, read_dataset
+from training.defaults import DEFAULT_KIND, KINDS
 from training.embed import Embeddings, cosine_summary, embed_clips
 from training.mapping import CLASSES, load_mapping
 from training.onnx_classifier import (
@@ -152,7 +153,7 @@ def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str,
 
 
 def build(data: str | Path, out: str | Path, weights: str | None = None, *,
-          classifier: str = "logreg", mapping: str | Path | None = None,
+          classifier: str = DEFAULT_KIND, mapping: str | Path | None = None,
           backbone: str = "auto", target_recall: float = evaluate.DEFAULT_TARGET_RECALL,
           seed: int = 0, per_fold_limit: int | None = None, threads: int | None = None,
           measure_offline: bool = True) -> dict[str, Any]:
@@ -160,9 +161,8 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     import joblib
 
     out = Path(out)
-    if classifier not in classifiers.KINDS:
-        raise ValueError(f"unknown classifier {classifier!r}; "
-                         f"choose {', '.join(classifiers.KINDS)}")
+    if classifier not in KINDS:
+        raise ValueError(f"unknown classifier {classifier!r}; choose {', '.join(KINDS)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     mapping_obj = load_mapping(mapping)

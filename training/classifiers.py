@@ -8,7 +8,9 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-KINDS = ("logreg", "rf", "mlp")
+from training.defaults import KINDS
+
+__all__ = ["KINDS", "make_pipeline"]
 
 
 def make_pipeline(kind: str, seed: int = 0) -> Pipeline:

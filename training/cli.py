@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from edge_runtime.manifest import DEFAULT_CHUNK_SECONDS, DEFAULT_WINDOW_CHUNKS
+from edge_runtime.providers import MAX_THREADS
 from training import logs
+from training.defaults import BACKBONE_CHOICES, DEFAULT_KIND, DEFAULT_TARGET_RECALL, KINDS
 
 log = logging.getLogger("edge-train")
 
@@ -74,11 +77,11 @@ def init_weights(out: Path, seed: int) -> None:
               help="Checkpoint path, or a fetched name (cnn14, mn04).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("models_onnx"), show_default=True)
-@click.option("--backbone", type=click.Choice(["auto", "cnn14", "mn04"]), default="auto",
+@click.option("--backbone", type=click.Choice(BACKBONE_CHOICES), default="auto",
               show_default=True)
-@click.option("--chunk-seconds", type=float, default=1.0, show_default=True,
+@click.option("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, show_default=True,
               help="Streaming hop: the backbone runs once per chunk.")
-@click.option("--window-chunks", type=int, default=5, show_default=True,
+@click.option("--window-chunks", type=int, default=DEFAULT_WINDOW_CHUNKS, show_default=True,
               help="Chunks pooled into one window (5 x 1 s = 5 s).")
 def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
                window_chunks: int) -> None:
@@ -116,17 +119,18 @@ def fetch_esc50_cmd(dest: Path | None, url: str | None, sha256: str | None) -> N
               help="ESC-50 layout: audio/ and meta/esc50.csv.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("models_onnx"), show_default=True)
-@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]), default="logreg",
+@click.option("--classifier", type=click.Choice(KINDS), default=DEFAULT_KIND,
               show_default=True, help="Which pipeline to export (all three are evaluated).")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML with danger = [...] and safe = [...] ESC-50 categories.")
-@click.option("--backbone", type=click.Choice(["auto", "cnn14", "mn04"]), default="auto",
+@click.option("--backbone", type=click.Choice(BACKBONE_CHOICES), default="auto",
               show_default=True)
-@click.option("--target-recall", type=float, default=0.95, show_default=True,
+@click.option("--target-recall", type=float, default=DEFAULT_TARGET_RECALL, show_default=True,
               help="Operating threshold: lowest false alarms with danger recall at least this.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--per-fold-limit", type=int, help="At most N clips per category and fold.")
-@click.option("--threads", type=int, help="onnxruntime threads for embedding.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS),
+              help="onnxruntime threads for embedding.")
 @click.option("--no-offline-check", is_flag=True,
               help="Skip the streamed-vs-offline embedding comparison (halves embedding time).")
 def build_cmd(weights: str | None, data: Path, out: Path, classifier: str, mapping: Path | None,
@@ -182,10 +186,10 @@ def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
               help="ESC-50 layout the model was built from.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder [default: <model>/.workbench/stream-eval].")
-@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]),
+@click.option("--classifier", type=click.Choice(KINDS),
               help="Classifier kind [default: the manifest's].")
 @click.option("--per-fold-limit", type=int, help="At most N clips per category and fold.")
-@click.option("--threads", type=int, help="onnxruntime threads.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="onnxruntime threads.")
 @click.option("--no-daemon", is_flag=True, help="Skip the edge-detect subprocess runs.")
 def stream_eval_cmd(model_dir: Path, data: Path, out: Path | None, classifier: str | None,
                     per_fold_limit: int | None, threads: int | None, no_daemon: bool) -> None:
@@ -205,12 +209,12 @@ def stream_eval_cmd(model_dir: Path, data: Path, out: Path | None, classifier: s
               help="ESC-50 layout the model was built from.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for robustness.json and robustness.md.")
-@click.option("--classifier", type=click.Choice(["logreg", "rf", "mlp"]),
+@click.option("--classifier", type=click.Choice(KINDS),
               help="Classifier kind [default: the manifest's].")
 @click.option("--fold", "folds", type=int, multiple=True,
               help="Held-out fold(s) to build test sets from [default: every fold].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="onnxruntime threads.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="onnxruntime threads.")
 @click.option("--window-only", is_flag=True,
               help="Score with window decisions only (training's rule), not the default "
                    "window + chunk decisions.")

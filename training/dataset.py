@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.audio import load_file
+from edge_runtime.sources import AUDIO_SUFFIXES
 from training.mapping import Mapping
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32_000
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def find_audio(audio_dir: Path, filename: str) -> Path | None:
     if exact.is_file():
         return exact
     stem = Path(filename).stem
-    for suffix in AUDIO_SUFFIXES:
+    for suffix in sorted(AUDIO_SUFFIXES):
         candidate = audio_dir / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate

@@ -27,8 +27,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from edge_runtime import atomic
-
-DEFAULT_TARGET_RECALL = 0.95
+from training.defaults import DEFAULT_TARGET_RECALL
 
 
 def metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:

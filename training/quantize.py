@@ -47,11 +47,11 @@ from edge_runtime.features import embed_audio, to_chunks
 from edge_runtime.manifest import Manifest, file_entry, load_manifest
 from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.sessions import load_sessions
+from edge_runtime.sources import AUDIO_SUFFIXES
 from training.dataset import load_audio as training_load_audio
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 # Chosen by measurement on ESC-10 held-out clips (benchmarks/README.md): good int8 models gave
 # mn04 (real weights) 0.983 mean / 0.968 min, random-init Cnn14 0.9995 / 0.999; quantizing the
 # front end too gave mn04 0.47 / 0.13. The bars leave margin for other audio, catch breakage.
@@ -142,7 +142,7 @@ def audio_files(data_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"{data_dir}: no such folder of audio files")
     files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise ValueError(f"{data_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise ValueError(f"{data_dir}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     return files
 
 
@@ -264,6 +264,7 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, manifest: Manif
 
     from training import classifiers, evaluate
     from training.dataset import read_dataset
+    from training.defaults import kind_of
     from training.embed import embed_clips
     from training.mapping import manifest_mapping
 
@@ -275,7 +276,7 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, manifest: Manif
     e8 = embed_clips(int8_dir, clips, cache_dir=None, threads=threads, measure_offline=False)
     if e32.filename.tolist() != e8.filename.tolist():
         raise ValueError(f"{root}: fp32 and int8 embedded different clips; cannot compare")
-    kind = (manifest.classifier.kind if manifest.classifier else "") or "logreg"
+    kind = kind_of(manifest)
     threshold = manifest.threshold if manifest.threshold is not None else THRESHOLD_FALLBACK
     y, folds = e32.label, e32.fold
     out: dict[str, Any] = {"data": str(root), "clips": int(len(set(e32.filename))),

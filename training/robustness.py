@@ -46,9 +46,10 @@ from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
 from edge_runtime.manifest import load_manifest
-from training import classifiers, evaluate
+from training import evaluate
 from training.build import WORKBENCH, save_report
 from training.dataset import find_audio, load_audio, read_dataset, read_meta
+from training.defaults import kind_of
 from training.embed import embed_clips
 from training.mapping import manifest_mapping
 from training.stream_eval import classifier_section, fit_held_out, fold_model_dir
@@ -345,9 +346,7 @@ def robustness(model_dir: str | Path, data: str | Path, out: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     manifest = load_manifest(model_dir)
-    kind = kind or (manifest.classifier.kind if manifest.classifier else "") or "logreg"
-    if kind not in classifiers.KINDS:
-        raise ValueError(f"unknown classifier {kind!r}; choose {', '.join(classifiers.KINDS)}")
+    kind = kind_of(manifest, kind)
     mapping = manifest_mapping(manifest)
     emb = embed_clips(model_dir, read_dataset(data, mapping), cache_dir=model_dir / WORKBENCH,
                       threads=threads, measure_offline=False)

@@ -41,6 +41,7 @@ from edge_runtime.options import THRESHOLD_FALLBACK
 from training import classifiers, evaluate
 from training.build import WORKBENCH, save_report
 from training.dataset import Clip, read_dataset
+from training.defaults import kind_of
 from training.embed import Embeddings, embed_clips
 from training.mapping import Mapping, manifest_mapping
 from training.onnx_classifier import CLASSIFIER_OUTPUT, DANGER_COLUMN, save_atomic, to_onnx
@@ -167,9 +168,7 @@ def stream_eval(model_dir: str | Path, data: str | Path, out: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     manifest = load_manifest(model_dir)
-    kind = kind or (manifest.classifier.kind if manifest.classifier else "") or "logreg"
-    if kind not in classifiers.KINDS:
-        raise ValueError(f"unknown classifier {kind!r}; choose {', '.join(classifiers.KINDS)}")
+    kind = kind_of(manifest, kind)
     mapping = manifest_mapping(manifest)
     clips = read_dataset(data, mapping, per_fold_limit)
     emb = embed_clips(model_dir, clips, cache_dir=model_dir / WORKBENCH, threads=threads,
