@@ -168,3 +168,45 @@ def test_edge_train_accepts_dash_h() -> None:
     sub = subprocess.run([sys.executable, "-m", "training.cli", "build", "-h"],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert sub.returncode == 0 and "--data" in sub.stdout
+
+
+# --- nothing written into the repository; the README main job is idempotent -----------------
+
+def test_fetch_esc50_defaults_to_the_cache_not_the_repository(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_training_fetch import make_archive
+    from training.cli import main
+
+    monkeypatch.setenv("EDGE_DETECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    archive = make_archive(tmp_path / "src.zip")
+    result = CliRunner().invoke(main, ["fetch-esc50", "--url", archive.as_uri()])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(tmp_path / "cache" / "data" / "ESC-50")
+    assert not (tmp_path / "data").exists()
+
+
+def test_fast_benchmarks_write_outside_the_tracked_tree() -> None:
+    from benchmarks.run import default_out
+
+    fast = default_out(True).relative_to(REPO)
+    res = subprocess.run(["git", "check-ignore", "-q", str(fast / "x.json")], cwd=REPO)
+    assert res.returncode == 0, f"{fast} is not git-ignored"
+    assert default_out(False) == REPO / "benchmarks" / "results"
+
+
+def test_once_run_is_idempotent(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    model = build_tiny_model(tmp_path / "model")
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", np.concatenate([hiss(2.0), tone(3.0), hiss(8.0)]), SR)
+    events = tmp_path / "events.jsonl"
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "--model", str(model), "--input",
+           str(tmp_path / "in"), "--once", "--events", str(events)]
+    for _ in range(2):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert len(events.read_text().splitlines()) == 1

@@ -108,8 +108,9 @@ def run_cv(emb: Embeddings, seed: int, target_recall: float) -> dict[str, dict[s
         results[kind] = evaluate.evaluate(classifiers.make_pipeline(kind, seed), emb.x,
                                           emb.label, emb.fold, target_recall)
         results[kind]["seconds"] = round(time.perf_counter() - start, 2)
-        log.info("CV %s: fold accuracy %.3f ± %.3f", kind, results[kind]["fold_accuracy_mean"],
-                 results[kind]["fold_accuracy_std"])
+        log.info("CV %s: fold accuracy %.3f ± %.3f (%.1f s)", kind,
+                 results[kind]["fold_accuracy_mean"], results[kind]["fold_accuracy_std"],
+                 results[kind]["seconds"])
     return results
 
 
@@ -172,16 +173,19 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
 
         export_from_checkpoint(weights, out, backbone=backbone)
         seconds["export"] = round(time.perf_counter() - start, 1)
+        log.info("stage export: done in %.1f s", seconds["export"])
     manifest = load_manifest(out)
 
     t = time.perf_counter()
     emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,
                       measure_offline=measure_offline)
     seconds["embed"] = round(time.perf_counter() - t, 1)
+    log.info("stage embedding: done in %.1f s", seconds["embed"])
 
     t = time.perf_counter()
     results = run_cv(emb, seed, target_recall)
     seconds["cv"] = round(time.perf_counter() - t, 1)
+    log.info("stage fold CV: done in %.1f s", seconds["cv"])
 
     t = time.perf_counter()
     final = classifiers.make_pipeline(classifier, seed).fit(emb.x, emb.label)
@@ -193,6 +197,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     save_atomic(merge_end_to_end(out, load_onnx(out / "classifier.onnx")),
                 out / "end_to_end.onnx")
     seconds["fit_export"] = round(time.perf_counter() - t, 1)
+    log.info("stage fit + classifier/end-to-end ONNX: done in %.1f s", seconds["fit_export"])
 
     res = results[classifier]
     cv_summary = {
@@ -218,6 +223,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     update_manifest(out, section)
     e2e = end_to_end_check(out, clips)
     seconds["total"] = round(time.perf_counter() - start, 1)
+    log.info("stage build: done in %.1f s", seconds["total"])
     report = {
         "created": created,
         "backbone": manifest.backbone.name,
