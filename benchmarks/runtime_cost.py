@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge_runtime import atomic
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig, EventTracker
 from edge_runtime.features import chunk_frames, embed_audio, embed_offline, pool_window, to_chunks
@@ -64,7 +63,8 @@ def with_classifier(model: Path, clips: list[tuple[Path, int]], out: Path, n: in
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from training.onnx_classifier import CLASSIFIER_OUTPUT, save_atomic, to_onnx
+    from training.attach import attach_classifier
+    from training.onnx_classifier import CLASSIFIER_OUTPUT, to_onnx
 
     sessions = load_sessions(model, "cpu", with_classifier=False)
     pick = clips[:: max(1, len(clips) // n)][:n]
@@ -72,14 +72,9 @@ def with_classifier(model: Path, clips: list[tuple[Path, int]], out: Path, n: in
     y = np.array([label for _, label in pick])
     pipe = Pipeline([("s", StandardScaler()), ("c", LogisticRegression(max_iter=3000))]).fit(x, y)
     dest = out / "model_with_classifier"
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in manifest.files.values():
-        atomic.link_or_copy(Path(model) / entry.path, dest / entry.path)
-    save_atomic(to_onnx(pipe, x.shape[1]), dest / "classifier.onnx")
-    manifest.with_file(dest, "classifier", "classifier.onnx").replace(
-        classifier=ClassifierSpec(kind="logreg (benchmark throw-away)",
-                                  threshold=THRESHOLD_FALLBACK, output=CLASSIFIER_OUTPUT)
-    ).write(dest)
+    attach_classifier(model, dest, to_onnx(pipe, x.shape[1]),
+                      ClassifierSpec(kind="logreg (benchmark throw-away)",
+                                     threshold=THRESHOLD_FALLBACK, output=CLASSIFIER_OUTPUT))
     return dest
 
 

@@ -114,9 +114,9 @@ class Detector:
 
     Decisions: a 5 s window pools its chunks' frames; a danger sound much shorter than the
     window is diluted (mn04, held-out ESC-10 folds: a 2 s danger clip inside 10 s of safe
-    background crossed the threshold in 9 of 120 windows). With ``chunk_decisions`` (default)
-    each 1 s chunk is also scored alone — same classifier, its own frames pooled — and the
-    decision is the larger p: the same test then found 116 of 120, at 4 of 120 false alarms on
+    background crossed the fold thresholds in 4 of 120 cases). With ``chunk_decisions``
+    (default) each 1 s chunk is also scored alone — same classifier, its own frames pooled — and
+    the decision is the larger p: the same test then found 85 of 120, at 4 of 120 false alarms on
     the safe backgrounds alone (0 with windows only). ``chunk_decisions=False`` decides on
     windows only, exactly as training's fold CV does.
     """

@@ -75,11 +75,11 @@ def esc_setup(esc10_dir: Path, cnn14_model_dir: Path, tmp_path_factory: pytest.T
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from edge_runtime.atomic import link_or_copy
     from edge_runtime.features import embed_audio
-    from edge_runtime.manifest import ClassifierSpec, load_manifest
+    from edge_runtime.manifest import ClassifierSpec
     from edge_runtime.sessions import load_sessions
-    from training.onnx_classifier import save_atomic, to_onnx
+    from training.attach import attach_classifier
+    from training.onnx_classifier import to_onnx
 
     root = tmp_path_factory.mktemp("esc_runtime")
     danger, safe = pick(esc10_dir, DANGER, 3), pick(esc10_dir, SAFE, 3)
@@ -104,13 +104,8 @@ def esc_setup(esc10_dir: Path, cnn14_model_dir: Path, tmp_path_factory: pytest.T
     assert (pipe.predict(np.stack(x)) == np.array(y)).all(), "classifier does not separate"
 
     model = root / "model"
-    model.mkdir()
-    manifest = load_manifest(cnn14_model_dir)
-    for entry in manifest.files.values():
-        link_or_copy(cnn14_model_dir / entry.path, model / entry.path)
-    save_atomic(to_onnx(pipe, np.stack(x).shape[1]), model / "classifier.onnx")
-    manifest.with_file(model, "classifier", "classifier.onnx").replace(
-        classifier=ClassifierSpec(kind="logreg (test fixture)", threshold=0.5)).write(model)
+    attach_classifier(cnn14_model_dir, model, to_onnx(pipe, np.stack(x).shape[1]),
+                      ClassifierSpec(kind="logreg (test fixture)", threshold=0.5))
     return {"model": model, "danger": danger, "safe": safe, "stream": root / "stream.flac"}
 
 

@@ -10,7 +10,6 @@ the manifest does not list them and the device never loads them — deploy the m
 from __future__ import annotations
 
 import logging
-import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import atomic
-from edge_runtime.manifest import ClassifierSpec, Manifest, data_name, load_manifest
+from edge_runtime.manifest import ClassifierSpec, data_name, load_manifest
 from training import classifiers, evaluate
+from training.attach import attach_classifier
 from training.dataset import load_audio, read_dataset
 from training.defaults import DEFAULT_KIND, KINDS
 from training.embed import Embeddings, cosine_summary, embed_clips
@@ -28,37 +27,12 @@ from training.mapping import CLASSES, load_mapping
 from training.onnx_classifier import (
     CLASSIFIER_OUTPUT,
     DANGER_COLUMN,
-    merge_end_to_end,
     run_classifier_onnx,
-    save_atomic,
     to_onnx,
 )
+from training.reports import WORKBENCH, save_report
 
 log = logging.getLogger(__name__)
-
-WORKBENCH = ".workbench"
-
-
-def clean_json(value: Any) -> Any:
-    """NaN/inf → None and numpy → Python, so report.json is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def save_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> None:
-    """``<stem>.json`` (strict JSON) and ``<stem>.md``, each written atomically."""
-    atomic.write_json(out / f"{stem}.json", clean_json(report))
-    atomic.write_text(out / f"{stem}.md", markdown)
-
 
 def parity(pipeline, onnx_path: Path, x: np.ndarray, threshold: float) -> dict[str, Any]:
     """sklearn predict_proba vs classifier.onnx on every embedding."""
@@ -87,15 +61,6 @@ def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
         got = e2e.run(["p_danger"], {"waveform": audio})[0]
         diffs.append(float(np.abs(ref - got).max()))
     return {"clips": len(diffs), "max_abs_diff_vs_device_path": max(diffs)}
-
-
-def update_manifest(out: Path, section: ClassifierSpec) -> Manifest:
-    """Add the classifier and end_to_end files and the ``classifier`` section; write atomically."""
-    manifest = load_manifest(out).with_file(out, "classifier", "classifier.onnx")
-    manifest = manifest.with_file(out, "end_to_end", "end_to_end.onnx")
-    manifest = manifest.replace(classifier=section)
-    manifest.write(out)
-    return manifest
 
 
 def run_cv(emb: Embeddings, seed: int, target_recall: float) -> dict[str, dict[str, Any]]:
@@ -187,19 +152,8 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     seconds["cv"] = round(time.perf_counter() - t, 1)
     log.info("stage fold CV: done in %.1f s", seconds["cv"])
 
-    t = time.perf_counter()
-    final = classifiers.make_pipeline(classifier, seed).fit(emb.x, emb.label)
-    joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}.joblib")
-    threshold = results[classifier]["threshold"]
-    save_atomic(to_onnx(final, emb.x.shape[1]), out / "classifier.onnx")
-    par = parity(final, out / "classifier.onnx", emb.x, threshold)
-    log.info("classifier.onnx parity: %s", par)
-    save_atomic(merge_end_to_end(out, load_onnx(out / "classifier.onnx")),
-                out / "end_to_end.onnx")
-    seconds["fit_export"] = round(time.perf_counter() - t, 1)
-    log.info("stage fit + classifier/end-to-end ONNX: done in %.1f s", seconds["fit_export"])
-
     res = results[classifier]
+    threshold = res["threshold"]
     cv_summary = {
         "scheme": "leave-one-fold-out over ESC-50 folds",
         "folds": sorted(set(emb.fold.tolist())),
@@ -220,7 +174,15 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
                     "clips": int(len(set(emb.filename))), "rows": len(emb),
                     "class_counts": counts, "seed": seed, "per_fold_limit": per_fold_limit,
                     "embedding_model_id": emb.model_id, "created": created})
-    update_manifest(out, section)
+
+    t = time.perf_counter()
+    final = classifiers.make_pipeline(classifier, seed).fit(emb.x, emb.label)
+    joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}.joblib")
+    attach_classifier(out, out, to_onnx(final, emb.x.shape[1]), section, end_to_end=True)
+    par = parity(final, out / "classifier.onnx", emb.x, threshold)
+    log.info("classifier.onnx parity: %s", par)
+    seconds["fit_export"] = round(time.perf_counter() - t, 1)
+    log.info("stage fit + classifier/end-to-end ONNX: done in %.1f s", seconds["fit_export"])
     e2e = end_to_end_check(out, clips)
     seconds["total"] = round(time.perf_counter() - start, 1)
     log.info("stage build: done in %.1f s", seconds["total"])
@@ -245,9 +207,3 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
         v.pop("oof_probability")
     report["markdown"] = write_report(out, report, results, emb, classifier)
     return report
-
-
-def load_onnx(path: Path):
-    import onnx
-
-    return onnx.load(str(path))

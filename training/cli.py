@@ -63,12 +63,11 @@ def init_weights(out: Path, seed: int) -> None:
     """
     import torch
 
+    from edge_runtime import atomic
     from export.cnn14 import random_state_dict
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    torch.save({"model": random_state_dict(seed)}, tmp)
-    tmp.replace(out)
+    state = {"model": random_state_dict(seed)}
+    atomic.write_with(out, lambda tmp: torch.save(state, tmp))
     click.echo(str(out))
 
 

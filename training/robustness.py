@@ -47,12 +47,12 @@ from tqdm import tqdm
 from edge_runtime.audio import AudioError
 from edge_runtime.manifest import load_manifest
 from training import evaluate
-from training.build import WORKBENCH, save_report
 from training.dataset import find_audio, load_audio, read_dataset, read_meta
 from training.defaults import kind_of
 from training.embed import embed_clips
+from training.folds import classifier_section, fit_held_out, fold_model_dir
 from training.mapping import manifest_mapping
-from training.stream_eval import classifier_section, fit_held_out, fold_model_dir
+from training.reports import WORKBENCH, save_report
 
 log = logging.getLogger(__name__)
 

@@ -35,74 +35,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_runtime import atomic
-from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
-from edge_runtime.options import THRESHOLD_FALLBACK
-from training import classifiers, evaluate
-from training.build import WORKBENCH, save_report
+from edge_runtime.manifest import load_manifest
+from training import evaluate
 from training.dataset import Clip, read_dataset
 from training.defaults import kind_of
-from training.embed import Embeddings, embed_clips
-from training.mapping import Mapping, manifest_mapping
-from training.onnx_classifier import CLASSIFIER_OUTPUT, DANGER_COLUMN, save_atomic, to_onnx
+from training.embed import embed_clips
+from training.folds import classifier_section, fit_held_out, fold_model_dir
+from training.mapping import manifest_mapping
+from training.reports import WORKBENCH, save_report
 
 log = logging.getLogger(__name__)
 
-BASE_ROLES = ("backbone", "pooling", "head", "labels")
-
-
-def fit_held_out(emb: Embeddings, kind: str, held_out: int, seed: int = 0,
-                 target_recall: float = evaluate.DEFAULT_TARGET_RECALL):
-    """Pipeline fitted without fold ``held_out``; threshold from an inner fold CV on the rest.
-
-    Returns ``(pipeline, threshold, train_mask)``.
-    """
-    train = emb.fold != held_out
-    if not train.any() or train.all():
-        raise ValueError(f"fold {held_out}: need clips both in it and outside it")
-    inner_folds = np.unique(emb.fold[train])
-    pipeline = classifiers.make_pipeline(kind, seed)
-    if len(inner_folds) >= 2:
-        inner = evaluate.evaluate(pipeline, emb.x[train], emb.label[train], emb.fold[train],
-                                  target_recall)
-        threshold = float(inner["threshold"])
-    else:
-        threshold = THRESHOLD_FALLBACK
-    fitted = classifiers.make_pipeline(kind, seed).fit(emb.x[train], emb.label[train])
-    return fitted, threshold, train
-
-
-def fold_model_dir(base: Path, dest: Path, pipeline, dim: int, threshold: float,
-                   section: ClassifierSpec) -> Path:
-    """A model dir at ``dest``: ``base``'s backbone/pooling/head/labels (hard-linked, copied if
-    links fail: a model dir's files must lie inside it) plus this ``pipeline`` as
-    ``classifier.onnx``; manifest rewritten atomically."""
-    base = Path(base).resolve()
-    manifest = load_manifest(base)
-    dest.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for role in BASE_ROLES:
-        entry = manifest.files.get(role)
-        if entry is None:
-            continue
-        atomic.link_or_copy(base / entry.path, dest / entry.path)
-        files[role] = entry
-    save_atomic(to_onnx(pipeline, dim), dest / "classifier.onnx")
-    manifest.replace(files=files, quantization=None,
-                     classifier=section.replace(threshold=float(threshold))
-                     ).with_file(dest, "classifier", "classifier.onnx").write(dest)
-    return dest
-
-
-def classifier_section(manifest: Manifest, kind: str, mapping: Mapping, held_out: int,
-                       target_recall: float) -> ClassifierSpec:
-    """The manifest ``classifier`` section of a fold model (threshold filled in later)."""
-    return ClassifierSpec(
-        kind=kind, input="embedding", output=CLASSIFIER_OUTPUT, danger_column=DANGER_COLUMN,
-        threshold_target={"danger_recall": target_recall}, classes=("safe", "danger"),
-        mapping=mapping.as_dict(),
-        trained_on={"held_out_fold": int(held_out), "note": "stream-eval fold model",
-                    "base_model": manifest.backbone.name})
 
 
 def daemon_events(model_dir: Path, clips: list[Clip], work: Path,
