@@ -78,8 +78,9 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--cooldown", default=2.0, show_default=True, type=float,
               help="Quiet seconds that end an event; danger again sooner continues it.")
 @click.option("--window-only", is_flag=True,
-              help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
-                   "chunk is also scored, so short sounds are not diluted by the window.")
+              help="Decide on 5 s windows only (as training's fold CV). Default: the model's "
+                   "choice — binary models also score each 1 s chunk so short sounds are not "
+                   "diluted; class models decide on windows.")
 @click.option("--events", default=None, metavar="FILE.jsonl",
               help="Append one JSON line per event (flushed and fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
@@ -138,7 +139,7 @@ def run(opts: dict[str, Any]) -> int:
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
-                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
+                        threshold=opts["threshold"], chunk_decisions=False if opts["window_only"] else None)
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
                          cooldown_s=float(opts["cooldown"]))

@@ -101,14 +101,14 @@ class Runner:
                     peak = max(peak, score.decision)
                     self._emit(tracker.update(score.start_s, score.end_s, score.decision,
                                               self._payload(score),
-                                              score.chunk_probabilities), info)
+                                              score.chunk_probabilities, score.label), info)
                 if self.stop.is_set():
                     break
             for score in scorer.finish():
                 peak = max(peak, score.decision)
                 self._emit(tracker.update(score.start_s, score.end_s, score.decision,
-                                          self._payload(score), score.chunk_probabilities),
-                           info)
+                                          self._payload(score), score.chunk_probabilities,
+                                          score.label), info)
         except AudioError as exc:
             log.error("%s", exc)
             ok = False

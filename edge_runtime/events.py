@@ -55,6 +55,7 @@ class Event:
     confirmed: bool = False
     peak_payload: Any = None
     index: int = 0
+    label: str | None = None  # danger class of the peak window (class models)
 
     @property
     def mean(self) -> float:
@@ -94,8 +95,10 @@ class EventTracker:
         return start, min(win_end, win_start + (hot[-1] + 1) * self.hop_s)
 
     def update(self, win_start: float, win_end: float, p: float, payload: Any = None,
-               chunk_probs: Sequence[float] | None = None) -> list[Transition]:
-        """One window's p(danger); ``chunk_probs`` (oldest first) place the event in time."""
+               chunk_probs: Sequence[float] | None = None,
+               label: str | None = None) -> list[Transition]:
+        """One window's p(danger); ``chunk_probs`` (oldest first) place the event in time;
+        ``label`` is the window's danger class (class models)."""
         first = not self._seen
         self._seen = True
         onset = win_start if first else max(win_start, win_end - self.hop_s)
@@ -122,7 +125,7 @@ class EventTracker:
             ev.prob_sum += p
             ev.active_s += self.hop_s
             if p > ev.peak or ev.peak_payload is None:
-                ev.peak, ev.peak_payload = p, payload
+                ev.peak, ev.peak_payload, ev.label = p, payload, label
             if not ev.confirmed and ev.active_s >= cfg.min_duration_s - 1e-9:
                 ev.confirmed = True
                 self.count += 1

@@ -42,6 +42,7 @@ def event_record(event: Event, stream: StreamInfo) -> dict[str, Any]:
     """The JSON object written for one finished event."""
     record: dict[str, Any] = {
         "event": "danger",
+        **({"class": event.label} if event.label else {}),
         "start": rfc3339(stream.base_time, event.start_s),
         "end": rfc3339(stream.base_time, event.end_s),
         "duration_s": round(event.end_s - event.start_s, 3),
@@ -70,7 +71,8 @@ def _where(event: Event, stream: StreamInfo) -> str:
 
 def _tag_text(event: Event) -> str:
     tags = event.peak_payload or []
-    return (" [" + ", ".join(f"{n} {p:.2f}" for n, p in tags) + "]") if tags else ""
+    text = (" [" + ", ".join(f"{n} {p:.2f}" for n, p in tags) + "]") if tags else ""
+    return f" {event.label}{text}" if event.label else text
 
 
 class ConsoleSink:
