@@ -77,6 +77,8 @@ def install_signals(stop: threading.Event) -> None:
               help="Seconds above threshold before an event counts.")
 @click.option("--cooldown", default=2.0, show_default=True, type=float,
               help="Quiet seconds that end an event; danger again sooner continues it.")
+@click.option("--update-every", default=10.0, show_default=True, type=float,
+              help="Seconds between 'update' messages while an event goes on (0: none).")
 @click.option("--window-only", is_flag=True,
               help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
                    "chunk is also scored, so short sounds are not diluted by the window.")
@@ -133,7 +135,6 @@ def run(opts: dict[str, Any]) -> int:
     """Build the detector, sinks and source from resolved options; returns the exit code."""
     from edge_runtime.daemon import Runner
     from edge_runtime.detector import Detector
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
 
     stop = threading.Event()
     install_signals(stop)
@@ -141,7 +142,8 @@ def run(opts: dict[str, Any]) -> int:
                         threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
-                         cooldown_s=float(opts["cooldown"]))
+                         cooldown_s=float(opts["cooldown"]),
+                         update_every_s=float(opts["update_every"]))
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id[:12])
@@ -153,9 +155,18 @@ def run(opts: dict[str, Any]) -> int:
         history = AudioHistory(detector.sample_rate)
         sinks.append(ClipSink(opts["save_clips"], history))
     runner = Runner(detector, events, sinks, history=history, stop=stop)
-    rate = detector.sample_rate
-    source = str(opts["input"])
+    try:
+        return _run_input(runner, opts, stop)
+    finally:
+        runner.close()
 
+
+def _run_input(runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
+    """Feed the configured input through ``runner``; returns the exit code."""
+    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+
+    rate = runner.detector.sample_rate
+    source = str(opts["input"])
     if source == "mic":
         from edge_runtime.mic import mic_stream
 

@@ -104,3 +104,12 @@ def test_without_chunk_scores_the_newest_chunk_marks_the_onset() -> None:
     tracker.update(8.0, 13.0, 0.5)
     (start,) = tracker.update(9.0, 14.0, 0.95)
     assert start.event.start_s == 13.0
+
+
+def test_long_event_sends_rate_limited_updates_between_start_and_end() -> None:
+    probs = [0.0] * 2 + [0.9] * 25 + [0.0] * 6
+    trans = feed(probs, EventConfig(threshold=0.5, update_every_s=10.0))
+    kinds = [t.kind for t in trans]
+    assert kinds == ["start", "update", "update", "end"]
+    assert len({id(t.event) for t in trans}) == 1
+    assert feed(probs, EventConfig(threshold=0.5))[1].kind == "end"  # 0: no updates
