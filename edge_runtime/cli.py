@@ -86,6 +86,15 @@ def install_signals(stop: threading.Event) -> None:
               help="Append one JSON line per event (flushed and fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
+@click.option("--mqtt", default=None, metavar="URL",
+              help="Publish events to MQTT with Home Assistant discovery: "
+                   "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).")
+@click.option("--mqtt-ca", default=None, metavar="FILE", help="mqtts: CA certificate file.")
+@click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True,
+              help="Home Assistant discovery topic prefix.")
+@click.option("--mqtt-spool", default=None, metavar="DIR",
+              help="MQTT messages wait here while the broker is unreachable "
+                   "[default: $XDG_STATE_HOME/edge-detect/mqtt-spool].")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -154,7 +163,20 @@ def run(opts: dict[str, Any]) -> int:
     if opts["save_clips"]:
         history = AudioHistory(detector.sample_rate)
         sinks.append(ClipSink(opts["save_clips"], history))
+    mqtt = None
+    if opts["mqtt"]:
+        from edge_runtime.lifecycle import model_classes
+        from edge_runtime.mqtt import MqttSink
+
+        mqtt = MqttSink(opts["mqtt"], input_name=str(opts["input"]),
+                        classes=model_classes(detector), ca_file=opts["mqtt_ca"],
+                        discovery_prefix=opts["mqtt_discovery_prefix"],
+                        spool_dir=opts["mqtt_spool"],
+                        off_delay_s=max(60.0, 3 * events.update_every_s))
+        sinks.append(mqtt)
     runner = Runner(detector, events, sinks, history=history, stop=stop)
+    if mqtt is not None:
+        mqtt.on_command = runner.set_paused
     try:
         return _run_input(runner, opts, stop)
     finally:
