@@ -236,3 +236,38 @@ def test_event_decided_while_the_broker_is_down_arrives_when_it_is_back(
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "unreachable" in err
     assert not list(spool.rglob("*.json"))  # all delivered, nothing left behind
+
+
+def test_set_topic_pauses_and_resumes_detection(broker: Broker, tiny_model: Path,
+                                                tmp_path: Path) -> None:
+    base = f"edge-detect/{node()}"
+    jsonl = tmp_path / "events.jsonl"
+    watcher = Watcher(broker.port, [f"{base}/detection", f"{base}/stdin/event"])
+    proc = subprocess.Popen(edge_detect("--model", str(tiny_model), "--input", "-", "--rate",
+                                        str(SR), "--format", "f32le", "--events", str(jsonl),
+                                        "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                        "--mqtt-spool", str(tmp_path / "spool")),
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    loud = tone(8.0).astype("<f4").tobytes()
+    try:
+        assert watcher.wait(lambda m: (f"{base}/detection", "ON") in [x[:2] for x in m], 30)
+        watcher.client.publish(f"{base}/set", "pause", qos=1)
+        assert watcher.wait(lambda m: m[-1][:2] == (f"{base}/detection", "OFF"), 10)
+        proc.stdin.write(loud)
+        proc.stdin.flush()
+        time.sleep(2.0)  # 8 s of audio read and dropped
+        assert not jsonl.exists() or jsonl.read_text() == ""
+        watcher.client.publish(f"{base}/set", "ON", qos=1)
+        assert watcher.wait(lambda m: m[-1][:2] == (f"{base}/detection", "ON"), 10)
+        proc.stdin.write(loud)
+        proc.stdin.flush()
+        assert watcher.wait(lambda m: len(events_of(m)) >= 1, 20), watcher.messages
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+        err = proc.stderr.read().decode()
+        watcher.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "detection paused" in err and "detection resumed" in err
+    (rec,) = ended_events(jsonl)
+    assert rec["duration_s"] <= 9.0  # only the audio after the resume
