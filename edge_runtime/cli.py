@@ -95,6 +95,11 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--mqtt-spool", default=None, metavar="DIR",
               help="MQTT messages wait here while the broker is unreachable "
                    "[default: $XDG_STATE_HOME/edge-detect/mqtt-spool].")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="Push a notification per event: an ntfy topic URL or a webhook (JSON POST); "
+                   "repeatable.")
+@click.option("--notify-cooldown", default=300.0, show_default=True, type=float,
+              help="Seconds between two notifications of the same class.")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -174,6 +179,10 @@ def run(opts: dict[str, Any]) -> int:
                         spool_dir=opts["mqtt_spool"],
                         off_delay_s=max(60.0, 3 * events.update_every_s))
         sinks.append(mqtt)
+    if opts["notify"]:
+        from edge_runtime.notify import Notifier
+
+        sinks.append(Notifier(list(opts["notify"]), cooldown_s=float(opts["notify_cooldown"])))
     runner = Runner(detector, events, sinks, history=history, stop=stop)
     if mqtt is not None:
         mqtt.on_command = runner.set_paused
