@@ -100,6 +100,10 @@ def install_signals(stop: threading.Event) -> None:
                    "repeatable.")
 @click.option("--notify-cooldown", default=300.0, show_default=True, type=float,
               help="Seconds between two notifications of the same class.")
+@click.option("--monitor", is_flag=True,
+              help="Serve what it hears on 127.0.0.1: /metrics (Prometheus), /live (JSON), /.")
+@click.option("--monitor-port", default=8765, show_default=True, type=int,
+              help="Port of --monitor.")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -168,6 +172,14 @@ def run(opts: dict[str, Any]) -> int:
     if opts["save_clips"]:
         history = AudioHistory(detector.sample_rate)
         sinks.append(ClipSink(opts["save_clips"], history))
+    if opts["notify"]:
+        from edge_runtime.notify import Notifier
+
+        sinks.append(Notifier(list(opts["notify"]), cooldown_s=float(opts["notify_cooldown"])))
+    if opts["monitor"]:
+        from edge_runtime.monitor import Monitor
+
+        sinks.append(Monitor(port=int(opts["monitor_port"])))
     mqtt = None
     if opts["mqtt"]:
         from edge_runtime.lifecycle import model_classes
@@ -179,10 +191,6 @@ def run(opts: dict[str, Any]) -> int:
                         spool_dir=opts["mqtt_spool"],
                         off_delay_s=max(60.0, 3 * events.update_every_s))
         sinks.append(mqtt)
-    if opts["notify"]:
-        from edge_runtime.notify import Notifier
-
-        sinks.append(Notifier(list(opts["notify"]), cooldown_s=float(opts["notify_cooldown"])))
     runner = Runner(detector, events, sinks, history=history, stop=stop)
     if mqtt is not None:
         mqtt.on_command = runner.set_paused
