@@ -240,19 +240,29 @@ def test_event_decided_while_the_broker_is_down_arrives_when_it_is_back(
 
 def test_set_topic_pauses_and_resumes_detection(broker: Broker, tiny_model: Path,
                                                 tmp_path: Path) -> None:
+    """Also: discovery is republished when Home Assistant announces itself, and a long event
+    sends updates between its start and end."""
     base = f"edge-detect/{node()}"
     jsonl = tmp_path / "events.jsonl"
-    watcher = Watcher(broker.port, [f"{base}/detection", f"{base}/stdin/event"])
+    watcher = Watcher(broker.port, [f"{base}/detection", f"{base}/stdin/event",
+                                    "homeassistant/+/+/+/config"])
     proc = subprocess.Popen(edge_detect("--model", str(tiny_model), "--input", "-", "--rate",
                                         str(SR), "--format", "f32le", "--events", str(jsonl),
+                                        "--update-every", "2",
                                         "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
                                         "--mqtt-spool", str(tmp_path / "spool")),
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     loud = tone(8.0).astype("<f4").tobytes()
     try:
         assert watcher.wait(lambda m: (f"{base}/detection", "ON") in [x[:2] for x in m], 30)
+        configs = [t for t, _, _ in watcher.messages if t.endswith("/config")]
+        watcher.messages.clear()
+        watcher.client.publish("homeassistant/status", "online", qos=1)
+        assert watcher.wait(lambda m: sorted(t for t, _, _ in m) == sorted(configs), 10), \
+            watcher.messages
+        watcher.messages.clear()
         watcher.client.publish(f"{base}/set", "pause", qos=1)
-        assert watcher.wait(lambda m: m[-1][:2] == (f"{base}/detection", "OFF"), 10)
+        assert watcher.wait(lambda m: m and m[-1][:2] == (f"{base}/detection", "OFF"), 10)
         proc.stdin.write(loud)
         proc.stdin.flush()
         time.sleep(2.0)  # 8 s of audio read and dropped
@@ -262,12 +272,16 @@ def test_set_topic_pauses_and_resumes_detection(broker: Broker, tiny_model: Path
         proc.stdin.write(loud)
         proc.stdin.flush()
         assert watcher.wait(lambda m: len(events_of(m)) >= 1, 20), watcher.messages
+        time.sleep(1.0)
     finally:
         proc.stdin.close()
         proc.wait(60)
         err = proc.stderr.read().decode()
+        watcher.wait(lambda m: any(e["state"] == "end" for e in events_of(m)), 5)
         watcher.close()
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "detection paused" in err and "detection resumed" in err
     (rec,) = ended_events(jsonl)
     assert rec["duration_s"] <= 9.0  # only the audio after the resume
+    states = [e["state"] for e in events_of(watcher.messages)]
+    assert states[0] == "start" and states[-1] == "end" and "update" in states, states

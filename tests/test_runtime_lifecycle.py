@@ -76,3 +76,65 @@ def test_sixty_second_alarm_starts_within_a_second_of_audio(tiny_model: Path,
     start, end = [json.loads(x) for x in events.read_text().splitlines()]
     assert (start["state"], end["state"]) == ("start", "end") and start["id"] == end["id"]
     assert end["duration_s"] >= alarm_s - 1.5
+
+
+class Recorder:
+    """A sink keeping every record it gets (the Sink protocol, nothing else)."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def on_start(self, record) -> None:
+        self.records.append(record)
+
+    on_update = on_end = on_start
+
+    def close(self) -> None:
+        pass
+
+
+def test_runner_fills_the_class_from_the_peak_window_label(tiny_model: Path,
+                                                           tmp_path: Path) -> None:
+    """Models with named classes give their WindowScores a ``label``; the record's ``class``
+    comes from the event's peak window (absent label: no class)."""
+    import soundfile as sf
+
+    from edge_runtime.daemon import Runner
+    from edge_runtime.detector import Detector
+    from edge_runtime.events import EventConfig
+    from edge_runtime.lifecycle import Sink
+    from edge_runtime.sources import file_stream
+    from tests.runtime_model import SR, tone
+
+    class Labelled:
+        def __init__(self, stream) -> None:
+            self.inner = stream
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def push(self, block):
+            return [self._label(s) for s in self.inner.push(block)]
+
+        def finish(self):
+            return [self._label(s) for s in self.inner.finish()]
+
+        @staticmethod
+        def _label(score):
+            score.label = "smoke_alarm" if score.decision > 0.5 else None
+            return score
+
+    detector = Detector(tiny_model, provider="cpu")
+    plain_stream = detector.stream
+    sf.write(tmp_path / "a.wav", np.concatenate([hiss(5.0, sr=SR), tone(6.0)]), SR)
+    for labelled, expected in ((True, "smoke_alarm"), (False, None)):
+        detector.stream = (lambda: Labelled(plain_stream())) if labelled else plain_stream
+        sink = Recorder()
+        assert isinstance(sink, Sink)
+        runner = Runner(detector, EventConfig(threshold=0.5, update_every_s=2.0), [sink])
+        runner.run_stream(file_stream(tmp_path / "a.wav", SR))
+        states = [r.state for r in sink.records]
+        assert states[0] == "start" and states[-1] == "end" and "update" in states
+        assert {r.class_name for r in sink.records} == {expected}
+        assert len({r.id for r in sink.records}) == 1
+        assert ("class" in sink.records[-1].to_dict()) == labelled
