@@ -285,3 +285,60 @@ def test_set_topic_pauses_and_resumes_detection(broker: Broker, tiny_model: Path
     assert rec["duration_s"] <= 9.0  # only the audio after the resume
     states = [e["state"] for e in events_of(watcher.messages)]
     assert states[0] == "start" and states[-1] == "end" and "update" in states, states
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "1", "-subj", "/CN=edge-detect test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI absent")
+def test_mqtts_with_a_private_ca(tmp_path: Path, tiny_model: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    ca, cert, key = make_tls(broker.dir)
+    with open(broker.conf, "a") as conf:
+        conf.write(f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "danger.wav", tone(6.0), SR)
+    try:
+        watcher = Watcher.__new__(Watcher)
+        watcher.messages, watcher.subscribed = [], threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.tls_set(ca_certs=str(ca))
+        client.on_connect = lambda c, *_: c.subscribe("edge-detect/#", 1)
+        client.on_subscribe = lambda *_: watcher.subscribed.set()
+        client.on_message = lambda _c, _u, m: watcher.messages.append(
+            (m.topic, m.payload.decode(), bool(m.retain)))
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        watcher.client = client
+        assert watcher.subscribed.wait(10)
+        url = f"mqtts://127.0.0.1:{broker.port}"
+        res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                         "--once", "--settle", "0", "--mqtt", url, "--mqtt-ca",
+                                         str(ca), "--mqtt-spool", str(tmp_path / "spool")),
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert watcher.wait(lambda m: len(events_of(m)) == 2, 10), (watcher.messages, res.stderr)
+        watcher.close()
+        bad = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                         "--once", "--mqtt", url, "--mqtt-ca",
+                                         str(tmp_path / "missing.crt")),
+                             capture_output=True, text=True, timeout=60)
+        last = bad.stderr.strip().splitlines()[-1]
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert last.startswith("edge-detect: error: --mqtt-ca") and "missing.crt" in last
+    finally:
+        broker.stop()
