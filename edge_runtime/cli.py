@@ -175,7 +175,9 @@ def run(opts: dict[str, Any]) -> int:
     if opts["notify"]:
         from edge_runtime.notify import Notifier
 
-        sinks.append(Notifier(list(opts["notify"]), cooldown_s=float(opts["notify_cooldown"])))
+        urls = opts["notify"]
+        urls = [urls] if isinstance(urls, str) else list(urls)  # TOML: a string or a list
+        sinks.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
     if opts["monitor"]:
         from edge_runtime.monitor import Monitor
 
