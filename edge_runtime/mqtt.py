@@ -179,7 +179,8 @@ class MqttSink:
         self.base = f"{self.target.prefix}/{self.node}"
         self.discovery_prefix = discovery_prefix.strip("/")
         self.classes = [str(c) for c in classes or []]
-        self.binary_classes = self.classes or ["danger"]
+        # one binary_sensor per class, and "danger": on during any event
+        self.binary_classes = [*self.classes, *([] if "danger" in self.classes else ["danger"])]
         self.event_types = self.classes + (["danger"] if "danger" not in self.classes else [])
         self.off_delay_s = off_delay_s
         self.diagnostics_every_s = diagnostics_every_s
@@ -345,25 +346,25 @@ class MqttSink:
         self.spool.put(topic, payload, retain)
         self._wake.set()
 
-    def _class_topic(self, record: EventRecord) -> str | None:
-        cls = record.class_name or "danger"
-        return self.topic("class", slug(cls)) if cls in self.binary_classes else None
+    def _class_topics(self, record: EventRecord) -> list[str]:
+        """The binary_sensor states an event drives: its class's (if known) and ``danger``."""
+        names = {record.class_name or "danger", "danger"}
+        return [self.topic("class", slug(c)) for c in self.binary_classes if c in names]
 
     def on_start(self, record: EventRecord) -> None:
         self._queue(self.event_topic, json.dumps(self.message(record)))
-        if (topic := self._class_topic(record)) is not None:
+        for topic in self._class_topics(record):
             self._queue(topic, "ON", retain=True)
         self._queue(self.topic("last_event"), record.start, retain=True)
-        self._diag["last_event"] = record.start
 
     def on_update(self, record: EventRecord) -> None:
         self._queue(self.event_topic, json.dumps(self.message(record)))
-        if (topic := self._class_topic(record)) is not None:
+        for topic in self._class_topics(record):
             self._queue(topic, "ON", retain=True)
 
     def on_end(self, record: EventRecord) -> None:
         self._queue(self.event_topic, json.dumps(self.message(record)))
-        if (topic := self._class_topic(record)) is not None:
+        for topic in self._class_topics(record):
             self._queue(topic, "OFF", retain=True)
 
     # telemetry (Observer) ---------------------------------------------------------------

@@ -342,3 +342,56 @@ def test_mqtts_with_a_private_ca(tmp_path: Path, tiny_model: Path) -> None:
         assert last.startswith("edge-detect: error: --mqtt-ca") and "missing.crt" in last
     finally:
         broker.stop()
+
+
+def test_spool_is_bounded_ordered_and_survives_a_restart(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from edge_runtime.mqtt import Spool
+
+    spool = Spool(tmp_path, limit=3)
+    for i in range(5):
+        spool.put("t", f"m{i}")
+    assert "spool full" in caplog.text and len(spool) == 3
+    again = Spool(tmp_path, limit=3)  # a new process: numbering continues after the last
+    again.put("t", "m5")
+    got = []
+    while (item := again.peek()) is not None:
+        got.append(item[1]["payload"])
+        again.remove(item[0])
+    assert got == ["m3", "m4", "m5"]
+    assert not list(tmp_path.iterdir())  # no temporary files left visible
+
+
+def test_discovery_with_named_classes(tmp_path: Path) -> None:
+    """A model with classes: event_types = the classes (+ danger), a binary_sensor per class with
+    a fitting device_class, and `danger` on during any event."""
+    from edge_runtime.lifecycle import EventRecord
+    from edge_runtime.mqtt import MqttSink
+
+    sink = MqttSink(f"mqtt://127.0.0.1:{free_port()}/home/sounds", input_name="mic",
+                    classes=["smoke_alarm", "glass_break", "baby_crying"], node="pi",
+                    spool_dir=tmp_path, drain_timeout_s=0.0)
+    try:
+        configs = sink.discovery()
+        rec = EventRecord(id="x", state="start", index=1, start="s", end="e", duration_s=1.0,
+                          peak_probability=0.9, mean_probability=0.9, windows=1, source="mic",
+                          model_sha256="0", class_name="smoke_alarm")
+        sink.on_start(rec)
+        queued = []
+        while (item := sink.spool.peek()) is not None:
+            queued.append((item[1]["topic"], item[1]["payload"]))
+            sink.spool.remove(item[0])
+    finally:
+        sink.close()
+    event = configs["homeassistant/event/pi/mic_sound/config"]
+    assert event["event_types"] == ["smoke_alarm", "glass_break", "baby_crying", "danger"]
+    assert event["state_topic"] == "home/sounds/pi/mic/event"
+    classes = {t.split("/")[3]: c["device_class"] for t, c in configs.items()
+               if t.startswith("homeassistant/binary_sensor/") and "state_topic" in c
+               and "/class/" in c["state_topic"]}
+    assert classes == {"smoke_alarm": "smoke", "glass_break": "safety", "baby_crying": "sound",
+                       "danger": "safety"}
+    base = "home/sounds/pi"
+    assert [t for t, _ in queued] == [f"{base}/mic/event", f"{base}/class/smoke_alarm",
+                                      f"{base}/class/danger", f"{base}/last_event"]
+    assert json.loads(queued[0][1])["event_type"] == "smoke_alarm"
