@@ -83,7 +83,7 @@ def install_signals(stop: threading.Event) -> None:
               help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
                    "chunk is also scored, so short sounds are not diluted by the window.")
 @click.option("--events", default=None, metavar="FILE.jsonl",
-              help="Append one JSON line per event (flushed and fsynced).")
+              help="Append a JSON line when an event starts and when it ends (fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
 @click.option("--mqtt", default=None, metavar="URL",
