@@ -43,8 +43,9 @@ class WindowScore:
     chunk_probabilities: list[float] = field(default_factory=list)
     audio_chunks: tuple[np.ndarray, ...] = field(default=(), repr=False)
     decision: float = 0.0
-    class_scores: np.ndarray | None = field(default=None, repr=False)
-    label: str | None = None
+    class_scores: np.ndarray | None = field(default=None, repr=False)  # raw, manifest order
+    label: str | None = None  # the deciding class (class models)
+    classes: dict[str, float] | None = None  # class → score normalised by its threshold
 
 
 @dataclass
@@ -117,9 +118,11 @@ class DetectorStream:
             self._newest_scored = max(self._newest_scored, w.last_chunk)
             decision = max([p, *fresh]) if self.detector.chunk_decisions else p
             label = names[int(scores.best[i])] if names else None
+            raw = None if scores.classes is None else scores.classes[i]
+            per_class = None if raw is None else dict(zip(
+                names, (float(v) for v in scorer.normalised(raw[None])[0]), strict=True))
             out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
-                                   w.audio_chunks, decision,
-                                   None if scores.classes is None else scores.classes[i], label))
+                                   w.audio_chunks, decision, raw, label, per_class))
         return out
 
 

@@ -83,6 +83,10 @@ class Scorer:
         self.classes = self.classes.with_thresholds(thresholds)
         self._thresholds = np.asarray(self.classes.thresholds)
 
+    def normalised(self, raw: np.ndarray) -> np.ndarray:
+        """Raw class scores ``[n, K]`` → normalised (each class threshold at 0.5)."""
+        return normalise(raw, self._thresholds)
+
     def score(self, embeddings: np.ndarray) -> Scores:
         """``[n, E]`` (or ``[E]``) embeddings → :class:`Scores`."""
         batch = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
@@ -93,7 +97,7 @@ class Scorer:
             if out.ndim != 2 or out.shape[1] != k:
                 raise ScoringError(f"classifier output {self._output} has shape {out.shape}; "
                                    f"expected [batch, {k}]")
-            norm = normalise(out, self._thresholds)
+            norm = self.normalised(out)
             best = norm.argmax(axis=1)
             return Scores(norm[np.arange(len(norm)), best].astype(np.float32), out, best)
         if out.ndim != 2 or out.shape[1] <= self.danger_column:
