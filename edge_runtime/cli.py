@@ -57,6 +57,9 @@ def _option(option: Option):
     if option.is_flag:
         return click.option(*names, option.name, is_flag=True, default=option.default,
                             help=option.help)
+    if option.multiple:
+        return click.option(*names, option.name, type=Checked(option), multiple=True, default=(),
+                            metavar=option.metavar or _metavar(option), help=option.help)
     return click.option(*names, option.name, type=Checked(option), default=option.default,
                         show_default=option.default_text or option.default is not None,
                         metavar=option.metavar or _metavar(option), help=option.help)
@@ -130,16 +133,17 @@ def run(opts: dict[str, Any]) -> int:
     """Build the detector, sinks and source from resolved options; returns the exit code."""
     from edge_runtime.daemon import Runner
     from edge_runtime.detector import Detector
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
 
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
-                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"],
+                        threshold=opts["threshold"],
+                        chunk_decisions=False if opts["window_only"] else None,
                         expect_model=opts["expect_model"])
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
-                         cooldown_s=float(opts["cooldown"]))
+                         cooldown_s=float(opts["cooldown"]),
+                         update_every_s=float(opts["update_every"]))
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id)
@@ -152,10 +156,41 @@ def run(opts: dict[str, Any]) -> int:
     if opts["save_clips"]:
         history = AudioHistory(detector.sample_rate)
         sinks.append(ClipSink(opts["save_clips"], history))
-    runner = Runner(detector, events, sinks, history=history, stop=stop)
-    rate = detector.sample_rate
-    source = str(opts["input"])
+    if opts["notify"]:
+        from edge_runtime.notify import Notifier
 
+        urls = list(opts["notify"])  # options.py: TOML gives a string or a list, both a tuple
+        sinks.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
+    if opts["monitor"]:
+        from edge_runtime.monitor import Monitor
+
+        sinks.append(Monitor(port=int(opts["monitor_port"])))
+    mqtt = None
+    if opts["mqtt"]:
+        from edge_runtime.lifecycle import model_classes
+        from edge_runtime.mqtt import MqttSink
+
+        mqtt = MqttSink(opts["mqtt"], input_name=str(opts["input"]),
+                        classes=model_classes(detector), ca_file=opts["mqtt_ca"],
+                        discovery_prefix=opts["mqtt_discovery_prefix"],
+                        spool_dir=opts["mqtt_spool"],
+                        off_delay_s=max(60.0, 3 * events.update_every_s))
+        sinks.append(mqtt)
+    runner = Runner(detector, events, sinks, history=history, stop=stop)
+    if mqtt is not None:
+        mqtt.on_command = runner.set_paused
+    try:
+        return _run_input(runner, opts, stop)
+    finally:
+        runner.close()
+
+
+def _run_input(runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
+    """Feed the configured input through ``runner``; returns the exit code."""
+    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+
+    rate = runner.detector.sample_rate
+    source = str(opts["input"])
     if source == "mic":
         from edge_runtime.mic import mic_stream
 

@@ -60,7 +60,7 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         if name in values:
             raise ConfigError(f"{path}: {key} is given twice")
         try:
-            values[name] = option.parse(value)
+            values[name] = option.parse_config(value)
         except OptionError as exc:
             raise ConfigError(f"{path}: {key} {exc}") from None
     return values

@@ -49,11 +49,13 @@ MAX_CHUNK_SECONDS = 30
 MAX_WINDOW_CHUNKS = 64
 MAX_WINDOW_SECONDS = 120
 MAX_DIM = 1 << 16
-MAX_CLASSES = 1024
+MAX_CLASSES = 1024  # bound of classifier.danger_column
+MAX_NAMED_CLASSES = 256
 ROLE_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
 NAME_RE = re.compile(r"[a-z0-9_]+\Z")
 SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 EVIDENCE = ("trained", "audioset")
+WINDOW_EMBEDDINGS = ("chunked", "whole")
 LEVEL_GATE_RANGE = (-120.0, 0.0)
 
 
@@ -242,9 +244,17 @@ class InputSpec(_Replace):
 
 @dataclass(frozen=True)
 class Streaming(_Replace):
+    """The backbone runs once per ``chunk_samples`` (the hop); a window is ``window_chunks``
+    chunks, embedded by pooling its chunks' frames (``chunked``) or by one backbone pass over
+    its audio (``whole``); ``chunk_decisions``: each chunk scored alone may decide too."""
+
     chunk_samples: int
     window_chunks: int
+    window_embedding: str = "chunked"
+    chunk_decisions: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    KNOWN = ("chunk_samples", "window_chunks", "window_embedding", "chunk_decisions")
 
     @classmethod
     def parse(cls, f: _Fields, sample_rate: int) -> Streaming:
@@ -254,11 +264,24 @@ class Streaming(_Replace):
         if chunk * window > MAX_WINDOW_SECONDS * sample_rate:
             raise f.fail("window_chunks", f"× chunk_samples spans more than "
                                           f"{MAX_WINDOW_SECONDS} s of audio")
-        return cls(chunk, window, f.rest({"chunk_samples", "window_chunks"}))
+        mode = f.string("window_embedding", "chunked", max_len=20)
+        if mode not in WINDOW_EMBEDDINGS:
+            raise f.fail("window_embedding", f"must be one of {', '.join(WINDOW_EMBEDDINGS)}, "
+                                             f"got {mode!r}")
+        decide = f.raw("chunk_decisions", required=False)
+        if decide is not None and not isinstance(decide, bool):
+            raise f.fail("chunk_decisions", f"must be true or false, got {_kind(decide)}")
+        return cls(chunk, window, mode, True if decide is None else decide,
+                   f.rest(set(cls.KNOWN)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chunk_samples": self.chunk_samples, "window_chunks": self.window_chunks,
-                **self.extra}
+        out: dict[str, Any] = {"chunk_samples": self.chunk_samples,
+                               "window_chunks": self.window_chunks}
+        if self.window_embedding != "chunked":
+            out["window_embedding"] = self.window_embedding
+        if not self.chunk_decisions:
+            out["chunk_decisions"] = False
+        return {**out, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -312,21 +335,23 @@ class ClassifierSpec(_Replace):
 
 @dataclass(frozen=True)
 class ClassSpec(_Replace):
-    """Named danger classes: ``output`` [batch, K] of classifier.onnx, one column per name."""
+    """Named danger classes: ``output`` [batch, K] of classifier.onnx, one column per name, in
+    ``names`` order; ``thresholds`` one per class on the raw score scale; windows quieter than
+    ``level_gate_dbfs`` are never danger; ``calibration`` records how thresholds were chosen."""
 
     names: tuple[str, ...]
-    output: str
     thresholds: tuple[float, ...]
-    evidence: tuple[str, ...]
-    level_gate_dbfs: float
+    output: str = "class_scores"
+    evidence: tuple[str, ...] = EVIDENCE
+    level_gate_dbfs: float = LEVEL_GATE_RANGE[0]
     calibration: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, f: _Fields) -> ClassSpec:
         names = f.raw("names")
-        if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
+        if (not isinstance(names, list) or not 1 <= len(names) <= MAX_NAMED_CLASSES
                 or not all(isinstance(n, str) and NAME_RE.match(n) for n in names)):
-            raise f.fail("names", f"must be a list of 1 to {MAX_CLASSES} names of "
+            raise f.fail("names", f"must be a list of 1 to {MAX_NAMED_CLASSES} names of "
                                   "[a-z0-9_]")
         if len(set(names)) != len(names):
             raise f.fail("names", "must be unique")
@@ -336,7 +361,8 @@ class ClassSpec(_Replace):
         values = tuple(_number(t, 0.0, 1.0, True,
                                lambda p, i=i: f.fail(f"thresholds[{i}]", p))
                        for i, t in enumerate(thresholds))
-        evidence = f.raw("evidence")
+        evidence = f.raw("evidence", required=False)
+        evidence = list(EVIDENCE) if evidence is None else evidence
         if (not isinstance(evidence, list) or not evidence
                 or not all(isinstance(e, str) and e in EVIDENCE for e in evidence)
                 or len(set(evidence)) != len(evidence)):
@@ -345,14 +371,26 @@ class ClassSpec(_Replace):
         extra = f.rest({"names", "output", "thresholds", "evidence", "level_gate_dbfs",
                         "calibration"})
         if extra:
-            raise f.fail(sorted(extra)[0], "is not a known field")
-        return cls(tuple(names), f.string("output", max_len=200), values, tuple(evidence),
-                   f.number("level_gate_dbfs", *LEVEL_GATE_RANGE), f.obj("calibration") or {})
+            raise f.fail(sorted(extra)[0], "is not a known field (free-form notes go in "
+                                           "classes.calibration)")
+        gate = f.number("level_gate_dbfs", *LEVEL_GATE_RANGE, required=False)
+        return cls(tuple(names), values, f.string("output", "class_scores", max_len=200),
+                   tuple(evidence), LEVEL_GATE_RANGE[0] if gate is None else gate,
+                   f.obj("calibration") or {})
+
+    def with_thresholds(self, thresholds: list[float] | tuple[float, ...]) -> ClassSpec:
+        """A copy with other per-class thresholds (calibration)."""
+        return self.replace(thresholds=tuple(float(t) for t in thresholds))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "output": self.output,
-                "thresholds": list(self.thresholds), "evidence": list(self.evidence),
-                "level_gate_dbfs": self.level_gate_dbfs, "calibration": self.calibration}
+        out = {"names": list(self.names), "output": self.output,
+               "thresholds": list(self.thresholds), "evidence": list(self.evidence),
+               "level_gate_dbfs": self.level_gate_dbfs}
+        return {**out, "calibration": self.calibration} if self.calibration else out
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with thresholds rounded to 6 digits (for reports)."""
+        return {**self.to_dict(), "thresholds": [round(t, 6) for t in self.thresholds]}
 
 
 # --- the manifest ---------------------------------------------------------------------------

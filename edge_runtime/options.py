@@ -51,6 +51,7 @@ class Option:
     in_config: bool = True
     check: Callable[[Any], str | None] | None = None
     default_text: str | None = None  # shown in --help instead of the default value
+    multiple: bool = False  # repeatable on the command line; a value or a list in TOML
 
     @property
     def flag(self) -> str:
@@ -66,6 +67,13 @@ class Option:
         lo = "-inf" if self.lo is None else f"{self.lo:g}"
         hi = "inf" if self.hi is None else f"{self.hi:g}"
         return f"{left}{lo}, {hi}{right}"
+
+    def parse_config(self, value: Any) -> Any:
+        """A TOML value: typed as declared (a value or a list of them when ``multiple``)."""
+        if self.multiple:
+            items = value if isinstance(value, list) else [value]
+            return tuple(self.parse(item) for item in items)
+        return self.parse(value)
 
     def parse(self, value: Any, *, text: bool = False) -> Any:
         """The typed, checked value. ``text``: ``value`` is command-line text to convert."""
@@ -163,14 +171,32 @@ OPTIONS: tuple[Option, ...] = (
            "event counts.", lo=0.0, hi=3600.0),
     Option("cooldown", float, _EV.cooldown_s, "Quiet seconds that end an event; danger again "
            "sooner continues it.", lo=0.0, hi=3600.0),
-    Option("window_only", bool, False, "Decide on 5 s windows only (as training's fold CV); "
-           "by default each 1 s chunk is also scored, so short sounds are not diluted by the "
-           "window."),
-    Option("events", str, None, "Append one JSON line per event (flushed and fsynced); with "
-           "--once the file is started afresh, so a batch run can be repeated.",
+    Option("update_every", float, 10.0, "Seconds between 'update' messages while an event goes "
+           "on (0: none).", lo=0.0, hi=3600.0),
+    Option("window_only", bool, False, "Decide on 5 s windows only (as training's fold CV). "
+           "Default: the model's choice — binary models also score each 1 s chunk so short "
+           "sounds are not diluted; class models decide on windows."),
+    Option("events", str, None, "Append a JSON line when an event starts and when it ends "
+           "(fsynced); with --once the file is started afresh, so a batch run can be repeated.",
            metavar="FILE.jsonl", check=_not_a_dir),
     Option("save_clips", str, None, "Write each event's audio (±1 s context) as FLAC.",
            metavar="DIR", check=_dir_or_new),
+    Option("mqtt", str, None, "Publish events to MQTT with Home Assistant discovery: "
+           "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).",
+           metavar="URL"),
+    Option("mqtt_ca", str, None, "mqtts: CA certificate file.", metavar="FILE"),
+    Option("mqtt_discovery_prefix", str, "homeassistant", "Home Assistant discovery topic "
+           "prefix."),
+    Option("mqtt_spool", str, None, "MQTT messages wait here while the broker is unreachable.",
+           metavar="DIR", check=_dir_or_new,
+           default_text="$XDG_STATE_HOME/edge-detect/mqtt-spool"),
+    Option("notify", str, (), "Push a notification per event: an ntfy topic URL or a webhook "
+           "(JSON POST); repeatable (TOML: a string or a list).", metavar="URL", multiple=True),
+    Option("notify_cooldown", float, 300.0, "Seconds between two notifications of the same "
+           "class.", lo=0.0, hi=86400.0),
+    Option("monitor", bool, False, "Serve what it hears on 127.0.0.1: /metrics (Prometheus), "
+           "/live (JSON), /."),
+    Option("monitor_port", int, 8765, "Port of --monitor.", lo=1, hi=65535),
     Option("provider", str, "auto", "onnxruntime execution provider; auto falls back to CPU.",
            choices=tuple(PROVIDERS)),
     Option("threads", int, None, "onnxruntime intra-op threads.", lo=1, hi=MAX_THREADS,
@@ -191,7 +217,9 @@ BY_NAME = {o.name: o for o in OPTIONS}
 def _check_declarations() -> None:
     """Fail at import if a declaration contradicts itself (a default outside its range)."""
     for option in OPTIONS:
-        if option.default is not None:
+        if option.multiple:
+            assert option.default == (), f"{option.name}: a repeatable option defaults to ()"
+        elif option.default is not None:
             option.parse(option.default)
     assert len(BY_NAME) == len(OPTIONS), "an option is declared twice"
 

@@ -52,6 +52,17 @@ class ModelSessions:
         return self.manifest.streaming.window_chunks
 
     @property
+    def window_embedding(self) -> str:
+        """``chunked``: a window pools its chunks' frames; ``whole``: one backbone pass over
+        the window's audio (no chunk-edge effects; costs one window of audio per hop)."""
+        return self.manifest.streaming.window_embedding
+
+    @property
+    def chunk_decisions(self) -> bool:
+        """Whether each chunk scored alone may decide (the manifest's default)."""
+        return self.manifest.streaming.chunk_decisions
+
+    @property
     def model_id(self) -> str:
         return self.manifest.model_id()
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime import atomic
-from edge_runtime.events import Event, EventConfig, EventTracker
-from tests.helpers import REPO
+from edge_runtime.events import EventConfig, EventTracker
+from tests.helpers import REPO, ended_events
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
 
@@ -63,7 +61,7 @@ def test_headless_model_dir_reports_the_true_peak(tmp_path: Path) -> None:
                           "--input", str(tmp_path / "clip.wav"), "--events", str(events),
                           "--window-only"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    (record,) = [json.loads(line) for line in events.read_text().splitlines()]
+    (record,) = ended_events(events)
     from edge_runtime.detector import Detector
 
     best = Detector(model, provider="cpu", chunk_decisions=False).predict(audio)
@@ -95,11 +93,17 @@ def test_runner_numbers_events_across_streams(tmp_path: Path) -> None:
     seen: list[int] = []
 
     class Recorder:
-        def started(self, event: Event, stream) -> None:
-            seen.append(event.index)
+        def on_start(self, record) -> None:
+            seen.append(record.index)
 
-        def finished(self, event: Event, stream, record) -> None:
-            seen.append(event.index)
+        def on_update(self, record) -> None:
+            pass
+
+        def on_end(self, record) -> None:
+            seen.append(record.index)
+
+        def close(self) -> None:
+            pass
 
     runner = Runner(Detector(model, provider="cpu"), EventConfig(threshold=0.5), [Recorder()])
     runner.run_stream(file_stream(clip, SR))
@@ -124,7 +128,8 @@ def test_classifier_onnx_cache_and_clips_are_0644(tmp_path: Path, umask_022) -> 
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from edge_runtime.sinks import AudioHistory, ClipSink, StreamInfo
+    from edge_runtime.lifecycle import EventRecord
+    from edge_runtime.sinks import AudioHistory, ClipSink
     from training.embed import save_npz_atomic
     from training.onnx_classifier import save_atomic, to_onnx
 
@@ -136,12 +141,13 @@ def test_classifier_onnx_cache_and_clips_are_0644(tmp_path: Path, umask_022) -> 
     history = AudioHistory(SR)
     history.add(tone(3.0))
     sink = ClipSink(tmp_path / "clips", history)
-    record = {"start": "2026-01-01T00:00:00.000Z"}
-    info = StreamInfo("mic", False, datetime.now(UTC), "0" * 64, SR)
-    sink.finished(Event(start_s=0.5, end_s=2.0, peak=0.9), info, record)
+    record = EventRecord("id", "end", 1, "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.500Z",
+                         1.5, 0.9, 0.9, 2, "mic", "0" * 64, stream_start_s=0.5,
+                         stream_end_s=2.0)
+    sink.on_end(record)
     assert mode(tmp_path / "classifier.onnx") == 0o644
     assert mode(tmp_path / "cache.npz") == 0o644
-    assert mode(Path(record["clip"])) == 0o644
+    assert mode(Path(record.clip)) == 0o644
 
 
 def test_model_dir_files_are_0644(tmp_path: Path, umask_022) -> None:
@@ -209,4 +215,4 @@ def test_once_run_is_idempotent(tmp_path: Path) -> None:
     for _ in range(2):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        assert len(events.read_text().splitlines()) == 1
+        assert len(ended_events(events)) == 1 and len(events.read_text().splitlines()) == 2

@@ -41,7 +41,7 @@ def test_attach_to_a_new_folder_links_the_base_files(tmp_path: Path) -> None:
 def test_attach_in_place_replaces_classifier_and_drops_stale_sections(tmp_path: Path) -> None:
     base = build_tiny_model(tmp_path / "base")
     old = load_manifest(base)
-    classes = ClassSpec(("loud",), "class_scores", (0.5,), ("trained",), -55.0)
+    classes = ClassSpec(("loud",), (0.5,), "class_scores", ("trained",), -55.0)
     shutil.copy(base / "head.onnx", base / "end_to_end.onnx")
     old = old.replace(classes=classes).with_file(base, "end_to_end", "end_to_end.onnx")
     old.write(base)

@@ -64,7 +64,8 @@ def embedding_model_id(sessions: ModelSessions) -> str:
     files = sessions.manifest.files
     pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
                                    for role in ("backbone", "pooling")).encode()).hexdigest()
-    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
+    mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
+    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}{mode}"
     return hashlib.sha256(f"{pairs}:{streaming}".encode()).hexdigest()
 
 

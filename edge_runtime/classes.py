@@ -1,0 +1,50 @@
+"""Named danger classes: how class scores decide (the manifest's ``classes`` section is
+:class:`edge_runtime.manifest.ClassSpec`).
+
+A model with classes has a classifier whose output ``classes.output`` holds one raw score per
+class (``[batch, K]``; trained probabilities and/or zero-shot AudioSet evidence). Each class has
+its own threshold (``classes.thresholds``, set by ``edge-train build`` and ``edge-train
+calibrate``). To drive one event state machine with one threshold, every raw score is mapped
+piecewise-linearly so that its class threshold lands on 0.5::
+
+    n(s, t) = 0.5 * s / t                      for s <  t
+    n(s, t) = 0.5 + 0.5 * (s - t) / (1 - t)    for s >= t
+
+p(danger) of a window is the largest normalised score and its class the one that gave it, so
+``p(danger) >= 0.5`` exactly when some class reaches its own threshold. Windows quieter than
+``classes.level_gate_dbfs`` (RMS) are never danger.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_runtime.manifest import EVIDENCE, ClassSpec, ManifestError
+
+__all__ = ["DECISION_THRESHOLD", "EVIDENCE", "ClassSpec", "ClassSpecError", "level_dbfs",
+           "normalise"]
+
+DECISION_THRESHOLD = 0.5  # where every class threshold lands after normalisation
+
+
+ClassSpecError = ManifestError  # the classes section is validated with the manifest
+
+
+def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Map raw class scores ``[n, K]`` so that each class's threshold becomes 0.5."""
+    s = np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
+    t = np.asarray(thresholds, np.float64)
+    below = 0.5 * s / t
+    above = 0.5 + 0.5 * (s - t) / (1.0 - t)
+    return np.where(s < t, below, above)
+
+
+def level_dbfs(audio: np.ndarray) -> float:
+    """RMS level of float audio in dB relative to full scale (−inf … 0; silence → −200)."""
+    x = np.asarray(audio, np.float64).reshape(-1)
+    if x.size == 0:
+        return -200.0
+    rms = math.sqrt(float(np.mean(x * x)))
+    return 20.0 * math.log10(rms) if rms > 1e-10 else -200.0
