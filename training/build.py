@@ -23,7 +23,7 @@ from training.attach import attach_classifier
 from training.dataset import load_audio, read_dataset
 from training.defaults import DEFAULT_KIND, KINDS
 from training.embed import Embeddings, cosine_summary, embed_clips
-from training.mapping import CLASSES, load_mapping
+from training.mapping import CLASSES, Mapping, load_mapping
 from training.onnx_classifier import (
     CLASSIFIER_OUTPUT,
     DANGER_COLUMN,
@@ -119,7 +119,7 @@ def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str,
 
 
 def build(data: str | Path, out: str | Path, weights: str | None = None, *,
-          classifier: str = DEFAULT_KIND, mapping: str | Path | None = None,
+          classifier: str = DEFAULT_KIND, mapping: str | Path | Mapping | None = None,
           backbone: str = "auto", target_recall: float = evaluate.DEFAULT_TARGET_RECALL,
           seed: int = 0, per_fold_limit: int | None = None, threads: int | None = None,
           measure_offline: bool = True, extras: tuple[str | Path, ...] = (),
@@ -137,7 +137,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
         raise ValueError(f"unknown classifier {classifier!r}; choose {', '.join(KINDS)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    mapping_obj = load_mapping(mapping)
+    mapping_obj = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     clips = read_dataset(data, mapping_obj, per_fold_limit)
     if weights is not None:
         from export.pipeline import export_from_checkpoint
