@@ -447,8 +447,6 @@ class Manifest(_Replace):
         paths = [e.path for e in files.values()]
         if len(set(paths)) != len(paths):
             raise ManifestError(f"{where}: files lists one path for two roles")
-        if data.get("classes") is not None and version < 2:
-            raise f.fail("classes", "needs format_version 2")
         opset = f.integer("opset", 1, 1000, required=False)
         tools = f.obj("tools") or {}
         return cls(
@@ -543,9 +541,22 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+CLASS_FIELDS = ("names", "output", "thresholds", "evidence", "level_gate_dbfs", "calibration")
+
+
 def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 → 2: the training data path becomes the folder's name only."""
+    """Format 1 → 2: the training data path becomes the folder's name only; notes beside the
+    fields of a ``classes`` section (written by early class builds) move into its
+    ``calibration``."""
     data = {**data, "format_version": 2}
+    classes = data.get("classes")
+    if isinstance(classes, dict):
+        notes = {k: v for k, v in classes.items() if k not in CLASS_FIELDS}
+        if notes and (classes.get("calibration") is None
+                      or isinstance(classes.get("calibration"), dict)):
+            kept = {k: v for k, v in classes.items() if k in CLASS_FIELDS}
+            data["classes"] = {**kept, "calibration": {**(kept.get("calibration") or {}),
+                                                       **notes}}
     clf = data.get("classifier")
     if isinstance(clf, dict) and isinstance(clf.get("trained_on"), dict):
         trained = dict(clf["trained_on"])

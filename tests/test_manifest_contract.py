@@ -324,9 +324,13 @@ def test_format_1_is_read_and_upgraded(tiny: Path, tmp_path: Path) -> None:
     assert manifest.classifier.trained_on["data"] == "ESC-50-master"
     assert manifest.classifier.output is None  # the runtime picks the float output
     open_and_score(model)
-    classes()(model, data)
+    classes(level_gate={"level_gate_dbfs": -55.0})(model, data)  # as early class builds wrote
     write(model, data)
-    with pytest.raises(ManifestError, match="classes needs format_version 2"):
+    upgraded = load_manifest(model).classes
+    assert upgraded.calibration == {"level_gate": {"level_gate_dbfs": -55.0}}
+    data["format_version"] = 2
+    write(model, data)
+    with pytest.raises(ManifestError, match="classes.level_gate is not a known field"):
         load_manifest(model)
 
 
