@@ -144,6 +144,9 @@ def run(opts: dict[str, Any]) -> int:
                          min_duration_s=float(opts["min_duration"]),
                          cooldown_s=float(opts["cooldown"]),
                          update_every_s=float(opts["update_every"]))
+    if events.off <= 0.0:
+        log.warning("threshold %.2f - hysteresis %.2f leaves no off-threshold: an event ends "
+                    "only with its stream", events.threshold, events.hysteresis)
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id)

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
-from edge_runtime.manifest import Manifest, file_entry, load_manifest
+from edge_runtime.manifest import Manifest, data_name, file_entry, load_manifest
 from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.sessions import load_sessions
 from edge_runtime.sources import AUDIO_SUFFIXES
@@ -358,7 +358,7 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
             "source_model": {"backbone_sha256": manifest.files["backbone"].sha256},
             "calibration": {"files": len(calib), "chunks": int(len(reader.chunks)),
                             "chunk_samples": chunk_samples,
-                            "data_dir": str(data_dir), "seed": seed},
+                            "data_dir": data_name(Path(data_dir).resolve()), "seed": seed},
             "excluded_nodes": exclude,
             "excluded_rule": "log-mel front end: ancestors of Log + nodes before the next Conv",
             "check": {"held_out_files": result.files, "windows": result.windows,
