@@ -116,7 +116,7 @@ def test_smallest_threshold_within_a_budget_of_one_event(tiny_model: Path,
     report = calibrate(tiny_model, [home], budget_per_hour=60.0)
     threshold = report["thresholds_after"]["danger"]
     assert p[1] < threshold <= p[2]
-    assert threshold - p[1] < 1e-6  # the smallest: just above the second-loudest burst
+    assert threshold - p[1] < 2e-6  # the smallest: just above the second-loudest burst
     (event,) = daemon_events(tiny_model, home)
     assert Path(event["source"]).name == "room2.flac"
 
@@ -168,7 +168,7 @@ def test_class_thresholds_share_the_budget() -> None:
     assert sum(rule.events(files, before, 1.0)) == 4
     hours = 600 / 3600
     t, per_class = pick_thresholds(rule, files, hours, 6.0, before.copy(), 1.0)  # 1 event total
-    assert 0.8 < t[0] < 0.8 + 1e-6 and 0.95 < t[1] < 0.95 + 1e-6 and t[2] == 0.5
+    assert 0.8 < t[0] < 0.8 + 2e-6 and 0.95 < t[1] < 0.95 + 2e-6 and t[2] == 0.5
     assert sum(rule.events(files, t, 1.0)) == 0
     assert [c["own_events"] for c in per_class] == [0, 0, 0]
     # a 36/h budget allows 6 events: 2 per class, so the two softer smoke alarms stay out
@@ -177,7 +177,7 @@ def test_class_thresholds_share_the_budget() -> None:
     assert sum(rule.events(files, t, 1.0)) == 3  # 0.7 and 0.8 smoke alarms, 0.95 gunshot
     # allowed below the current thresholds: the quiet class goes down to just above its noise
     t, _ = pick_thresholds(rule, files, hours, 6.0, np.full(3, 0.05), 1.0)
-    assert scores[:, 2].max() < t[2] < scores[:, 2].max() + 1e-6
+    assert scores[:, 2].max() < t[2] < scores[:, 2].max() + 2e-6
 
 
 def test_normalise_and_poisson_bound() -> None:

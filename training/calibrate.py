@@ -48,7 +48,7 @@ from training.replay import FileRun, cli_event_config, count_events, open_detect
 log = logging.getLogger(__name__)
 
 STEM = "calibration"
-CEILING = 1.0 - 1e-6
+CEILING = 0.999999
 QUANTILES = 101
 TOP_SCORES = 200
 
@@ -56,11 +56,19 @@ TOP_SCORES = 200
 def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Raw class scores → decision scale where each class's threshold maps to 0.5.
 
-    n(s, t) = 0.5 s / t below t, 0.5 + 0.5 (s - t) / (1 - t) from t up (the runtime's rule).
+    n(s, t) = 0.5 s / t below t, 0.5 + 0.5 (s - t) / (1 - t) from t up (the runtime's rule),
+    scores clipped to [0, 1].
     """
-    s = np.asarray(scores, np.float64)
+    s = np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
     t = np.asarray(thresholds, np.float64)
     return np.where(s < t, 0.5 * s / t, 0.5 + 0.5 * (s - t) / (1.0 - t))
+
+
+def just_above(values: np.ndarray) -> np.ndarray:
+    """The smallest 6-decimal thresholds strictly above ``values`` (with a margin that keeps
+    a score below its threshold after the runtime's float32 rounding; 6 decimals survive a
+    manifest written with rounded thresholds)."""
+    return np.ceil((np.asarray(values, np.float64) + 2e-7) * 1e6) / 1e6
 
 
 def poisson_upper(events: int, hours: float, confidence: float = 0.95) -> float | None:
@@ -128,8 +136,11 @@ class Rule:
         if not self.is_class:
             return r.values[:, 0]
         cols = slice(None) if only is None else slice(only, only + 1)
-        d = normalise(r.values[:, cols], t[cols]).max(axis=1) if r.values.size else \
-            np.zeros(r.values.shape[0])
+        if not r.values.size:
+            return np.zeros(r.values.shape[0])
+        # the runtime's arithmetic: float64 normalisation, decision rounded to float32
+        d = normalise(r.values[:, cols], t[cols]).max(axis=1).astype(np.float32)
+        d = d.astype(np.float64)
         d[r.gated] = 0.0
         return d
 
@@ -148,8 +159,7 @@ def candidates(values: np.ndarray, floor: float) -> np.ndarray:
     parts = [np.array([floor, CEILING])]
     if v.size:
         q = np.quantile(v, np.linspace(0, 1, QUANTILES))
-        top = np.sort(v)[-TOP_SCORES:]
-        parts += [q, np.nextafter(q, 2.0), np.nextafter(top, 2.0)]
+        parts += [just_above(q), just_above(np.sort(v)[-TOP_SCORES:])]
     c = np.unique(np.concatenate(parts))
     return c[(c >= floor) & (c <= CEILING)]
 
@@ -287,8 +297,9 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
                   if a != b]
     if mismatched:
         raise ValueError(f"re-simulated events differ from the daemon's on {len(mismatched)} "
-                         f"file(s) (e.g. {mismatched[0]}); the cached window scores do not "
-                         "reproduce the runtime's decision, refusing to calibrate")
+                         f"file(s) (e.g. {mismatched[0]}): the cached window scores do not "
+                         "reproduce the runtime's decision (a class model that also decides on "
+                         "chunks?); refusing to calibrate")
     floor = (np.full(len(rule.names), min_threshold) if min_threshold is not None
              else rule.before.copy())
     after, per_class = pick_thresholds(rule, amb, hours, budget_per_hour, floor, hop)

@@ -79,6 +79,20 @@ def trained_on(manifest: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def trained_text(info: dict[str, Any]) -> str:
+    """One line: each section's training sources with their folds and clip count."""
+    parts = []
+    for section, value in info.items():
+        srcs = [f"{src['path']} (" + (f"folds {src['folds']}" if src["folds"] is not None else
+                                      f"all folds but {src['held_out']}" if src["held_out"]
+                                      else "all folds") + ")"
+                for src in _sources(value)]
+        clips = value.get("clips") if isinstance(value, dict) else None
+        parts.append(f"{section}: " + (", ".join(srcs) or "sources not named")
+                     + (f", {clips} clips" if clips is not None else ""))
+    return "; ".join(parts) or "not recorded"
+
+
 def training_overlap(manifest: dict[str, Any], data: Path, fold: int | None) -> str | None:
     """Why evaluating ``data`` (``fold``) is not held-out for this model, or None."""
     target = Path(data).resolve()
@@ -331,7 +345,7 @@ def markdown(report: dict[str, Any]) -> str:
     if bad:
         lines += ["", f"Unreadable files ({len(bad)}, not counted): "
                       + "; ".join(f["error"] for f in bad[:10])]
-    lines += ["", f"Trained on (manifest): {report['trained_on'] or 'not recorded'}", ""]
+    lines += ["", f"Trained on (manifest): {trained_text(report['trained_on'])}.", ""]
     return "\n".join(lines)
 
 
