@@ -215,3 +215,64 @@ def test_mn04_on_real_ambiences_and_held_out_fold(mn04_weights: Path, esc10_dir:
     assert d["recall_after"] <= d["recall_before"]
     ev = evaluate_openworld(model, [openworld], tmp_path / "eval", fold=3)
     assert ev["danger_recall"] == pytest.approx(d["recall_after"])
+
+
+def build_tiny_class_model(out: Path) -> Path:
+    """The tiny model with two named classes on its log energy e: ``alarm`` =
+    sigmoid(2 (e + 5)) (any loud sound) and ``bang`` = sigmoid(e + 1) (only very loud ones)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_runtime.manifest import file_entry, write_json_atomic
+    from tests.runtime_model import _save
+
+    build_tiny_model(out)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["embedding", "w", "b"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["class_scores"])],
+        "tiny_classes",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("class_scores", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.array([[2.0, 1.0]], np.float32), "w"),
+         numpy_helper.from_array(np.array([10.0, 1.0], np.float32), "b")])
+    _save(graph, out / "classifier.onnx")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
+    manifest["streaming"]["chunk_decisions"] = False
+    manifest["classes"] = {"names": ["alarm", "bang"], "output": "class_scores",
+                           "thresholds": [0.5, 0.5], "evidence": ["trained"],
+                           "level_gate_dbfs": -120.0}
+    write_json_atomic(out / "manifest.json", manifest)
+    return out
+
+
+def test_class_model_calibration_and_evaluation_through_the_daemon(
+        tmp_path: Path, ambience: Path, danger: Path) -> None:
+    """With the runtime's named classes: per-class thresholds written to ``classes``, the
+    daemon then within budget, and events carrying the right ``class``."""
+    import dataclasses
+
+    from edge_runtime.detector import WindowScore
+
+    if "class_scores" not in {f.name for f in dataclasses.fields(WindowScore)}:
+        pytest.skip("this runtime has no named danger classes yet (WindowScore.class_scores)")
+    from training.openworld_eval import evaluate_openworld
+
+    model = build_tiny_class_model(tmp_path / "classes")
+    home = ambience / "home"
+    assert len(daemon_events(model, home)) == 3
+    report = calibrate(model, [ambience], budget_per_hour=0.5, danger=danger, fold=1)
+    assert report["class_model"] and report["false_events_after"] == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    alarm, bang = manifest["classes"]["thresholds"]
+    assert 0.99 < alarm < 1.0 and bang == 0.5  # bang never fired on the ambience
+    assert manifest["classes"]["calibration"]["thresholds_after"] == {"alarm": alarm,
+                                                                      "bang": bang}
+    assert daemon_events(model, home) == []
+    assert report["danger"]["recall_before"] == 1.0 and report["danger"]["recall_after"] == 0.5
+    ev = evaluate_openworld(model, [danger], tmp_path / "eval", fold=1)
+    assert ev["classes"] == ["alarm", "bang"]
+    assert ev["danger_recall"] == 0.5
+    conf = ev["confusion"]
+    assert conf["expected_class"] == {"alarm": "alarm"}
+    assert conf["class_correct_rate"] == 1.0
+    assert (tmp_path / "eval" / "openworld_eval.png").is_file()
