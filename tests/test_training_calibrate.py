@@ -241,6 +241,7 @@ def build_tiny_class_model(out: Path) -> Path:
     manifest["classes"] = {"names": ["alarm", "bang"], "output": "class_scores",
                            "thresholds": [0.5, 0.5], "evidence": ["trained"],
                            "level_gate_dbfs": -120.0}
+    manifest["classes"]["calibration"] = {"method": "set by the build"}
     write_json_atomic(out / "manifest.json", manifest)
     return out
 
@@ -265,8 +266,9 @@ def test_class_model_calibration_and_evaluation_through_the_daemon(
     manifest = json.loads((model / "manifest.json").read_text())
     alarm, bang = manifest["classes"]["thresholds"]
     assert 0.99 < alarm < 1.0 and bang == 0.5  # bang never fired on the ambience
-    assert manifest["classes"]["calibration"]["thresholds_after"] == {"alarm": alarm,
-                                                                      "bang": bang}
+    cal = manifest["classes"]["calibration"]
+    assert cal["thresholds_after"] == {"alarm": alarm, "bang": bang}
+    assert cal["from_build"] == {"method": "set by the build"}  # kept, not lost
     assert daemon_events(model, home) == []
     assert report["danger"]["recall_before"] == 1.0 and report["danger"]["recall_after"] == 0.5
     ev = evaluate_openworld(model, [danger], tmp_path / "eval", fold=1)

@@ -152,6 +152,15 @@ def test_training_overlap_reads_extra_folders_and_folds(tmp_path: Path) -> None:
     assert training_overlap(manifest, extra, None)
     assert training_overlap(manifest, other, None) is None
     assert training_overlap({}, esc, None) is None
+    # edge-train build --extra records folder names and the held-out folds of the extras
+    named = {"classes": {}, "classifier": {"trained_on": {
+        "data": "esc", "extras": ["ow"], "held_out_folds": ["3", "none"]}}}
+    assert training_overlap(named, extra, 3) is None
+    assert training_overlap(named, extra, 1)
+    assert training_overlap(named, esc, 3)  # the ESC-50 data trained on every fold
+    assert training_overlap(named, other, 3) is None
+    fold_model = {"classifier": {"trained_on": {"data": str(esc), "held_out_fold": 2}}}
+    assert training_overlap(fold_model, esc, 2) is None and training_overlap(fold_model, esc, 1)
 
 
 def test_labelled_layouts(tmp_path: Path) -> None:

@@ -245,6 +245,11 @@ def write_thresholds(model_dir: Path, rule: Rule, t: np.ndarray,
     else:
         section = manifest.setdefault("classifier", {})
         section["threshold"] = float(t[0])
+    earlier = section.get("calibration")
+    if isinstance(earlier, dict):  # keep what the build recorded about its own thresholds
+        kept = earlier.get("from_build") if "budget_per_hour" in earlier else earlier
+        if kept is not None:
+            record = {**record, "from_build": kept}
     section["calibration"] = clean_json(record)
     write_json_atomic(path, manifest)
 

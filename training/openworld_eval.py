@@ -44,29 +44,53 @@ NO_EVENT = "(none)"
 
 # --- what the model trained on --------------------------------------------------------------
 
+def _fold_names(folds: Any) -> list[str]:
+    """Folds as strings (``3``; ``none`` = the rows without a fold)."""
+    if folds is None or isinstance(folds, str | int):
+        folds = [] if folds is None else [folds]
+    return [str(int(f)) if isinstance(f, int | float) or str(f).isdigit() else str(f)
+            for f in folds]
+
+
 def _sources(value: Any) -> list[dict[str, Any]]:
-    """Training sources named in a ``trained_on`` value: ``{"path", "folds", "held_out"}``."""
+    """Training sources named in a ``trained_on`` value: ``{"path", "folds", "held_out"}``.
+
+    ``folds``: the only folds trained on (None: all); ``held_out``: folds left out. A record
+    with ``extras`` holds its ``held_out_folds`` out of the extras (``edge-train build
+    --extra``); ``held_out_fold`` (a stream-eval fold model) is its own data's fold.
+    """
     if isinstance(value, str | Path):
         return [{"path": str(value), "folds": None, "held_out": []}]
     if isinstance(value, list):
         return [s for v in value for s in _sources(v)]
     if not isinstance(value, dict):
         return []
-    out = []
     path = next((value[k] for k in ("data", "path", "dir") if isinstance(value.get(k), str)),
                 None)
+    extras = [s for key in ("extra", "extras", "sources") for s in _sources(value.get(key))]
+    held = _fold_names(value.get("held_out_folds") or value.get("excluded_folds"))
+    own = _fold_names(value.get("held_out_fold")) + ([] if extras else held)
     folds = value.get("folds")
-    held = value.get("held_out_folds") or value.get("excluded_folds") or []
-    if value.get("held_out_fold") is not None:
-        held = [*held, value["held_out_fold"]]
+    out = []
     if path is not None:
-        out.append({"path": path, "folds": folds, "held_out": [int(f) for f in held]})
-    for key in ("extra", "extras", "sources"):
-        for s in _sources(value.get(key)):
-            if s["folds"] is None and not s["held_out"]:
-                s["held_out"] = [int(f) for f in held]
-            out.append(s)
+        out.append({"path": path, "folds": None if folds is None else _fold_names(folds),
+                    "held_out": own})
+    for s in extras:
+        if s["folds"] is None and not s["held_out"]:
+            s["held_out"] = held
+        out.append(s)
     return out
+
+
+def _same_folder(recorded: str, data: Path) -> bool:
+    """A recorded training folder is ``data``: same resolved path, or, when only a folder
+    name was recorded, the same name."""
+    rec = Path(recorded)
+    try:
+        return rec.resolve() == data.resolve() if rec.is_absolute() else rec.name == \
+            data.resolve().name
+    except (OSError, ValueError):
+        return False
 
 
 def trained_on(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -95,21 +119,16 @@ def trained_text(info: dict[str, Any]) -> str:
 
 def training_overlap(manifest: dict[str, Any], data: Path, fold: int | None) -> str | None:
     """Why evaluating ``data`` (``fold``) is not held-out for this model, or None."""
-    target = Path(data).resolve()
     for source in _sources(list(trained_on(manifest).values())):
-        try:
-            same = Path(source["path"]).resolve() == target
-        except (OSError, ValueError):
-            same = False
-        if not same:
+        if not _same_folder(source["path"], Path(data)):
             continue
-        if fold is not None and fold in source["held_out"]:
+        if fold is not None and str(fold) in source["held_out"]:
             continue
-        if fold is not None and source["folds"] is not None and fold not in source["folds"]:
+        if fold is not None and source["folds"] is not None and str(fold) not in source["folds"]:
             continue
         where = "all folds" if fold is None else f"fold {fold}"
-        return (f"the manifest says this model trained on {data} and {where} of it is "
-                "evaluated: these numbers are not held-out")
+        return (f"the manifest says this model trained on {source['path']} and {where} of "
+                f"{data} is evaluated: these numbers are not held-out")
     return None
 
 
