@@ -63,15 +63,16 @@ def danger(tmp_path: Path) -> Path:
 
 
 def daemon_events(model: Path, folder: Path) -> list[dict]:
-    """``edge-detect --input DIR --once --events`` on every audio file under ``folder``."""
+    """``edge-detect --input DIR --once --events`` on every audio file under ``folder``: the
+    finished events (one ``end`` line each)."""
     events = folder.parent / f"{folder.name}.events.jsonl"
     events.unlink(missing_ok=True)
     done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(model),
                            "--input", str(folder), "--once", "--settle", "0", "--events",
                            str(events), "-q"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in events.read_text().splitlines()] if events.exists() \
-        else []
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [r for r in map(json.loads, lines) if r["state"] == "end"]
 
 
 def test_budget_holds_on_the_daemon_after_calibration(tiny_model: Path, ambience: Path,
@@ -242,6 +243,8 @@ def build_tiny_class_model(out: Path) -> Path:
                            "thresholds": [0.5, 0.5], "evidence": ["trained"],
                            "level_gate_dbfs": -120.0}
     manifest["classes"]["calibration"] = {"method": "set by the build"}
+    manifest["classifier"]["mapping"] = {"classes": {"alarm": {"categories": ["alarm"]},
+                                                     "bang": {"categories": ["bang"]}}}
     write_json_atomic(out / "manifest.json", manifest)
     return out
 

@@ -104,9 +104,10 @@ def test_flagged_files_are_exactly_those_edge_detect_reports(tiny_model: Path, l
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     daemon: dict[str, int] = {}
-    for line in events.read_text().splitlines():
-        name = Path(json.loads(line)["source"]).name
-        daemon[name] = daemon.get(name, 0) + 1
+    for record in map(json.loads, events.read_text().splitlines()):
+        if record["state"] == "end":
+            name = Path(record["source"]).name
+            daemon[name] = daemon.get(name, 0) + 1
     ours = {Path(f["file"]).name: f["events"] for f in report["per_file"] if f["events"]}
     assert ours == daemon
     assert len(report["per_file"]) == 5  # no --fold: both folds
@@ -199,8 +200,12 @@ def test_confusion_counts_event_classes_per_category() -> None:
             run("gun_shot", "danger"),
             run("dog_bark", "danger", ("siren", 0.7)),
             run("street_music", "safe", ("siren", 0.9))]
-    expected = expected_classes(["gun_shot", "dog_bark", "crying_baby"], {"names": names})
-    assert expected == {"gun_shot": "gunshot", "dog_bark": "dog_bark"}
+    mapping = {"classes": {"gunshot": {"categories": ["gun_shot"]},
+                           "dog_bark": {"categories": ["dog", "dog_bark"]},
+                           "baby_cry": {"categories": ["crying_baby"]}}}
+    manifest = {"classes": {"names": names}, "classifier": {"mapping": mapping}}
+    expected = expected_classes(["gun_shot", "dog_bark", "crying_baby"], manifest)
+    assert expected == {"gun_shot": "gunshot", "dog_bark": "dog_bark"}  # no baby_cry class
     conf = summarise(runs, names, expected)["confusion"]
     matrix = dict(zip(conf["rows"], conf["matrix"], strict=True))
     assert conf["columns"] == [*names, "(none)"]
@@ -209,9 +214,9 @@ def test_confusion_counts_event_classes_per_category() -> None:
     assert matrix["street_music"] == [0, 0, 1, 0]
     assert conf["flagged_danger_with_expected_class"] == 3
     assert conf["class_correct_rate"] == pytest.approx(2 / 3)
-    table = {"gunshot": ["gun_shot"], "siren": ["dog_bark"]}
-    assert expected_classes(["gun_shot", "dog_bark"], {"names": names, "categories": table}) == \
-        {"gun_shot": "gunshot", "dog_bark": "siren"}
+    # without a mapping in the manifest: the packaged default mapping's class table
+    assert expected_classes(["gun_shot", "dog_bark", "siren"], {"classes": {"names": names}}) \
+        == {"gun_shot": "gunshot", "dog_bark": "dog_bark", "siren": "siren"}
 
 
 def test_openworld_fold_through_the_daemon(tiny_model: Path, tmp_path: Path) -> None:
@@ -228,8 +233,13 @@ def test_openworld_fold_through_the_daemon(tiny_model: Path, tmp_path: Path) -> 
 
 
 def test_esc50_layout_uses_the_default_mapping() -> None:
+    from training.mapping import default_mapping
+
     root = shared_path("esc10")
+    mapping = default_mapping()
     clips = read_labelled(root, fold=1)
-    assert {c.category for c in clips} == {"dog", "crying_baby", "chainsaw", "rain",
-                                           "sea_waves", "clock_tick"}
-    assert sum(c.label == "danger" for c in clips) == 24 == sum(c.label == "safe" for c in clips)
+    assert {c.fold for c in clips} == {1}
+    assert all(c.label == ("danger" if mapping.label(c.category) else "safe") for c in clips)
+    by_category = {c.category: c.label for c in clips}
+    assert by_category["dog"] == "danger" and by_category["rain"] == "safe"
+    assert len(clips) == 8 * len(by_category)  # ESC-10: 8 clips per category and fold

@@ -20,7 +20,6 @@ Writes ``openworld_eval.json``, ``.md`` and ``.png`` (each atomically) into ``--
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -134,28 +133,21 @@ def training_overlap(manifest: dict[str, Any], data: Path, fold: int | None) -> 
 
 # --- expected class of a category -----------------------------------------------------------
 
-def _tokens(name: str) -> set[str]:
-    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    stems = {re.sub(r"(ing|s)$", "", w) or w for w in words}
-    return stems | {"".join(words)}
+def expected_classes(categories: list[str], manifest: dict[str, Any]) -> dict[str, str]:
+    """Category → the class it should be reported as: the class whose training ``categories``
+    list it, from the model's own mapping (manifest ``classifier.mapping.classes``), else the
+    packaged default mapping; only classes the model has; categories of no class left out."""
+    names = set((manifest.get("classes") or {}).get("names") or [])
+    table = ((manifest.get("classifier") or {}).get("mapping") or {}).get("classes")
+    if not isinstance(table, dict):
+        from training.mapping import default_mapping
 
-
-def expected_classes(categories: list[str], classes: dict[str, Any]) -> dict[str, str]:
-    """Category → the class name it should be reported as, where that is known.
-
-    From the manifest's ``classes.categories`` (class → category list) when present, else by
-    name (shared word: ``gun_shot`` ~ ``gunshot``, ``glass_breaking`` ~ ``glass_break``,
-    ``dog`` ~ ``dog_bark``); a category matching no class or several is left out.
-    """
-    names = list(classes.get("names") or [])
-    table = classes.get("categories")
-    if isinstance(table, dict):
-        return {c: k for k, cats in table.items() for c in cats if c in categories}
+        table = {c.name: {"categories": list(c.categories)} for c in default_mapping().classes}
     out = {}
-    for category in categories:
-        hits = [k for k in names if _tokens(k) & _tokens(category)]
-        if len(hits) == 1:
-            out[category] = hits[0]
+    for name, spec in table.items():
+        for category in (spec or {}).get("categories", []):
+            if category in categories and name in names:
+                out.setdefault(category, name)
     return out
 
 
@@ -278,7 +270,7 @@ def evaluate_openworld(model_dir: str | Path, data: list[str | Path],
     classes = manifest.get("classes") or {}
     class_names = list(classes["names"]) if classes.get("names") else None
     expected = (expected_classes(sorted({c.category for c in clips if c.label == "danger"}),
-                                 classes) if class_names else {})
+                                 manifest) if class_names else {})
     report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_dir": str(model_dir.resolve()), "model_sha256": detector.model_id,

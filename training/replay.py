@@ -13,6 +13,7 @@ so event rules can be re-simulated at other thresholds without running ONNX agai
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,15 +34,18 @@ log = logging.getLogger(__name__)
 
 
 def cli_event_config(threshold: float) -> EventConfig:
-    """Event rules at ``threshold`` with the ``edge-detect`` command's own option defaults."""
+    """Event rules at ``threshold`` with the ``edge-detect`` command's own option defaults
+    (``--hysteresis``, ``--min-duration``, ``--cooldown``, …: each ``EventConfig`` field whose
+    name, less a ``_s`` suffix, is an option of the command)."""
     from edge_runtime.cli import command
 
     defaults = {p.name: p.default for p in command.params}
-    base = EventConfig()
-    return EventConfig(threshold=float(threshold),
-                       hysteresis=float(defaults.get("hysteresis", base.hysteresis)),
-                       min_duration_s=float(defaults.get("min_duration", base.min_duration_s)),
-                       cooldown_s=float(defaults.get("cooldown", base.cooldown_s)))
+    values = {}
+    for f in dataclasses.fields(EventConfig):
+        name = f.name.removesuffix("_s")
+        if f.name not in ("threshold", "off_threshold") and defaults.get(name) is not None:
+            values[f.name] = float(defaults[name])
+    return EventConfig(threshold=float(threshold), **values)
 
 
 def open_detector(model_dir: str | Path, threads: int | None = None) -> RecordingDetector:
@@ -114,16 +118,23 @@ class RecordingDetector(Detector):
 
 
 class CollectingSink:
-    """A sink that keeps each finished event's JSON record (what ``--events`` would write)."""
+    """A sink that keeps each finished event's JSON record (the ``state: end`` line that
+    ``--events`` writes)."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    def started(self, event: Any, stream: Any) -> None:
+    def on_start(self, record: Any) -> None:
         pass
 
-    def finished(self, event: Any, stream: Any, record: dict[str, Any]) -> None:
-        self.records.append(dict(record))
+    def on_update(self, record: Any) -> None:
+        pass
+
+    def on_end(self, record: Any) -> None:
+        self.records.append(record.to_dict())
+
+    def close(self) -> None:
+        pass
 
 
 def _trace(rows: list[tuple[float, float, float, Any]], seconds: float) -> Trace:
