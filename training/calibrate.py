@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.classes import normalise
 from edge_runtime.manifest import MANIFEST_NAME, load_manifest, write_json_atomic
 from training.build import WORKBENCH, clean_json, save_report
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
@@ -51,17 +52,6 @@ STEM = "calibration"
 CEILING = 0.999999
 QUANTILES = 101
 TOP_SCORES = 200
-
-
-def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Raw class scores → decision scale where each class's threshold maps to 0.5.
-
-    n(s, t) = 0.5 s / t below t, 0.5 + 0.5 (s - t) / (1 - t) from t up (the runtime's rule),
-    scores clipped to [0, 1].
-    """
-    s = np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
-    t = np.asarray(thresholds, np.float64)
-    return np.where(s < t, 0.5 * s / t, 0.5 + 0.5 * (s - t) / (1.0 - t))
 
 
 def just_above(values: np.ndarray) -> np.ndarray:
