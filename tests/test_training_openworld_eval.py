@@ -243,3 +243,20 @@ def test_esc50_layout_uses_the_default_mapping() -> None:
     by_category = {c.category: c.label for c in clips}
     assert by_category["dog"] == "danger" and by_category["rain"] == "safe"
     assert len(clips) == 8 * len(by_category)  # ESC-10: 8 clips per category and fold
+
+
+def test_unreadable_file_is_named_and_not_counted(tiny_model: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    data = write_labelled(tmp_path / "data", [("alarm.wav", tone(5.0), "danger", "siren", ""),
+                                              ("quiet.wav", hiss(5.0), "safe", "rain", "")])
+    (data / "audio" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    with open(data / "labels.csv", "a", encoding="utf-8") as handle:
+        handle.write("broken.wav,danger,siren,,test\n")
+    report = evaluate_openworld(tiny_model, [data], tmp_path / "r")
+    assert report["unreadable"] == 1 and report["clips"] == {"danger": 1, "safe": 1}
+    assert report["danger_recall"] == 1.0  # the broken file is not a miss
+    (bad,) = [f for f in report["per_file"] if f["error"]]
+    assert bad["file"] == "audio/broken.wav" and "broken.wav" in bad["error"]
+    assert "Unreadable files (1, not counted)" in report["markdown"]
+    assert sum("broken.wav" in r.getMessage() for r in caplog.records
+               if r.levelname == "ERROR") == 1
