@@ -86,6 +86,15 @@ class Replayed:
     values: np.ndarray
     gated: np.ndarray
 
+    @property
+    def peak(self) -> np.ndarray:
+        """Highest value per column over the windows that can decide (-inf: none)."""
+        if not hasattr(self, "_peak"):
+            live = self.values[~self.gated]
+            self._peak = live.max(axis=0) if live.size else np.full(self.values.shape[1],
+                                                                    -np.inf)
+        return self._peak
+
 
 class Rule:
     """How thresholds turn a file's cached windows into events (binary or class model)."""
@@ -138,7 +147,13 @@ class Rule:
                only: int | None = None) -> list[int]:
         """Events per file at thresholds ``t``."""
         config = cli_event_config(self.event_threshold if self.is_class else float(t[0]))
-        return [count_events(r.run.trace, self.decisions(r, t, only), config, hop_s)
+        cols = slice(None) if only is None else slice(only, only + 1)
+        # a file whose scores all stay clearly below their thresholds has no event (for class
+        # models: the normalised decision stays below 0.5 ≤ the event threshold)
+        quiet_below = t[cols] - 1e-6 if (not self.is_class or self.event_threshold >= 0.5) \
+            else np.full(t[cols].shape, -np.inf)
+        return [0 if np.all(r.peak[cols] < quiet_below) else
+                count_events(r.run.trace, self.decisions(r, t, only), config, hop_s)
                 for r in files]
 
 
