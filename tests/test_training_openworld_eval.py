@@ -214,6 +214,7 @@ def test_confusion_counts_event_classes_per_category() -> None:
     assert matrix["street_music"] == [0, 0, 1, 0]
     assert conf["flagged_danger_with_expected_class"] == 3
     assert conf["class_correct_rate"] == pytest.approx(2 / 3)
+    assert conf["all_events_class_correct_rate"] == pytest.approx(1 / 3)  # one had a siren too
     # without a mapping in the manifest: the packaged default mapping's class table
     assert expected_classes(["gun_shot", "dog_bark", "siren"], {"classes": {"names": names}}) \
         == {"gun_shot": "gunshot", "dog_bark": "dog_bark", "siren": "siren"}

@@ -223,7 +223,7 @@ def confusion(runs: list[FileRun], class_names: list[str],
     """True category × class of the file's strongest event (``(none)``: no event)."""
     columns = [*class_names, NO_EVENT]
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    right = judged = 0
+    right = all_right = judged = 0
     for r in runs:
         row = file_row(r)
         got = row["class"] if r.flagged else NO_EVENT
@@ -234,12 +234,14 @@ def confusion(runs: list[FileRun], class_names: list[str],
         if r.clip.label == "danger" and r.flagged and r.clip.category in expected:
             judged += 1
             right += int(got == expected[r.clip.category])
+            all_right += int(all(c == expected[r.clip.category] for c in row["classes"]))
     rows = sorted(counts)
     return {"columns": columns, "rows": rows,
             "matrix": [[counts[c][k] for k in columns] for c in rows],
             "expected_class": expected,
             "flagged_danger_with_expected_class": judged,
-            "class_correct_rate": _rate(right, judged)}
+            "class_correct_rate": _rate(right, judged),
+            "all_events_class_correct_rate": _rate(all_right, judged)}
 
 
 def evaluate_openworld(model_dir: str | Path, data: list[str | Path],
@@ -342,8 +344,9 @@ def markdown(report: dict[str, Any]) -> str:
                   "|---" * (len(conf["columns"]) + 1) + "|"]
         for cat, counts in zip(conf["rows"], conf["matrix"], strict=True):
             lines.append(f"| {cat} | " + " | ".join(str(v) for v in counts) + " |")
-        lines += ["", f"Flagged danger clips whose event class is the expected one: "
-                      f"{_fmt(conf['class_correct_rate'])} of "
+        lines += ["", f"Flagged danger clips whose strongest event has the expected class: "
+                      f"{_fmt(conf['class_correct_rate'])}, all of whose events have it: "
+                      f"{_fmt(conf['all_events_class_correct_rate'])}, of "
                       f"{conf['flagged_danger_with_expected_class']} (expected class: "
                       + ", ".join(f"{k} → {v}" for k, v in conf["expected_class"].items())
                       + ")."]
