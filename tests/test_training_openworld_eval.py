@@ -21,11 +21,13 @@ import soundfile as sf
 from edge_runtime.manifest import write_json_atomic
 from tests.helpers import shared_path
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
-from training.labelled import read_labelled, read_safe_audio
+from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import (
     evaluate_openworld,
     expected_classes,
+    overlap_warning,
     summarise,
+    trained_clips,
     training_overlap,
 )
 from training.replay import FileRun
@@ -129,11 +131,11 @@ def test_cli_warns_when_the_model_trained_on_the_evaluated_fold(tiny_model: Path
     seen = subprocess.run([*base, "--fold", "1"], capture_output=True, text=True, timeout=300)
     assert seen.returncode == 0, seen.stderr
     warning = [ln for ln in seen.stderr.splitlines() if "not held-out" in ln]
-    assert len(warning) == 1 and "fold 1" in warning[0]
+    assert len(warning) == 1 and "fold 1: 4 of 4 files" in warning[0]
     assert "| danger recall |" in seen.stdout
     report = json.loads((tmp_path / "out" / "openworld_eval.json").read_text())
     assert report["trained_on"]["classifier"]["data"] == str(labelled)
-    assert report["evaluated"][0]["overlaps_training"] is True
+    assert report["evaluated"][0]["training_clips"] == 4
     held = subprocess.run([*base, "--fold", "2"], capture_output=True, text=True, timeout=300)
     assert held.returncode == 0, held.stderr
     assert "not held-out" not in held.stderr
@@ -162,6 +164,18 @@ def test_training_overlap_reads_extra_folders_and_folds(tmp_path: Path) -> None:
     assert training_overlap(named, other, 3) is None
     fold_model = {"classifier": {"trained_on": {"data": str(esc), "held_out_fold": 2}}}
     assert training_overlap(fold_model, esc, 2) is None and training_overlap(fold_model, esc, 1)
+    # per file, links followed: a folder of links into a training folder is training data
+    (extra / "audio").mkdir(parents=True)
+    links = tmp_path / "links"
+    links.mkdir()
+    clips = []
+    for name, fold in (("a.wav", 3), ("b.wav", 1), ("c.wav", None)):
+        (extra / "audio" / name).write_bytes(b"x")
+        (links / name).symlink_to(extra / "audio" / name)
+        clips.append(LabelledClip(links / name, "safe", "rain", fold, links))
+    assert [c.path.name for c in trained_clips(named, clips)] == ["b.wav"]
+    assert overlap_warning(named, clips, "ambience").startswith("ambience: 1 of 3 files")
+    assert overlap_warning(named, clips[:1], "x") is None
 
 
 def test_labelled_layouts(tmp_path: Path) -> None:
@@ -188,8 +202,6 @@ def test_labelled_layouts(tmp_path: Path) -> None:
 
 def test_confusion_counts_event_classes_per_category() -> None:
     """Class models (manifest ``classes``): true category × class of the strongest event."""
-    from training.labelled import LabelledClip
-
     def run(category: str, label: str, *classes: tuple[str, float]) -> FileRun:
         clip = LabelledClip(Path(f"/x/{category}.wav"), label, category, None, Path("/x"))
         return FileRun(clip, 4.0, [{"class": c, "peak_probability": p} for c, p in classes])

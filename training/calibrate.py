@@ -43,7 +43,7 @@ from edge_runtime.classes import normalise
 from edge_runtime.manifest import MANIFEST_NAME, load_manifest, write_json_atomic
 from training.build import WORKBENCH, clean_json, save_report
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
-from training.openworld_eval import training_overlap
+from training.openworld_eval import overlap_warning
 from training.replay import FileRun, cli_event_config, count_events, open_detector, replay
 
 log = logging.getLogger(__name__)
@@ -275,21 +275,23 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
     warnings = []
     amb_clips: list[LabelledClip] = []
     for folder in map(Path, ambience):
-        amb_clips += read_safe_audio(folder)
-        overlap = training_overlap(manifest, folder, None)
-        if overlap:
+        found = read_safe_audio(folder)
+        amb_clips += found
+        overlap = overlap_warning(manifest, found, f"ambience {folder}")
+        if overlap:  # calibrating on training audio promises too little false alarms
             warnings.append(overlap)
-            log.warning("ambience: %s", overlap)
+            log.warning("%s", overlap)
     danger_clips = []
     if danger is not None:
         danger_clips = [c for c in read_labelled(danger, fold) if c.label == "danger"]
         if not danger_clips:
             raise ValueError(f"{danger}: no danger clips" +
                              (f" in fold {fold}" if fold is not None else ""))
-        overlap = training_overlap(manifest, Path(danger), fold)
+        overlap = overlap_warning(manifest, danger_clips, f"danger {danger}" +
+                                  (f" fold {fold}" if fold is not None else ""))
         if overlap:
             warnings.append(overlap)
-            log.warning("danger: %s", overlap)
+            log.warning("%s", overlap)
 
     detector = open_detector(model_dir, threads)
     rule = Rule(manifest, detector.threshold)

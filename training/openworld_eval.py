@@ -116,8 +116,10 @@ def trained_text(info: dict[str, Any]) -> str:
     return "; ".join(parts) or "not recorded"
 
 
-def training_overlap(manifest: dict[str, Any], data: Path, fold: int | None) -> str | None:
-    """Why evaluating ``data`` (``fold``) is not held-out for this model, or None."""
+def training_overlap(manifest: dict[str, Any], data: Path,
+                     fold: int | str | None) -> str | None:
+    """Why evaluating ``data`` (``fold``; None: every fold, ``"none"``: the rows without a
+    fold) is not held-out for this model, or None."""
     for source in _sources(list(trained_on(manifest).values())):
         if not _same_folder(source["path"], Path(data)):
             continue
@@ -129,6 +131,32 @@ def training_overlap(manifest: dict[str, Any], data: Path, fold: int | None) -> 
         return (f"the manifest says this model trained on {source['path']} and {where} of "
                 f"{data} is evaluated: these numbers are not held-out")
     return None
+
+
+def trained_clips(manifest: dict[str, Any], clips: list[LabelledClip]) -> list[LabelledClip]:
+    """The clips the model trained on, per the manifest: the clip's folder, or the folder its
+    file really lives in (links followed), is a training source and its fold was not held out."""
+    if not trained_on(manifest):
+        return []
+    out = []
+    for clip in clips:
+        real = clip.path.resolve()
+        fold = "none" if clip.fold is None else clip.fold
+        if any(training_overlap(manifest, folder, fold)
+               for folder in dict.fromkeys((clip.data, real.parent, real.parent.parent))):
+            out.append(clip)
+    return out
+
+
+def overlap_warning(manifest: dict[str, Any], clips: list[LabelledClip],
+                    what: str) -> str | None:
+    """One line when some of ``clips`` were training clips, else None."""
+    seen = trained_clips(manifest, clips)
+    if not seen:
+        return None
+    return (f"{what}: {len(seen)} of {len(clips)} files (e.g. {seen[0].path}) are training "
+            f"data of this model per its manifest ({trained_text(trained_on(manifest))}): "
+            "numbers on them are not held-out")
 
 
 # --- expected class of a category -----------------------------------------------------------
@@ -259,12 +287,14 @@ def evaluate_openworld(model_dir: str | Path, data: list[str | Path],
     for folder in map(Path, data):
         found = read_labelled(folder, fold)
         clips += found
-        overlap = training_overlap(manifest, folder, fold)
+        where = f"{folder}" + (f" fold {fold}" if fold is not None else "")
+        overlap = overlap_warning(manifest, found, where)
         if overlap:
             log.warning("%s", overlap)
             warnings.append(overlap)
         evaluated.append({"data": str(folder.resolve()), "layout": layout(folder),
-                          "fold": fold, "clips": len(found), "overlaps_training": bool(overlap)})
+                          "fold": fold, "clips": len(found),
+                          "training_clips": len(trained_clips(manifest, found))})
 
     detector = open_detector(model_dir, threads)
     config = cli_event_config(detector.threshold)
