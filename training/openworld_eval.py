@@ -186,6 +186,7 @@ def _rate(k: int, n: int) -> float | None:
 
 
 def file_row(run: FileRun) -> dict[str, Any]:
+    """One file's line in the report: its truth, events, and the strongest event's class."""
     classes = [e.get("class") for e in run.events]
     top = max(run.events, key=lambda e: e.get("peak_probability", 0.0)) if run.events else None
     return {"file": run.clip.name, "data": str(run.clip.data), "category": run.clip.category,
@@ -238,7 +239,9 @@ def summarise(runs: list[FileRun], class_names: list[str] | None,
         "per_category": categories,
         "long_files": [{"file": r.clip.name, "category": r.clip.category,
                         "label": r.clip.label, "seconds": round(r.seconds, 1),
-                        "events": len(r.events)}
+                        "events": len(r.events),
+                        "classes": dict(Counter(str(e.get("class", "danger"))
+                                                for e in r.events))}
                        for r in ok if r.seconds >= LONG_S],
     }
     if class_names is not None:
@@ -382,9 +385,11 @@ def markdown(report: dict[str, Any]) -> str:
                       + ")."]
     if report["long_files"]:
         lines += ["", f"Files of at least {LONG_S:.0f} s:", "",
-                  "| file | category | label | seconds | events |", "|---|---|---|---|---|"]
+                  "| file | category | label | seconds | events | by class |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {f['file']} | {f['category']} | {f['label']} | {f['seconds']} | "
-                  f"{f['events']} |" for f in report["long_files"]]
+                  f"{f['events']} | " + ", ".join(f"{k} {v}" for k, v in f["classes"].items())
+                  + " |" for f in report["long_files"]]
     bad = [f for f in report["per_file"] if f["error"]]
     if bad:
         lines += ["", f"Unreadable files ({len(bad)}, not counted): "
