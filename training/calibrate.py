@@ -400,7 +400,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"Calibration ({kind} model) on {report['ambience_files']} safe file(s), "
              f"{report['ambience_seconds'] / 60:.1f} min; budget {report['budget_per_hour']} "
              f"false events/hour; {report['status']}.", ""]
-    lines += [f"**Warning:** {w}" for w in report["warnings"]]
+    lines += [f"**Warning:** {w}\n" for w in report["warnings"]]
     lines += ["| class | threshold before | after | events alone (after) |", "|---|---|---|---|"]
     for row in report["per_class"]:
         lines.append(f"| {row['name']} | {row['before']:.4f} | {row['after']:.4f} | "
