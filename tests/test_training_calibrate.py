@@ -197,15 +197,13 @@ def test_mn04_on_real_ambiences_and_held_out_fold(mn04_weights: Path, esc10_dir:
     fold), the held-out UrbanSound8K fold 3 as danger: the daemon meets the budget after
     calibration, and ``edge-train evaluate`` measures the same recall calibrate reported."""
     from training.build import build
+    from training.mapping import binary_mapping
     from training.openworld_eval import evaluate_openworld
 
     openworld = shared_path("openworld")
     model = tmp_path / "model"
-    binary = tmp_path / "binary.toml"  # two lists, no classes: the seed's binary model
-    binary.write_text('danger = ["dog", "crying_baby", "chainsaw"]\n'
-                      'safe = ["rain", "sea_waves", "clock_tick"]\n')
-    build(esc10_dir, model, str(mn04_weights), mapping=binary, per_fold_limit=2,
-          measure_offline=False)
+    build(esc10_dir, model, str(mn04_weights), mapping=binary_mapping(), per_fold_limit=2,
+          measure_offline=False)  # two lists, no classes: the seed's binary model
     amb = tmp_path / "ambience"
     amb.mkdir()
     with open(openworld / "labels.csv", newline="", encoding="utf-8") as handle:
