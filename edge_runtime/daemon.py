@@ -120,7 +120,11 @@ class Runner:
         if stream.decoded.nonfinite:
             log.warning("%s: %d NaN/inf samples replaced by 0", stream.source,
                         stream.decoded.nonfinite)
-        if ok and stream.is_file:
+        if ok and stream.decoded.problem:  # one line: what went wrong and what was read
+            log.warning("%s: %s; %.1f s scored, peak p(danger) %.2f, %d event(s)",
+                        stream.source, stream.decoded.problem, scorer.seconds, peak,
+                        self.stats.events - events_before)
+        elif ok and stream.is_file:
             log.info("%s: %.1f s, peak p(danger) %.2f, %d event(s)", stream.source,
                      scorer.seconds, peak, self.stats.events - events_before)
         return ok
