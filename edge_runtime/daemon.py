@@ -120,7 +120,7 @@ class Runner:
         if stream.decoded.nonfinite:
             log.warning("%s: %d NaN/inf samples replaced by 0", stream.source,
                         stream.decoded.nonfinite)
-        if ok and stream.decoded.problem:  # one line: what went wrong and what was read
+        if ok and stream.is_file and stream.decoded.problem:  # one line: problem + what was read
             log.warning("%s: %s; %.1f s scored, peak p(danger) %.2f, %d event(s)",
                         stream.source, stream.decoded.problem, scorer.seconds, peak,
                         self.stats.events - events_before)

@@ -8,6 +8,7 @@ every such character into a visible escape (``\\xff``, ``\\n``, ``\\x1b``, ``\\u
 
 from __future__ import annotations
 
+import logging
 import os
 import unicodedata
 from typing import Any
@@ -33,3 +34,12 @@ def printable(value: Any) -> str:
         return text
     return "".join(_escape(ch) if (unicodedata.category(ch) in _UNSAFE_CATEGORIES
                                    and ch != " ") else ch for ch in text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """A log formatter whose message part can never span lines or carry terminal escapes
+    (a file name with a newline cannot forge a DANGER line); tracebacks are left as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
