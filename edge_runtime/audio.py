@@ -55,7 +55,8 @@ class Decoded:
 
 
 def _one_line(exc: BaseException) -> str:
-    return printable(" ".join(str(exc).split()) or type(exc).__name__)
+    text = getattr(exc, "error_string", None) or str(exc)  # libsndfile's, without the path
+    return printable(" ".join(text.split()) or type(exc).__name__)
 
 
 def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
@@ -66,8 +67,8 @@ def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
         st = path.stat()
     except FileNotFoundError:
         raise AudioError(f"{name}: no such file (or a broken link)") from None
-    except OSError as exc:
-        raise AudioError(f"{name}: cannot stat ({_one_line(exc)})") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a name too long, an I/O error
+        raise AudioError(f"{name}: cannot stat ({exc.strerror or _one_line(exc)})") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
         raise AudioError(f"{name}: not a regular file ({kind})")

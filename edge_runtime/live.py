@@ -41,12 +41,12 @@ class Health:
                 "reconnects": self.reconnects, "since": round(self.since, 3)}
 
 
-def flat_guard(stream: Stream, flat_s: float, sample_rate: int,
+def flat_guard(stream: Stream, blocks: Iterator[np.ndarray], flat_s: float, sample_rate: int,
                floor: float = 1e-5) -> Iterator[np.ndarray]:
-    """The stream's blocks, ending it when the signal stays flat for ``flat_s`` (0: never)."""
+    """``blocks``, ending the stream when its signal stays flat for ``flat_s`` (0: never)."""
     limit = int(flat_s * sample_rate)
     flat = 0
-    for block in stream.blocks:
+    for block in blocks:
         yield block
         if limit <= 0 or block.size == 0:
             continue
@@ -119,7 +119,7 @@ class Supervisor:
                 log.warning("%s: reopened (reconnect #%d)", self.name, self.health.reconnects)
             self._set("up")
             down_since, opened = None, time.monotonic()
-            stream.blocks = flat_guard(stream, self.flat_s, self.sample_rate)
+            stream.blocks = flat_guard(stream, stream.blocks, self.flat_s, self.sample_rate)
             self.run(stream)
             if self.stop.is_set():
                 break

@@ -53,7 +53,7 @@ def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
         raise SourceError("ffmpeg is not installed (apt-get install ffmpeg); it decodes "
                           "network sources")
     timeout_us = str(int(max(1.0, stall_s) * 1e6))
-    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "error"]
+    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "1000000"]
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("http", "https"):
         args += ["-rw_timeout", timeout_us, "-reconnect", "0"]
