@@ -26,6 +26,7 @@ from edge_runtime import audio as audio_io
 from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
 from edge_runtime.text import printable
 from edge_runtime.watch import FolderWatcher
+from tests import procmem
 from tests.bad_corpus import wav_header, write_corpus
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
@@ -72,24 +73,13 @@ def mn04_model(mn04_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def run_cli(*args: str, timeout: float = 300) -> tuple[int, str, int]:
-    """Run edge-detect; (exit status, stderr, peak RSS in KiB measured by the kernel)."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"edge-detect hung for {timeout} s: {args}")
-        time.sleep(0.1)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(10)
-    return proc.returncode, b"".join(err).decode("utf-8"), usage.ru_maxrss
+    """Run edge-detect; (exit status, stderr, its own peak RSS in KiB)."""
+    try:
+        res = subprocess.run(procmem.command(*args), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"edge-detect hung for {timeout} s: {args}")
+    err, peak = procmem.split(res.stderr.decode("utf-8"))
+    return res.returncode, err, peak
 
 
 def check_corpus_run(d: Path, kinds: dict[str, str], code: int, err: str) -> None:
