@@ -46,17 +46,22 @@ def flat_guard(stream: Stream, blocks: Iterator[np.ndarray], flat_s: float, samp
     """``blocks``, ending the stream when its signal stays flat for ``flat_s`` (0: never)."""
     limit = int(flat_s * sample_rate)
     flat = 0
-    for block in blocks:
-        yield block
-        if limit <= 0 or block.size == 0:
-            continue
-        if float(block.max() - block.min()) < floor:
-            flat += block.size
-            if flat >= limit:
-                stream.decoded.problem = f"signal flat for {flat_s:.0f} s"
-                return
-        else:
-            flat = 0
+    try:
+        for block in blocks:
+            yield block
+            if limit <= 0 or block.size == 0:
+                continue
+            if float(block.max() - block.min()) < floor:
+                flat += block.size
+                if flat >= limit:
+                    stream.decoded.problem = f"signal flat for {flat_s:.0f} s"
+                    return
+            else:
+                flat = 0
+    finally:  # release the device/connection now, not whenever the generator is collected
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
 
 
 class Supervisor:
@@ -119,8 +124,12 @@ class Supervisor:
                 log.warning("%s: reopened (reconnect #%d)", self.name, self.health.reconnects)
             self._set("up")
             down_since, opened = None, time.monotonic()
-            stream.blocks = flat_guard(stream, stream.blocks, self.flat_s, self.sample_rate)
-            self.run(stream)
+            guarded = flat_guard(stream, stream.blocks, self.flat_s, self.sample_rate)
+            stream.blocks = guarded
+            try:
+                self.run(stream)
+            finally:
+                guarded.close()
             if self.stop.is_set():
                 break
             if time.monotonic() - opened >= STABLE_S:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -129,6 +130,9 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
                 stream.close()
             except Exception as exc:  # a dead backend: nothing left to release
                 log.debug("%s: closing failed (%s)", name, exc)
+        if sys.is_finalizing():  # no new threads at interpreter exit
+            work()
+            return
         closer = threading.Thread(target=work, daemon=True, name="mic-close")
         closer.start()
         closer.join(timeout=5.0)
