@@ -48,8 +48,13 @@ def install_signals(stop: threading.Event) -> None:
                  signal.Signals(signum).name)
         stop.set()
 
+    def hangup(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP received: nothing to reopen (the events file is opened per event, "
+                 "so log rotation needs no signal); restart to reload the configuration")
+
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, hangup)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
