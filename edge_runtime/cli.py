@@ -102,6 +102,10 @@ def install_signals(stop: threading.Event) -> None:
               help="Append one JSON line per event (flushed and fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
+@click.option("--clips-max-mb", default=None, type=float,
+              help="Keep the clip folder under this many MB (oldest clips removed first).")
+@click.option("--clips-keep-days", default=None, type=float,
+              help="Remove clips older than this many days.")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -173,11 +177,20 @@ def run(opts: dict[str, Any]) -> int:
     lock = threading.Lock()
     shared = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
 
+    retention = None
+    if opts["save_clips"] and (opts["clips_max_mb"] is not None or opts["clips_keep_days"]):
+        from edge_runtime.retention import RetentionSink
+
+        retention = Serialised(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
+                                             opts["clips_keep_days"]), lock)
+
     def make_runner(_spec: Any) -> Runner:
         sinks, history = list(shared), None
         if opts["save_clips"]:
             history = AudioHistory(detector.sample_rate)
             sinks.append(ClipSink(opts["save_clips"], history))
+        if retention is not None:
+            sinks.append(retention)
         return Runner(detector, events, sinks, history=history, stop=stop)
 
     code, runners = serve_all(specs, make_runner, opts, stop)

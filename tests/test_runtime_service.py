@@ -93,3 +93,41 @@ def test_stale_temporary_clips_are_removed_at_start(tmp_path: Path) -> None:
     (tmp_path / "20240101T000000.000Z_a.flac").write_bytes(b"a finished clip")
     ClipSink(tmp_path, AudioHistory(SR))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20240101T000000.000Z_a.flac"]
+
+
+def test_clip_retention_by_age_then_size(tmp_path: Path) -> None:
+    import os
+
+    from edge_runtime.retention import prune
+
+    now = time.time()
+    for i, (days, kib) in enumerate([(10, 100), (5, 300), (3, 300), (1, 300), (0, 300)]):
+        path = tmp_path / f"clip{i}.flac"
+        path.write_bytes(b"\0" * kib * 1024)
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    (tmp_path / ".clip.x.flac.tmp").write_bytes(b"\0" * 1024 * 1024)  # not a clip: untouched
+    removed = prune(tmp_path, max_mb=0.7, keep_days=7, now=now)
+    assert [p.name for p in removed] == ["clip0.flac", "clip1.flac", "clip2.flac"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clip.x.flac.tmp", "clip3.flac",
+                                                          "clip4.flac"]
+
+
+def test_clip_retention_in_the_daemon(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from tests.runtime_model import tone
+
+    model = build_tiny_model(tmp_path / "tiny")
+    d, clips = tmp_path / "in", tmp_path / "clips"
+    d.mkdir()
+    for i in range(3):
+        sf.write(d / f"{i}.wav", np.concatenate([hiss(1.0), tone(3.0), hiss(1.0)]), SR)
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(model),
+                          "--input", str(d), "--once", "--save-clips", str(clips),
+                          "--clips-max-mb", "0.3"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    kept = list(clips.glob("*.flac"))
+    assert kept and sum(p.stat().st_size for p in kept) <= 0.3 * 1024 * 1024
+    assert "clip retention: removed" in res.stderr
