@@ -128,6 +128,7 @@ def command(ctx: click.Context, **options: Any) -> None:
     edge-detect --input mic --device USB --events events.jsonl
     edge-detect --input recordings/ --once --events out.jsonl
     arecord -D hw:1 -f S16_LE -r 48000 | edge-detect --input - --rate 48000
+    edge-detect --input porch=rtsp://cam/audio --input kitchen=mic --device USB
     """
     default = click.core.ParameterSource.DEFAULT
     defaults = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == default}

@@ -42,8 +42,9 @@ def is_url(spec: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without a password (``rtsp://user:secret@cam`` → ``rtsp://user:***@cam``)."""
-    return printable(re.sub(r"^([^:/]+://[^:/@]*):[^@/]*@", r"\1:***@", url))
+    """Text with every URL's password hidden (``rtsp://user:secret@cam`` →
+    ``rtsp://user:***@cam``); also used on ffmpeg's messages, which repeat the URL."""
+    return printable(re.sub(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url))
 
 
 def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
@@ -66,7 +67,7 @@ def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
 def _drain(pipe, tail: collections.deque) -> None:
     """Keep the last few lines of ffmpeg's stderr (bounded) until it closes."""
     for raw in iter(pipe.readline, b""):
-        text = printable(raw.decode("utf-8", "replace").strip())
+        text = redact(raw.decode("utf-8", "replace").strip())
         if text:
             tail.append(text)
     pipe.close()
@@ -84,7 +85,7 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as exc:
-        raise SourceError(f"{shown}: cannot start ffmpeg ({exc})") from None
+        raise SourceError(f"cannot start ffmpeg ({exc})") from None
     tail: collections.deque[str] = collections.deque(maxlen=5)
     drainer = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True,
                                name=f"ffmpeg-stderr {shown}")
@@ -121,7 +122,7 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
             return stream
         why = "; ".join(tail) or (f"no audio within {stall_s:.0f} s" if first is None
                                   else "stream ended at once")
-        raise SourceError(f"{shown}: cannot read the stream ({why})")
+        raise SourceError(f"cannot read the stream ({why})")
     log.info("%s: connected (ffmpeg pid %d) → %d Hz", shown, proc.pid, target_rate)
 
     def blocks() -> Iterator[np.ndarray]:

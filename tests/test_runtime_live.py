@@ -185,3 +185,13 @@ def test_named_sources_from_toml(tmp_path: Path, tiny_model: Path) -> None:
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [r["source"] for r in records] == [f"garden:{d / 'a.wav'}"]
+
+
+@needs_ffmpeg
+def test_stream_password_never_logged(tmp_path: Path, tiny_model: Path) -> None:
+    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
+                          "--input", url, "--reopen-timeout", "1"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 3, res.stderr
+    assert "hunter2" not in res.stderr and "admin:***@" in res.stderr
