@@ -22,7 +22,7 @@ cannot be listed (deleted, unmounted) is reported with backoff, not every poll.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import select
@@ -56,15 +56,21 @@ def is_candidate(path: Path) -> bool:
             and path.suffix.lower() in AUDIO_SUFFIXES)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library already loaded into this process (no ``ldconfig`` subprocess)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 class Inotify:
     """Linux inotify on one directory, through libc (no thread, no dependency)."""
 
     def __init__(self, directory: Path) -> None:
-        libc_name = ctypes.util.find_library("c")
-        if not libc_name:
-            raise OSError("libc not found")
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        if not hasattr(libc, "inotify_init1"):
+        libc = _libc()
+        if libc is None or not hasattr(libc, "inotify_init1"):
             raise OSError("no inotify on this platform")
         self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
@@ -225,7 +231,7 @@ class FolderWatcher:
         woke = True
         while not self.stop.is_set():
             started = now = time.monotonic()
-            if self.use_inotify and self._notify is None:
+            if self.use_inotify and self._notify is None and (woke or now >= self._next_scan):
                 try:
                     self._notify = Inotify(self.directory)
                     woke = True

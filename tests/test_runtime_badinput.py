@@ -289,3 +289,27 @@ def test_slow_writer_gives_one_set_of_events(tmp_path: Path, tiny_model: Path) -
     starts = sorted(r["offset_start_s"] for r in records)
     assert abs(starts[0] - 2.0) <= 1.0 and abs(starts[1] - 14.0) <= 1.0, starts
     assert len([ln for ln in err.splitlines() if "slow.wav: 19.0 s" in ln]) == 1, err
+
+
+@pytest.mark.parametrize("inotify", [True, False])
+def test_new_files_are_noticed_without_full_rescans(tmp_path: Path, inotify: bool) -> None:
+    """inotify (Linux) or the folder's mtime triggers a listing; the periodic rescan is off."""
+    for i in range(50):
+        (tmp_path / f"old{i}.wav").write_bytes(b"x")
+    stop = threading.Event()
+    watcher = FolderWatcher(tmp_path, settle_s=0.2, poll_s=0.1, rescan_s=3600, stop=stop,
+                            use_inotify=inotify)
+    seen: list[str] = []
+    thread = threading.Thread(target=lambda: seen.extend(p.name for p in watcher), daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    if inotify and sys.platform.startswith("linux"):
+        assert watcher._notify is not None
+    (tmp_path / "new.wav").write_bytes(b"x")
+    for _ in range(50):
+        if "new.wav" in seen:
+            break
+        time.sleep(0.1)
+    stop.set()
+    thread.join(5)
+    assert len(seen) == 51 and seen[-1] == "new.wav"
