@@ -71,11 +71,12 @@ class Supervisor:
                  run: Callable[[Stream], object], stop: threading.Event, sample_rate: int,
                  reopen_timeout_s: float = 300.0, flat_s: float = 0.0,
                  retry_errors: tuple[type[BaseException], ...] = (RuntimeError, OSError),
-                 sinks: list[object] | None = None) -> None:
+                 sinks: list[object] | None = None,
+                 fatal_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.name, self.opener, self.run, self.stop = name, opener, run, stop
         self.sample_rate = sample_rate
         self.reopen_timeout_s, self.flat_s = reopen_timeout_s, flat_s
-        self.retry_errors = retry_errors
+        self.retry_errors, self.fatal_errors = retry_errors, fatal_errors
         self.sinks = sinks or []
         self.health = Health(name)
 
@@ -99,6 +100,9 @@ class Supervisor:
         while not self.stop.is_set():
             try:
                 stream = self.opener(reopening)
+            except self.fatal_errors:
+                self._set("failed", "cannot be opened")
+                raise
             except self.retry_errors as exc:
                 now = time.monotonic()
                 down_since = down_since if down_since is not None else now

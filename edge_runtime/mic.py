@@ -27,11 +27,16 @@ class MicError(RuntimeError):
     """No usable input device (one-line message)."""
 
 
+class PortAudioMissing(MicError):
+    """The PortAudio library is not installed: retrying cannot help."""
+
+
 def _sd() -> Any:
     try:
         import sounddevice
     except OSError as exc:  # PortAudio library missing
-        raise MicError(f"PortAudio is not available ({exc}); install libportaudio2") from None
+        raise PortAudioMissing(f"PortAudio is not available ({exc}); install libportaudio2"
+                               ) from None
     return sounddevice
 
 

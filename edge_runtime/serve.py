@@ -123,7 +123,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
             "flat_s": float(opts.get("flat_timeout", 0.0) or 0.0)}
     stall_s = float(opts.get("stall_timeout", 10.0))
     if source == "mic":
-        from edge_runtime.mic import mic_stream, reset_portaudio
+        from edge_runtime.mic import PortAudioMissing, mic_stream, reset_portaudio
 
         def open_mic(reopening: bool) -> Any:
             if reopening:
@@ -131,7 +131,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
             return renamed(mic_stream(spec.device, rate, stop, stall_s=stall_s), spec, "")
 
         ok = Supervisor(spec.label(f"mic {spec.device or 'default'}"), open_mic,
-                        runner.run_stream, **live)()
+                        runner.run_stream, fatal_errors=(PortAudioMissing,), **live)()
         return 0 if ok else EXIT_SOURCE_LOST
     from edge_runtime.netsource import SourceError, is_url, redact, url_stream
 
