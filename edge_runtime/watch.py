@@ -3,8 +3,9 @@
 Complete means: its size, mtime and inode have not changed for ``settle_s`` seconds, *and* a
 RIFF/AIFF header that states the file's total size is satisfied (a file copied slowly, header
 first, is not read half-written even when the writer pauses longer than ``settle_s``). A file
-whose header still promises more bytes is read anyway once it has been unchanged for
-``incomplete_s`` (it is then a truncated file and is decoded up to where it ends).
+whose header still promises more bytes is read anyway once it was last modified more than
+``incomplete_s`` ago (default max(30 s, 10 × settle): it is then a truncated file and is decoded
+up to where it ends). With ``once``, the files present at start are not waited for.
 
 A file is read once. If it grows later, it is not read again from the start (that would repeat
 its events); a *new* file under the same name (another inode, e.g. renamed over the old one) is
@@ -26,6 +27,7 @@ import functools
 import logging
 import os
 import select
+import stat
 import struct
 import threading
 import time
@@ -197,8 +199,9 @@ class FolderWatcher:
             if now - since < self.settle_s and age < self.settle_s:
                 continue
             initial = self.once and self.initial is not None and name in self.initial
-            if (not initial and header_incomplete(path, st.st_size)
-                    and min(age, now - since) < self.incomplete_s):
+            if (not initial and stat.S_ISREG(st.st_mode)  # never open a FIFO: it blocks
+                    and header_incomplete(path, st.st_size)
+                    and age < self.incomplete_s):
                 continue  # header promises more: a slow writer, wait
             out.append(name)
         return out

@@ -313,3 +313,25 @@ def test_new_files_are_noticed_without_full_rescans(tmp_path: Path, inotify: boo
     stop.set()
     thread.join(5)
     assert len(seen) == 51 and seen[-1] == "new.wav"
+
+
+def test_bad_input_corpus_while_watching(tmp_path: Path, tiny_model: Path) -> None:
+    """The same corpus without --once (the daemon keeps watching): nothing blocks it (a FIFO is
+    never opened), every file gets its line, then new files are still picked up."""
+    d = tmp_path / "in"
+    kinds = write_corpus(d)
+    past = time.time() - 120  # files that were there before the daemon started
+    for entry in os.scandir(d):
+        os.utime(entry.path, (past, past), follow_symlinks=False)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
+                             str(tiny_model), "--input", str(d)], stderr=subprocess.PIPE)
+    try:
+        time.sleep(8)
+        sf.write(d / "zz_late.wav", hiss(1.0), SR)
+        time.sleep(4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 0, err
+    kinds["zz_late.wav"] = "good"
+    check_corpus_run(d, kinds, 0, err)
