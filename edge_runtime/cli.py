@@ -95,17 +95,38 @@ def install_signals(stop: threading.Event) -> None:
               help="Seconds above threshold before an event counts.")
 @click.option("--cooldown", default=2.0, show_default=True, type=float,
               help="Quiet seconds that end an event; danger again sooner continues it.")
+@click.option("--update-every", default=10.0, show_default=True, type=float,
+              help="Seconds between 'update' messages while an event goes on (0: none).")
 @click.option("--window-only", is_flag=True,
-              help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
-                   "chunk is also scored, so short sounds are not diluted by the window.")
+              help="Decide on 5 s windows only (as training's fold CV). Default: the model's "
+                   "choice — binary models also score each 1 s chunk so short sounds are not "
+                   "diluted; class models decide on windows.")
 @click.option("--events", default=None, metavar="FILE.jsonl",
-              help="Append one JSON line per event (flushed and fsynced).")
+              help="Append a JSON line when an event starts and when it ends (fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
 @click.option("--clips-max-mb", default=None, type=float,
               help="Keep the clip folder under this many MB (oldest clips removed first).")
 @click.option("--clips-keep-days", default=None, type=float,
               help="Remove clips older than this many days.")
+@click.option("--mqtt", default=None, metavar="URL",
+              help="Publish events to MQTT with Home Assistant discovery: "
+                   "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).")
+@click.option("--mqtt-ca", default=None, metavar="FILE", help="mqtts: CA certificate file.")
+@click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True,
+              help="Home Assistant discovery topic prefix.")
+@click.option("--mqtt-spool", default=None, metavar="DIR",
+              help="MQTT messages wait here while the broker is unreachable "
+                   "[default: $XDG_STATE_HOME/edge-detect/mqtt-spool].")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="Push a notification per event: an ntfy topic URL or a webhook (JSON POST); "
+                   "repeatable.")
+@click.option("--notify-cooldown", default=300.0, show_default=True, type=float,
+              help="Seconds between two notifications of the same class.")
+@click.option("--monitor", is_flag=True,
+              help="Serve what it hears on 127.0.0.1: /metrics (Prometheus), /live (JSON), /.")
+@click.option("--monitor-port", default=8765, show_default=True, type=int,
+              help="Port of --monitor.")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -165,37 +186,66 @@ def run(opts: dict[str, Any]) -> int:
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
-                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
+                        threshold=opts["threshold"],
+                        chunk_decisions=False if opts["window_only"] else None)
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
-                         cooldown_s=float(opts["cooldown"]))
+                         cooldown_s=float(opts["cooldown"]),
+                         update_every_s=float(opts["update_every"]))
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id[:12])
     shared: list[Any] = [ConsoleSink()]
     if opts["events"]:
         shared.append(JsonlSink(opts["events"]))
-    lock = threading.Lock()
-    shared = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
+    if opts["notify"]:
+        from edge_runtime.notify import Notifier
 
-    retention = None
+        urls = opts["notify"]
+        urls = [urls] if isinstance(urls, str) else list(urls)  # TOML: a string or a list
+        shared.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
+    if opts["monitor"]:
+        from edge_runtime.monitor import Monitor
+
+        shared.append(Monitor(port=int(opts["monitor_port"])))
+    mqtt = None
+    if opts["mqtt"]:
+        from edge_runtime.lifecycle import model_classes
+        from edge_runtime.mqtt import MqttSink
+
+        name = specs[0].name or specs[0].input if len(specs) == 1 else "+".join(
+            str(spec.name) for spec in specs)
+        mqtt = MqttSink(opts["mqtt"], input_name=name,
+                        classes=model_classes(detector), ca_file=opts["mqtt_ca"],
+                        discovery_prefix=opts["mqtt_discovery_prefix"],
+                        spool_dir=opts["mqtt_spool"],
+                        off_delay_s=max(60.0, 3 * events.update_every_s))
+        shared.append(mqtt)
     if opts["save_clips"] and (opts["clips_max_mb"] is not None or opts["clips_keep_days"]):
         from edge_runtime.retention import RetentionSink
 
-        retention = Serialised(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
-                                             opts["clips_keep_days"]), lock)
+        shared.append(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
+                                    opts["clips_keep_days"]))
+    lock = threading.Lock()  # several source threads share these sinks
+    wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
+    runners: list[Runner] = []
 
     def make_runner(_spec: Any) -> Runner:
-        sinks, history = list(shared), None
+        sinks, history = list(wrapped), None
         if opts["save_clips"]:
             history = AudioHistory(detector.sample_rate)
             sinks.append(ClipSink(opts["save_clips"], history))
-        if retention is not None:
-            sinks.append(retention)
-        return Runner(detector, events, sinks, history=history, stop=stop)
+        runners.append(Runner(detector, events, sinks, history=history, stop=stop))
+        return runners[-1]
 
-    code, runners = serve_all(specs, make_runner, opts, stop)
-    for spec, runner in zip(specs, runners, strict=True):
+    if mqtt is not None:
+        mqtt.on_command = lambda paused: [r.set_paused(paused) for r in runners]
+    try:
+        code, _ = serve_all(specs, make_runner, opts, stop)
+    finally:  # every sink closed once (they flush what they hold)
+        Runner._each([*shared, *(s for r in runners for s in r.sinks if s not in wrapped)],
+                     "close")
+    for spec, runner in zip(specs, runners, strict=False):
         st = runner.stats
         log.info("done%s: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
                  f" ({spec.name})" if spec.name else "", st.streams, st.failed, st.events,

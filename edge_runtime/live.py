@@ -5,7 +5,8 @@ detected by the source itself), when its signal stays flat for ``--flat-timeout`
 here), or when it simply ends. The source is then reopened with exponential backoff (1 s, 2 s …
 30 s). If it cannot be reopened within ``--reopen-timeout`` s, :func:`supervise` returns False
 and the process exits non-zero, so systemd's ``Restart=always`` starts a fresh one. Every
-change of state is one log line and is passed to sinks that have a ``health`` method.
+change of state is one log line and goes to ``on_health(source, healthy, problem)`` (the
+runner's ``report_health``: MQTT diagnostics, notifications, the monitor).
 """
 
 from __future__ import annotations
@@ -71,26 +72,28 @@ class Supervisor:
                  run: Callable[[Stream], object], stop: threading.Event, sample_rate: int,
                  reopen_timeout_s: float = 300.0, flat_s: float = 0.0,
                  retry_errors: tuple[type[BaseException], ...] = (RuntimeError, OSError),
-                 sinks: list[object] | None = None,
+                 on_health: Callable[[str, bool, str], None] | None = None,
                  fatal_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.name, self.opener, self.run, self.stop = name, opener, run, stop
         self.sample_rate = sample_rate
         self.reopen_timeout_s, self.flat_s = reopen_timeout_s, flat_s
         self.retry_errors, self.fatal_errors = retry_errors, fatal_errors
-        self.sinks = sinks or []
+        self.on_health = on_health
+        self._reported = True
         self.health = Health(name)
 
     def _set(self, state: str, detail: str = "") -> None:
         if state == self.health.state and detail == self.health.detail:
             return
         self.health.state, self.health.detail, self.health.since = state, detail, time.time()
-        for sink in self.sinks:
-            report = getattr(sink, "health", None)
-            if callable(report):
-                try:
-                    report(self.health)
-                except Exception as exc:  # a sink must never stop the watchdog
-                    log.error("%s: health report failed (%s)", type(sink).__name__, exc)
+        healthy = state in ("up", "stopped")
+        if self.on_health is None or (healthy == self._reported and state != "failed"):
+            return  # only changes between healthy and not (a retry is not news)
+        self._reported = healthy
+        try:
+            self.on_health(self.name, healthy, "" if healthy else f"{state}: {detail}")
+        except Exception as exc:  # a sink must never stop the watchdog
+            log.error("%s: health report failed (%s)", self.name, exc)
 
     def __call__(self) -> bool:
         """Run until ``stop`` (True) or until the source cannot be reopened in time (False)."""

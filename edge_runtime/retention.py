@@ -69,8 +69,14 @@ class RetentionSink:
         self.directory, self.max_mb, self.keep_days = Path(directory), max_mb, keep_days
         prune(self.directory, max_mb, keep_days)
 
-    def started(self, *_args: Any) -> None:
+    def on_start(self, _record: Any) -> None:
         pass
 
-    def finished(self, *_args: Any) -> None:
+    def on_update(self, _record: Any) -> None:
+        pass
+
+    def on_end(self, _record: Any) -> None:
         prune(self.directory, self.max_mb, self.keep_days)
+
+    def close(self) -> None:
+        pass

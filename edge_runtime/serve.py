@@ -80,27 +80,22 @@ def parse_sources(inputs: Any, device: str | None,
 
 
 class Serialised:
-    """A sink shared by several source threads: its calls run one at a time."""
+    """A sink shared by several source threads: its calls run one at a time. Attributes are
+    forwarded, so ``isinstance(wrapper, Observer)`` holds exactly when it does for the sink."""
 
     def __init__(self, sink: Any, lock: threading.Lock) -> None:
         self._sink, self._lock = sink, lock
 
-    def started(self, *args: Any) -> None:
-        with self._lock:
-            self._sink.started(*args)
-
-    def finished(self, *args: Any) -> None:
-        with self._lock:
-            self._sink.finished(*args)
-
-    def health(self, *args: Any) -> None:
-        report = getattr(self._sink, "health", None)
-        if callable(report):
-            with self._lock:
-                report(*args)
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._sink, name)
+        value = getattr(self._sink, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
 
 
 def renamed(stream: Any, spec: SourceSpec, what: str | None = None) -> Any:
@@ -118,7 +113,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
     rate = runner.detector.sample_rate
     source = spec.input
     max_s = float(opts.get("max_file_duration") or 12 * 3600)
-    live = {"stop": stop, "sample_rate": rate, "sinks": runner.sinks,
+    live = {"stop": stop, "sample_rate": rate, "on_health": runner.report_health,
             "reopen_timeout_s": float(opts.get("reopen_timeout", 300.0)),
             "flat_s": float(opts.get("flat_timeout", 0.0) or 0.0)}
     stall_s = float(opts.get("stall_timeout", 10.0))

@@ -33,6 +33,11 @@ from tests.runtime_model import SR, build_tiny_model, hiss, tone
 LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
+def ends(text: str) -> list[dict]:
+    """The ``end`` lines of an events file (each event also has a ``start`` line)."""
+    return [r for r in map(json.loads, text.splitlines()) if r["state"] == "end"]
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
@@ -110,7 +115,7 @@ def test_bad_input_corpus_tiny_model(tmp_path: Path, tiny_model: Path) -> None:
     code, err, _rss = run_cli("--model", str(tiny_model), "--input", str(d), "--once",
                               "--events", str(events), timeout=120)
     check_corpus_run(d, kinds, code, err)
-    records = [json.loads(line) for line in events.read_bytes().decode("utf-8").splitlines()]
+    records = ends(events.read_bytes().decode("utf-8"))
     sources = {Path(r["source"]).name for r in records}
     assert printable(os.fsdecode(b"latin1_caf\xe9.wav")) in sources  # valid UTF-8 JSON
     assert any(name.startswith("evil\\n12:00:00") for name in sources)
@@ -190,7 +195,7 @@ def test_non_utf8_and_control_character_names(tmp_path: Path, tiny_model: Path) 
     assert code == 0, err
     assert all(LINE.match(line) for line in err.splitlines()), err
     assert "caf\\xe9.wav: 5.0 s" in err and "x\\n12:00:00 WARNING DANGER #7" in err
-    records = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
+    records = ends(events.read_text(encoding="utf-8"))
     assert len(records) == 3 and any(r["source"].endswith("z_good.wav") for r in records)
 
 
@@ -276,7 +281,7 @@ def test_slow_writer_gives_one_set_of_events(tmp_path: Path, tiny_model: Path) -
                 time.sleep(2.0)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if events.exists() and len(events.read_text().splitlines()) >= 2:
+            if events.exists() and len(ends(events.read_text())) >= 2:
                 break
             time.sleep(0.2)
         time.sleep(2.0)  # a second read would show up by now
@@ -284,7 +289,7 @@ def test_slow_writer_gives_one_set_of_events(tmp_path: Path, tiny_model: Path) -
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = ends(events.read_text())
     assert len(records) == 2, records
     starts = sorted(r["offset_start_s"] for r in records)
     assert abs(starts[0] - 2.0) <= 1.0 and abs(starts[1] - 14.0) <= 1.0, starts

@@ -24,6 +24,11 @@ from tests.runtime_model import SR, build_tiny_model, hiss, tone
 SERVER = Path(__file__).with_name("live_wav_server.py")
 
 
+def ends(text: str) -> list[dict]:
+    """The ``end`` lines of an events file (each event also has a ``start`` line)."""
+    return [r for r in map(json.loads, text.splitlines()) if r["state"] == "end"]
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
@@ -107,7 +112,7 @@ def test_http_stream_event_then_reconnect_after_server_restart(tmp_path: Path,
         server.kill()
         code = daemon.stop()
     assert code == 0 and "Traceback" not in daemon.text, daemon.text
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = ends(events.read_text())
     assert len(records) >= 2 and all(r["source"] == url for r in records)
 
 
@@ -164,7 +169,7 @@ def test_two_named_sources_in_one_process(tmp_path: Path, tiny_model: Path) -> N
     code, err, both = peak_rss_kib([*common, "--input", f"box={d}", "--input", "door=-",
                                     "--events", str(events)], pcm)
     assert code == 0 and "Traceback" not in err, err
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = ends(events.read_text())
     by_source = sorted(r["source"] for r in records)
     assert by_source == [f"box:{d / 'loud.wav'}", "door"], by_source
     assert "done (box)" in err and "done (door)" in err
@@ -183,7 +188,7 @@ def test_named_sources_from_toml(tmp_path: Path, tiny_model: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(conf)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    records = ends((tmp_path / "e.jsonl").read_text())
     assert [r["source"] for r in records] == [f"garden:{d / 'a.wav'}"]
 
 
