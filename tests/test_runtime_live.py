@@ -200,3 +200,37 @@ def test_stream_password_never_logged(tmp_path: Path, tiny_model: Path) -> None:
                          text=True, timeout=60)
     assert res.returncode == 3, res.stderr
     assert "hunter2" not in res.stderr and "admin:***@" in res.stderr
+
+
+def test_watchdog_reports_health_changes_once_and_backs_off() -> None:
+    """Two failed opens, then a stream that ends, then stop: health goes unhealthy once (not
+    per retry), healthy again on reopen; the delays grow 1 s, 2 s."""
+    from datetime import UTC, datetime
+
+    from edge_runtime.audio import Decoded
+    from edge_runtime.live import Supervisor
+    from edge_runtime.sources import Stream
+
+    stop = threading.Event()
+    attempts: list[float] = []
+    reports: list[tuple[bool, str]] = []
+
+    def opener(_reopening: bool) -> Stream:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 2:
+            raise RuntimeError(f"device gone (try {len(attempts)})")
+        blocks = iter([np.full(SR // 10, 0.1 * i, np.float32) for i in range(3)])
+        return Stream("src", False, datetime.now(UTC), blocks, Decoded())
+
+    def run(stream: Stream) -> None:
+        for _ in stream.blocks:
+            pass
+        stop.set()
+
+    sup = Supervisor("src", opener, run, stop, SR, reopen_timeout_s=30,
+                     on_health=lambda _src, ok, why: reports.append((ok, why)))
+    assert sup() is True
+    assert len(attempts) == 3
+    assert 0.8 <= attempts[1] - attempts[0] <= 1.5 and 1.8 <= attempts[2] - attempts[1] <= 2.5
+    assert [ok for ok, _ in reports] == [False, True]
+    assert "device gone (try 1)" in reports[0][1]
