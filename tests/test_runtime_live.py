@@ -40,7 +40,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, kind: str = "python", tmp: Path | None = None) -> subprocess.Popen:
+    """A live WAV on http://127.0.0.1:PORT/live.wav: tests/live_wav_server.py, or ffmpeg
+    itself (``-listen 1``: one client per run, which is all a reconnect needs)."""
+    if kind == "ffmpeg":
+        clip = (tmp or Path("/tmp")) / "cycle.wav"
+        if not clip.exists():
+            sf.write(clip, np.concatenate([hiss(8.0, sr=16000), tone(3.0, sr=16000)]), 16000,
+                     subtype="PCM_16")
+        return subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re",
+                                 "-stream_loop", "-1", "-i", str(clip), "-c:a", "pcm_s16le",
+                                 "-f", "wav", "-listen", "1",
+                                 f"http://127.0.0.1:{port}/live.wav"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = subprocess.Popen([sys.executable, str(SERVER), str(port)], stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"serving"
     return proc
@@ -89,11 +101,12 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
 
 
 @needs_ffmpeg
-def test_http_stream_event_then_reconnect_after_server_restart(tmp_path: Path,
-                                                               tiny_model: Path) -> None:
+@pytest.mark.parametrize("server_kind", ["ffmpeg", "python"])
+def test_http_stream_event_then_reconnect_after_server_restart(tmp_path: Path, tiny_model: Path,
+                                                               server_kind: str) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/live.wav"
-    server = start_server(port)
+    server = start_server(port, server_kind, tmp_path)
     events = tmp_path / "events.jsonl"
     daemon = Daemon("--model", str(tiny_model), "--input", url, "--cooldown", "1",
                     "--stall-timeout", "5", "--events", str(events))
@@ -104,7 +117,7 @@ def test_http_stream_event_then_reconnect_after_server_restart(tmp_path: Path,
         server.wait(10)
         lost = daemon.wait_for("reopening in", 30, first)
         daemon.wait_for("cannot open", 30, lost)  # the server is down: retried with backoff
-        server = start_server(port)
+        server = start_server(port, server_kind, tmp_path)
         back = daemon.wait_for("reopened (reconnect #1)", 60, lost)
         later = daemon.wait_for("started", 60, back)
         assert url in daemon.lines[later]
