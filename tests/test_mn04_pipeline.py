@@ -14,7 +14,7 @@ from edge_runtime.detector import Detector
 from edge_runtime.manifest import load_manifest
 from tests.helpers import ended_events
 from training.dataset import read_dataset
-from training.mapping import default_mapping
+from training.mapping import binary_mapping
 
 LIMIT = 2
 
@@ -24,14 +24,15 @@ def mn04_model(mn04_weights: Path, esc10_dir: Path, tmp_path_factory) -> Path:
     from training.build import build
 
     out = tmp_path_factory.mktemp("mn04") / "model"
-    build(esc10_dir, out, str(mn04_weights), classifier="logreg", per_fold_limit=LIMIT,
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", mapping=binary_mapping(),
+          per_fold_limit=LIMIT,
           measure_offline=False)
     return out
 
 
 def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
     """``n`` clips of ``category`` that the per-fold-limited build did not train on."""
-    mapping = default_mapping()
+    mapping = binary_mapping()
     trained = {c.filename for c in read_dataset(esc10_dir, mapping, LIMIT)}
     clips = [c for c in read_dataset(esc10_dir, mapping)
              if c.category == category and c.filename not in trained]

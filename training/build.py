@@ -23,7 +23,7 @@ from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
 from training import classifiers, evaluate
 from training.dataset import load_audio, read_dataset
 from training.embed import Embeddings, cosine_summary, embed_clips
-from training.mapping import CLASSES, load_mapping
+from training.mapping import CLASSES, Mapping, load_mapping
 from training.onnx_classifier import (
     merge_end_to_end,
     run_classifier_onnx,
@@ -153,7 +153,7 @@ def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str,
 
 
 def build(data: str | Path, out: str | Path, weights: str | None = None, *,
-          classifier: str = "logreg", mapping: str | Path | None = None,
+          classifier: str = "logreg", mapping: str | Path | Mapping | None = None,
           backbone: str = "auto", target_recall: float = evaluate.DEFAULT_TARGET_RECALL,
           seed: int = 0, per_fold_limit: int | None = None, threads: int | None = None,
           measure_offline: bool = True, extras: tuple[str | Path, ...] = (),
@@ -172,7 +172,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
                          f"choose {', '.join(classifiers.KINDS)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    mapping_obj = load_mapping(mapping)
+    mapping_obj = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     clips = read_dataset(data, mapping_obj, per_fold_limit)
     if weights is not None:
         from export.pipeline import export_from_checkpoint

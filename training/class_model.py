@@ -114,7 +114,8 @@ def class_scores(proba: np.ndarray, head_probs: np.ndarray | None, plan: ClassPl
     cols = []
     for name in plan.names:
         if name in plan.trained:
-            cols.append(proba[:, column[plan.trained.index(name) + 1]])
+            col = column.get(plan.trained.index(name) + 1)  # absent: no rows in this fit
+            cols.append(np.zeros(len(proba)) if col is None else proba[:, col])
         else:
             cols.append(head_probs[:, plan.zero_shot[name]].max(axis=1))
     return np.stack(cols, axis=1).astype(np.float32)

@@ -98,8 +98,10 @@ def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None 
     per_category = Counter(clip.category for clip in clips)
     absent = [c for c in (*mapping.danger, *mapping.safe) if per_category[c] == 0]
     if absent:
+        shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8
+                                         else "")
         log.warning("%s: no clips for mapped categor%s %s", root,
-                    "y" if len(absent) == 1 else "ies", ", ".join(absent))
+                    "y" if len(absent) == 1 else "ies", shown)
     for label, name in ((1, "danger"), (0, "safe")):
         if not any(clip.label == label for clip in clips):
             raise ValueError(f"{root}: class '{name}' has no clips (categories: "

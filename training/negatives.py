@@ -162,7 +162,7 @@ def mix_clips(danger: list[Clip], backgrounds: list[Clip], folder: Path, per_cli
                 _write(path, mix(load_audio(clip.path, RATE), load_audio(back.path, RATE), snr,
                                  rng))
             out.append(Clip(f"mix/{key}", path, clip.fold, clip.category, 1, clip.danger_class,
-                            f"mix:{clip.group}"))
+                            f"mix:{clip.filename}"))
     log.info("mixing augmentation: %d danger-in-background clips (SNR %g-%g dB)", len(out),
              *SNR_DB)
     return out
