@@ -29,10 +29,25 @@ def current_umask() -> int:
     return mask
 
 
+def fsync_dir(directory: Path) -> None:
+    """fsync a folder so a rename inside it survives a power cut (best effort: some file
+    systems refuse to open a folder for it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced, given ``mode`` minus
-    the umask, and renamed onto ``path``; on failure it is removed."""
+    the umask, and renamed onto ``path`` (the folder fsynced too); on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -44,6 +59,7 @@ def atomic_path(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Pat
             os.fsync(handle.fileno())
         os.chmod(tmp, mode & ~current_umask())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +22,7 @@ from edge_runtime.mic import MicError
 from edge_runtime.options import OPTIONS, Option, OptionError, check_together
 from edge_runtime.scoring import ScoringError
 from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
+from edge_runtime.text import OneLineFormatter
 
 log = logging.getLogger("edge-detect")
 
@@ -32,9 +32,10 @@ EXPECTED = (ManifestError, ScoringError, AudioError, cfg.ConfigError, OptionErro
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(level=level, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(message)s",
+                                              datefmt="%H:%M:%S"))
 
 
 def install_signals(stop: threading.Event) -> None:
@@ -47,8 +48,13 @@ def install_signals(stop: threading.Event) -> None:
                  signal.Signals(signum).name)
         stop.set()
 
+    def hangup(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP received: nothing to reopen (the events file is opened per event, "
+                 "so log rotation needs no signal); restart to reload the configuration")
+
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def _option(option: Option):
@@ -58,7 +64,8 @@ def _option(option: Option):
         return click.option(*names, option.name, is_flag=True, default=option.default,
                             help=option.help)
     if option.multiple:
-        return click.option(*names, option.name, type=Checked(option), multiple=True, default=(),
+        return click.option(*names, option.name, type=Checked(option), multiple=True,
+                            default=option.default, show_default=bool(option.default),
                             metavar=option.metavar or _metavar(option), help=option.help)
     return click.option(*names, option.name, type=Checked(option), default=option.default,
                         show_default=option.default_text or option.default is not None,
@@ -103,6 +110,7 @@ def command(ctx: click.Context, **options: Any) -> None:
     edge-detect --input mic --device USB --events events.jsonl
     edge-detect --input recordings/ --once --events out.jsonl
     arecord -D hw:1 -f S16_LE -r 48000 | edge-detect --input - --rate 48000
+    edge-detect --input porch=rtsp://cam/audio --input kitchen=mic --device USB
     """
     default = click.core.ParameterSource.DEFAULT
     defaults = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == default}
@@ -113,7 +121,7 @@ def command(ctx: click.Context, **options: Any) -> None:
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
-        text = service.unit_text(service.service_args(sys.argv[1:]))
+        text = service.unit_text(service.service_args(sys.argv[1:]), user=opts["service_user"])
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)
             click.echo(f"wrote {path}; install: sudo cp {path} /etc/systemd/system/ && "
@@ -130,10 +138,12 @@ def command(ctx: click.Context, **options: Any) -> None:
 
 
 def run(opts: dict[str, Any]) -> int:
-    """Build the detector, sinks and source from resolved options; returns the exit code."""
+    """Build the detector, sinks and sources from resolved options; returns the exit code."""
     from edge_runtime.daemon import Runner
     from edge_runtime.detector import Detector
+    from edge_runtime.serve import Serialised, parse_sources, serve_all
 
+    specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
@@ -150,79 +160,63 @@ def run(opts: dict[str, Any]) -> int:
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id)
-    sinks: list[Any] = [ConsoleSink()]
-    history = None
+    shared: list[Any] = [ConsoleSink()]
     if opts["events"]:
         if opts["once"]:  # a batch job: re-running it gives the same file, not duplicates
             atomic.write_text(opts["events"], "")
-        sinks.append(JsonlSink(opts["events"]))
-    if opts["save_clips"]:
-        history = AudioHistory(detector.sample_rate)
-        sinks.append(ClipSink(opts["save_clips"], history))
+        shared.append(JsonlSink(opts["events"]))
     if opts["notify"]:
         from edge_runtime.notify import Notifier
 
         urls = list(opts["notify"])  # options.py: TOML gives a string or a list, both a tuple
-        sinks.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
+        shared.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
     if opts["monitor"]:
         from edge_runtime.monitor import Monitor
 
-        sinks.append(Monitor(port=int(opts["monitor_port"])))
+        shared.append(Monitor(port=int(opts["monitor_port"])))
     mqtt = None
     if opts["mqtt"]:
         from edge_runtime.lifecycle import model_classes
         from edge_runtime.mqtt import MqttSink
 
-        mqtt = MqttSink(opts["mqtt"], input_name=str(opts["input"]),
+        name = specs[0].name or specs[0].input if len(specs) == 1 else "+".join(
+            str(spec.name) for spec in specs)
+        mqtt = MqttSink(opts["mqtt"], input_name=name,
                         classes=model_classes(detector), ca_file=opts["mqtt_ca"],
                         discovery_prefix=opts["mqtt_discovery_prefix"],
                         spool_dir=opts["mqtt_spool"],
                         off_delay_s=max(60.0, 3 * events.update_every_s))
-        sinks.append(mqtt)
-    runner = Runner(detector, events, sinks, history=history, stop=stop)
+        shared.append(mqtt)
+    if opts["save_clips"] and (opts["clips_max_mb"] is not None or opts["clips_keep_days"]):
+        from edge_runtime.retention import RetentionSink
+
+        shared.append(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
+                                    opts["clips_keep_days"]))
+    lock = threading.Lock()  # several source threads share these sinks
+    wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
+    runners: list[Runner] = []
+
+    def make_runner(_spec: Any) -> Runner:
+        sinks, history = list(wrapped), None
+        if opts["save_clips"]:
+            history = AudioHistory(detector.sample_rate)
+            sinks.append(ClipSink(opts["save_clips"], history))
+        runners.append(Runner(detector, events, sinks, history=history, stop=stop))
+        return runners[-1]
+
     if mqtt is not None:
-        mqtt.on_command = runner.set_paused
+        mqtt.on_command = lambda paused: [r.set_paused(paused) for r in runners]
     try:
-        return _run_input(runner, opts, stop)
-    finally:
-        runner.close()
-
-
-def _run_input(runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
-    """Feed the configured input through ``runner``; returns the exit code."""
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
-
-    rate = runner.detector.sample_rate
-    source = str(opts["input"])
-    if source == "mic":
-        from edge_runtime.mic import mic_stream
-
-        runner.run_stream(mic_stream(opts["device"], rate, stop))
-    elif source == "-":
-        runner.run_stream(pcm_stream(None, int(opts["rate"]), opts["format"],
-                                     int(opts["channels"]), rate, stop))
-    elif Path(source).is_dir():
-        for path in watch_directory(source, once=bool(opts["once"]),
-                                    settle_s=float(opts["settle"]), stop=stop):
-            try:
-                runner.run_stream(file_stream(path, rate))
-            except AudioError as exc:
-                runner.stats.failed += 1
-                log.error("%s", exc)
-            if stop.is_set():
-                break
-    else:
-        try:
-            ok = runner.run_stream(file_stream(source, rate))
-        except AudioError as exc:
-            log.error("%s", exc)
-            return 1
-        if not ok:
-            return 1
-    st = runner.stats
-    log.info("done: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
-             st.streams, st.failed, st.events, st.audio_s, st.compute_s)
-    return 0
+        code, _ = serve_all(specs, make_runner, opts, stop)
+    finally:  # every sink closed once (they flush what they hold)
+        Runner._each([*shared, *(s for r in runners for s in r.sinks if s not in wrapped)],
+                     "close")
+    for spec, runner in zip(specs, runners, strict=False):
+        st = runner.stats
+        log.info("done%s: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
+                 f" ({spec.name})" if spec.name else "", st.streams, st.failed, st.events,
+                 st.audio_s, st.compute_s)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 
 
 MAX_CONFIG_BYTES = 1 << 20
+TABLES = ("sources",)  # [sources.NAME] input = "...": named inputs, see edge_runtime.serve
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -53,6 +54,11 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        if name in TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {key} must be a table ([{key}.NAME] sections)")
+            values[name] = value  # checked where it is used (edge_runtime.serve)
+            continue
         option = BY_NAME.get(name)
         if option is None or not option.in_config:
             where = "is only a command-line option" if option else "is not an option"

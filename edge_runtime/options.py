@@ -147,8 +147,10 @@ def _dir_or_new(value: str) -> str | None:
 _EV = EventConfig()
 
 OPTIONS: tuple[Option, ...] = (
-    Option("input", str, "mic", "Microphone, a directory to watch, one audio file, or raw PCM "
-           "on stdin.", metavar="mic|DIR|FILE|-"),
+    Option("input", str, ("mic",), "Microphone, a directory to watch, one audio file, raw PCM "
+           "on stdin, or a stream URL (rtsp://, http(s)://, anything ffmpeg reads). Repeat with "
+           "NAME=SPEC for several named sources in one process (TOML: a string or a list; "
+           "[sources.NAME] tables too).", metavar="[NAME=]mic|DIR|FILE|-|URL", multiple=True),
     Option("model", str, "models_onnx", "Model dir (manifest.json + ONNX files, each "
            "sha256-verified).", metavar="DIR"),
     Option("expect_model", str, None, "Refuse any model dir whose id (64 hex digits, logged at "
@@ -158,7 +160,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("list_devices", bool, False, "List input devices and exit.", in_config=False),
     Option("once", bool, False, "DIR: process the existing files, then exit."),
     Option("settle", float, 1.0, "DIR: seconds a new file's size/mtime must be stable before "
-           "it is read.", lo=0.0, hi=3600.0),
+           "it is read (a file is read once; see DEPLOY.md).", lo=0.0, hi=3600.0),
+    Option("max_file_duration", float, 43200.0, "Files: seconds of audio decoded at most per "
+           "file; the rest is skipped.", lo=0.0, hi=7 * 86400.0, open_lo=True),
+    Option("stall_timeout", float, 10.0, "mic/URL: no audio for this many seconds → reopen the "
+           "device/stream.", lo=0.0, hi=3600.0, open_lo=True),
+    Option("flat_timeout", float, 60.0, "mic/URL: a flat (dead) signal for this many seconds → "
+           "reopen; 0: never.", lo=0.0, hi=86400.0),
+    Option("reopen_timeout", float, 300.0, "mic/URL: cannot reopen within this many seconds → "
+           "exit 3 (for a restart).", lo=0.0, hi=86400.0, open_lo=True),
     Option("rate", int, 48000, "stdin: sample rate of the raw PCM.", lo=8000, hi=384000),
     Option("format", str, "s16le", "stdin: sample format (arecord -f S16_LE → s16le).",
            choices=PCM_FORMATS),
@@ -181,6 +191,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE.jsonl", check=_not_a_dir),
     Option("save_clips", str, None, "Write each event's audio (±1 s context) as FLAC.",
            metavar="DIR", check=_dir_or_new),
+    Option("clips_max_mb", float, None, "Keep the clip folder under this many MB (oldest clips "
+           "removed first).", lo=0.0, hi=1e7, open_lo=True),
+    Option("clips_keep_days", float, None, "Remove clips older than this many days.", lo=0.0,
+           hi=36500.0, open_lo=True),
     Option("mqtt", str, None, "Publish events to MQTT with Home Assistant discovery: "
            "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).",
            metavar="URL"),
@@ -207,6 +221,8 @@ OPTIONS: tuple[Option, ...] = (
            "other options; exit.", metavar="PATH", in_config=False),
     Option("print_systemd_unit", bool, False, "Print that unit instead; exit.",
            in_config=False),
+    Option("service_user", str, "edge-detect", "The unit's User= (a dedicated, unprivileged "
+           "account).", metavar="USER"),
     Option("verbose", bool, False, "Debug logging.", short="-v"),
     Option("quiet", bool, False, "Only warnings, errors and events.", short="-q"),
 )
@@ -218,7 +234,9 @@ def _check_declarations() -> None:
     """Fail at import if a declaration contradicts itself (a default outside its range)."""
     for option in OPTIONS:
         if option.multiple:
-            assert option.default == (), f"{option.name}: a repeatable option defaults to ()"
+            assert isinstance(option.default, tuple), f"{option.name}: default must be a tuple"
+            for value in option.default:
+                option.parse(value)
         elif option.default is not None:
             option.parse(option.default)
     assert len(BY_NAME) == len(OPTIONS), "an option is declared twice"
