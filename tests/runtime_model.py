@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_runtime.manifest import (
     Backbone,
     ClassifierSpec,
+    ClassSpec,
+    FileEntry,
     InputSpec,
     Manifest,
     Streaming,
@@ -108,6 +110,20 @@ def build_tiny_model(out: Path, threshold: float = 0.5) -> Path:
              classifier=ClassifierSpec("hand-set logistic on log energy", threshold=threshold,
                                        output="probabilities")).write(out)
     return out
+
+
+def tiny_manifest(*, trained_on: dict | None = None, mapping: dict | None = None,
+                  classes: tuple[list[str], list[float]] | None = None) -> Manifest:
+    """The tiny model's manifest in memory (no files): for unit tests of code that reads a
+    manifest's classifier and classes sections."""
+    files = {role: FileEntry(f"{role}.onnx", "0" * 64, 0) for role in ("backbone", "pooling")}
+    return Manifest(
+        backbone=Backbone("tiny-energy", frame_dim=1, embedding_dim=1),
+        input=InputSpec(SR, min_samples=FRAME), streaming=Streaming(SR, window_chunks=5),
+        files=files,
+        classifier=(ClassifierSpec("tiny", trained_on=trained_on, mapping=mapping)
+                    if trained_on is not None or mapping is not None else None),
+        classes=None if classes is None else ClassSpec(tuple(classes[0]), tuple(classes[1])))
 
 
 def tone(seconds: float, amp: float = 0.5, freq: float = 1000.0, sr: int = SR) -> np.ndarray:

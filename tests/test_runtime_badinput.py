@@ -73,7 +73,7 @@ def mn04_model(mn04_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     out = tmp_path_factory.mktemp("mn04_linear")
     export_from_checkpoint(str(mn04_weights), out)
-    return add_linear_classifier(out, load_manifest(out)["backbone"]["embedding_dim"])
+    return add_linear_classifier(out, load_manifest(out).backbone.embedding_dim)
 
 
 def run_cli(*args: str, timeout: float = 300) -> tuple[int, str, int]:

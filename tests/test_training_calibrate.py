@@ -20,7 +20,7 @@ import soundfile as sf
 
 from edge_runtime.detector import Detector
 from tests.helpers import shared_path
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, build_tiny_model, hiss, tiny_manifest, tone
 from training.calibrate import Rule, calibrate, normalise, pick_thresholds, poisson_upper
 from training.labelled import LabelledClip
 from training.replay import FileRun, Trace
@@ -164,7 +164,7 @@ def test_class_thresholds_share_the_budget() -> None:
     scores[500, 1] = 0.99  # ... and a window the runtime gated (too quiet): never an event
     gated = np.zeros(600, bool)
     gated[500] = True
-    rule = Rule({"classes": {"names": names, "thresholds": before.tolist()}}, 0.5)
+    rule = Rule(tiny_manifest(classes=(names, before.tolist())), 0.5)
     files = [rule.prepare(class_run("a", scores, before, gated))]
     assert sum(rule.events(files, before, 1.0)) == 4
     hours = 600 / 3600

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from edge_runtime.atomic import link_or_copy, write_json
 from tests.helpers import shared_path
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, build_tiny_model, hiss, tiny_manifest, tone
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import (
     evaluate_openworld,
@@ -147,22 +147,22 @@ def test_cli_warns_when_the_model_trained_on_the_evaluated_fold(tiny_model: Path
 
 def test_training_overlap_reads_extra_folders_and_folds(tmp_path: Path) -> None:
     esc, extra, other = tmp_path / "esc", tmp_path / "ow", tmp_path / "other"
-    manifest = {"classifier": {"trained_on": {"data": str(esc),
-                                              "extra": [{"data": str(extra), "folds": [1]}]}}}
+    manifest = tiny_manifest(trained_on={"data": str(esc),
+                                         "extra": [{"data": str(extra), "folds": [1]}]})
     assert training_overlap(manifest, esc, 3)
     assert training_overlap(manifest, extra, 1)
     assert training_overlap(manifest, extra, 3) is None
     assert training_overlap(manifest, extra, None)
     assert training_overlap(manifest, other, None) is None
-    assert training_overlap({}, esc, None) is None
+    assert training_overlap(tiny_manifest(), esc, None) is None
     # edge-train build --extra records folder names and the held-out folds of the extras
-    named = {"classes": {}, "classifier": {"trained_on": {
-        "data": "esc", "extras": ["ow"], "held_out_folds": ["3", "none"]}}}
+    named = tiny_manifest(trained_on={"data": "esc", "extras": ["ow"],
+                                      "held_out_folds": ["3", "none"]})
     assert training_overlap(named, extra, 3) is None
     assert training_overlap(named, extra, 1)
     assert training_overlap(named, esc, 3)  # the ESC-50 data trained on every fold
     assert training_overlap(named, other, 3) is None
-    fold_model = {"classifier": {"trained_on": {"data": str(esc), "held_out_fold": 2}}}
+    fold_model = tiny_manifest(trained_on={"data": str(esc), "held_out_fold": 2})
     assert training_overlap(fold_model, esc, 2) is None and training_overlap(fold_model, esc, 1)
     # per file, links followed: a folder of links into a training folder is training data
     (extra / "audio").mkdir(parents=True)
@@ -215,7 +215,7 @@ def test_confusion_counts_event_classes_per_category() -> None:
     mapping = {"classes": {"gunshot": {"categories": ["gun_shot"]},
                            "dog_bark": {"categories": ["dog", "dog_bark"]},
                            "baby_cry": {"categories": ["crying_baby"]}}}
-    manifest = {"classes": {"names": names}, "classifier": {"mapping": mapping}}
+    manifest = tiny_manifest(mapping=mapping, classes=(names, [0.5] * len(names)))
     expected = expected_classes(["gun_shot", "dog_bark", "crying_baby"], manifest)
     assert expected == {"gun_shot": "gunshot", "dog_bark": "dog_bark"}  # no baby_cry class
     conf = summarise(runs, names, expected)["confusion"]
@@ -228,7 +228,8 @@ def test_confusion_counts_event_classes_per_category() -> None:
     assert conf["class_correct_rate"] == pytest.approx(2 / 3)
     assert conf["all_events_class_correct_rate"] == pytest.approx(1 / 3)  # one had a siren too
     # without a mapping in the manifest: the packaged default mapping's class table
-    assert expected_classes(["gun_shot", "dog_bark", "siren"], {"classes": {"names": names}}) \
+    assert expected_classes(["gun_shot", "dog_bark", "siren"],
+                            tiny_manifest(classes=(names, [0.5] * len(names)))) \
         == {"gun_shot": "gunshot", "dog_bark": "dog_bark", "siren": "siren"}
 
 

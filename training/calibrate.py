@@ -40,10 +40,10 @@ import numpy as np
 
 from edge_runtime.classes import normalise
 from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
-from training.build import WORKBENCH, clean_json, save_report
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import overlap_warning
 from training.replay import FileRun, cli_event_config, count_events, open_detector, replay
+from training.reports import WORKBENCH, clean_json, save_report
 
 log = logging.getLogger(__name__)
 

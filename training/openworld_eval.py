@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.manifest import Manifest, load_manifest
-from training.build import WORKBENCH, save_report
 from training.evaluate import save_figure
 from training.labelled import LabelledClip, layout, read_labelled
 from training.replay import FileRun, cli_event_config, open_detector, replay
+from training.reports import WORKBENCH, save_report
 
 log = logging.getLogger(__name__)
 
