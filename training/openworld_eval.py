@@ -96,7 +96,7 @@ def trained_on(manifest: Manifest) -> dict[str, Any]:
     """The ``trained_on`` records of the manifest's classifier and classes sections."""
     found = {}
     if manifest.classifier is not None and manifest.classifier.trained_on is not None:
-        found["classifier"] = manifest.classifier.trained_on
+        found.update(classifier=manifest.classifier.trained_on)
     if manifest.classes is not None and manifest.classes.calibration.get("trained_on"):
         found["classes"] = manifest.classes.calibration["trained_on"]
     return found
