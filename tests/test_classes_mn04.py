@@ -163,10 +163,10 @@ def test_cnn14_without_a_real_head_uses_trained_evidence_only(cnn14_model_dir: P
     out = tmp_path / "cnn14_classes"
     shutil.copytree(cnn14_model_dir, out)
     build(esc10_dir, out, per_fold_limit=2, measure_offline=False, negatives=False, mixes=0)
-    classes = load_manifest(out)["classes"]
-    assert classes["evidence"] == ["trained"]
-    assert set(classes["names"]) == {"dog_bark", "baby_cry", "chainsaw"}
-    assert load_manifest(out)["streaming"]["window_embedding"] == "chunked"
+    classes = load_manifest(out).classes
+    assert classes.evidence == ("trained",)
+    assert set(classes.names) == {"dog_bark", "baby_cry", "chainsaw"}
+    assert load_manifest(out).streaming.window_embedding == "chunked"
     pred = Detector(out, provider="cpu").predict(unseen(esc10_dir, "dog", 1)[0])
     assert 0.0 <= pred.probability <= 1.0
     assert pred.danger_class in (None, "dog_bark", "baby_cry", "chainsaw")
