@@ -54,7 +54,8 @@ def install_signals(stop: threading.Event) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "max_content_width": 100})
 @click.option("--input", "input", default="mic", show_default=True, metavar="mic|DIR|FILE|-",
-              help="Microphone, a directory to watch, one audio file, or raw PCM on stdin.")
+              help="Microphone, a directory to watch, one audio file, or raw PCM on stdin "
+                   "(with --spark: a DIR or URI).")
 @click.option("--model", default="models_onnx", show_default=True, metavar="DIR",
               help="Model dir (manifest.json + ONNX files, each sha256-verified).")
 @click.option("--device", default=None, help="Input device: index or name substring.")
@@ -94,6 +95,12 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--write-systemd-unit", default=None, metavar="PATH",
               help="Write a systemd unit running edge-detect with the other options; exit.")
 @click.option("--print-systemd-unit", is_flag=True, help="Print that unit instead; exit.")
+@click.option("--spark", default=None, metavar="MASTER",
+              help="Run DIR_OR_URI on Apache Spark (local[N], spark://HOST:PORT, yarn, "
+                   "k8s://URL): --once scores it once, else streams new files; needs the "
+                   "'spark' extra and Java 17.")
+@click.option("--spark-checkpoint", default=None, metavar="DIR",
+              help="--spark streaming: checkpoint dir [default: beside --events].")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and events.")
 @click.pass_context
@@ -137,6 +144,10 @@ def run(opts: dict[str, Any]) -> int:
 
     stop = threading.Event()
     install_signals(stop)
+    if opts.get("spark"):
+        from edge_runtime.spark_job import run_spark
+
+        return run_spark(opts, stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
                         threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
