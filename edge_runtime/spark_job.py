@@ -338,11 +338,15 @@ def is_spark_error(exc: BaseException) -> bool:
 
 
 def last_error_line(exc: BaseException) -> str:
-    """The innermost ``SomeError: message`` line of a Spark error (whose text carries the
-    executor's whole traceback), else its first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    found = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
-    return (found[-1] if found else lines[0] if lines else type(exc).__name__)[:500]
+    """The line of a Spark error that says what went wrong: its text carries the executor's
+    Python traceback and/or a Java stack; the innermost Python ``SomeError: message`` wins, else
+    the innermost Java one, else the first line."""
+    lines = [re.sub(r"^(: |Caused by: )", "", line.strip()) for line in str(exc).splitlines()]
+    found = [line for line in lines if re.match(r"^[\w.$]+(Error|Exception): ", line)]
+    python = [line for line in found if not line.startswith(("org.", "java.", "scala.",
+                                                              "py4j."))]
+    best = python or found or [line for line in lines if line] or [type(exc).__name__]
+    return (best[-1] if python or found else best[0])[:500]
 
 
 def default_checkpoint(events: str) -> str:

@@ -126,6 +126,11 @@ def test_last_error_line_picks_the_worker_exception() -> None:
             "mismatch\n\tat org.apache.spark.Foo")
     assert last_error_line(RuntimeError(text)) == \
         "edge_runtime.manifest.ManifestError: /m: sha256 mismatch"
+    java = ("An error occurred while calling o50.load.\n: org.apache.hadoop.fs.Unsupported"
+            "FileSystemException: No FileSystem for scheme \"foo\"\n\tat org.apache.X(X.java:1)")
+    assert last_error_line(RuntimeError(java)).endswith('No FileSystem for scheme "foo"')
+    assert last_error_line(RuntimeError("[PATH_NOT_FOUND] no /x\nmore")) == \
+        "[PATH_NOT_FOUND] no /x"
 
 
 RECORDS = [{"event": "danger", "offset_start_s": float(i), "offset_end_s": i + 1.5,
