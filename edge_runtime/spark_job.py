@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -35,7 +36,7 @@ from edge_runtime.events import EventConfig
 from edge_runtime.manifest import MANIFEST_NAME, load_manifest, model_sha256, verify_file
 from edge_runtime.sources import AUDIO_SUFFIXES
 from edge_runtime.spark_score import RESULT_SCHEMA, JobSpec, score_batches
-from edge_runtime.spark_sink import BatchCommitSink, write_events
+from edge_runtime.spark_sink import AtomicEvents, BatchCommitSink
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -53,6 +54,10 @@ LOG4J = Path(__file__).parent / "data" / "spark-log4j2.properties"
 
 _LOCAL = re.compile(r"local(?:\[(?P<n>\d+|\*)(?:,\s*(?P<f>\d+))?\])?")
 _REMOTE = re.compile(r"(spark://[\w.\-]+:\d+(,[\w.\-]+:\d+)*|yarn|k8s://https?://\S+)")
+
+
+class Stopped(Exception):
+    """SIGINT/SIGTERM arrived before the batch job finished."""
 
 
 class SparkSetupError(ValueError):
@@ -277,10 +282,13 @@ def run_batch(spark: SparkSession, uri: str, spec: JobSpec, events: str | None,
     finished = threading.Event()
 
     def cancel_on_stop() -> None:
+        # Cancelling is repeated: a job submitted after the signal (planning takes seconds)
+        # must not escape.
+        stop.wait()
+        log.info("cancelling the Spark job: no events file is written")
         while not finished.is_set():
-            if stop.wait(0.5):
-                spark.sparkContext.cancelAllJobs()
-                return
+            spark.sparkContext.cancelAllJobs()
+            finished.wait(0.5)
 
     threading.Thread(target=cancel_on_stop, name="spark-cancel", daemon=True).start()
     totals = Totals()
@@ -289,11 +297,19 @@ def run_batch(spark: SparkSession, uri: str, spec: JobSpec, events: str | None,
             scored.count()  # all files scored in parallel once; the ordered read uses the cache
             rows = scored.orderBy("source", "kind", "offset_start_s").toLocalIterator()
             records = consume(rows, totals)
-            if events:
-                write_events(events, records)
-            else:
-                for _ in records:
-                    pass
+            out = AtomicEvents(events) if events else None
+            try:
+                for rec in records:
+                    if out is not None:
+                        out.add(rec)
+                if stop.is_set():
+                    raise Stopped
+                if out is not None:
+                    out.commit()
+            except BaseException:
+                if out is not None:
+                    out.abort()
+                raise
     finally:
         finished.set()
         scored.unpersist()
@@ -330,6 +346,14 @@ def run_streaming(spark: SparkSession, uri: str, spec: JobSpec, events: str, che
         if query.isActive:
             query.stop()
     return totals
+
+
+def settle(spark: SparkSession, timeout_s: float = 15.0) -> None:
+    """Before stopping: let cancelled tasks wind down (stopping under them only adds noise)."""
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + timeout_s
+    while tracker.getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def is_spark_error(exc: BaseException) -> bool:
@@ -389,7 +413,11 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
                        threshold=opts.get("threshold"),
                        chunk_decisions=not opts.get("window_only"))
         started = time.perf_counter()
+        sigterm = signal.getsignal(signal.SIGTERM)
         spark = spark_session(master)
+        if callable(sigterm) and threading.current_thread() is threading.main_thread():
+            # pyspark took SIGINT over; give it back to the CLI's handler
+            signal.signal(signal.SIGINT, sigterm)
         try:
             spark.sparkContext.addFile(str(staged), recursive=True)
             log.info("spark %s (%s slot(s)); model %s shipped; threshold %.2f (off %.2f); "
@@ -408,6 +436,7 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
             log.error("spark job failed: %s", last_error_line(exc))
             return 1
         finally:
+            settle(spark)
             spark.stop()
     log.info("done: %s; %.1f s wall%s", totals.line(), time.perf_counter() - started,
              f"; events in {events}" if events else "")
