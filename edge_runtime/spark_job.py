@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from edge_runtime.events import EventConfig
 from edge_runtime.manifest import MANIFEST_NAME, load_manifest, model_sha256, verify_file
 from edge_runtime.sources import AUDIO_SUFFIXES
 from edge_runtime.spark_score import RESULT_SCHEMA, JobSpec, score_batches
@@ -130,16 +129,6 @@ def stage_model(model_dir: str | os.PathLike[str], into: Path) -> tuple[Path, st
     return staged, model_id, manifest
 
 
-def manifest_threshold(manifest: dict[str, Any], given: float | None) -> float:
-    """The threshold the Detector will use (``--threshold`` > manifest classifier's > 0.5)."""
-    from edge_runtime.detector import DEFAULT_THRESHOLD
-
-    clf = manifest.get("classifier") or {}
-    if given is not None:
-        return float(given)
-    return float(clf["threshold"]) if clf.get("threshold") is not None else DEFAULT_THRESHOLD
-
-
 def spark_conf(master: Master) -> dict[str, str]:
     """The job's bounded settings: small driver heap, small Arrow batches, quiet logs."""
     conf = {
@@ -205,9 +194,10 @@ def scored_frame(spark: SparkSession, uri: str, spec: JobSpec, streaming: bool =
 
 
 def events_frame(scored: DataFrame) -> DataFrame:
-    """The events of a :func:`scored_frame`: source, offsets and the daemon's JSON record."""
+    """The event records of a :func:`scored_frame` (each event's start and end, in order):
+    source, order in the file, offsets and the daemon's JSON line."""
     return (scored.where(scored.kind == "event")
-            .select("source", "offset_start_s", "offset_end_s", "record"))
+            .select("source", "seq", "offset_start_s", "offset_end_s", "record"))
 
 
 @dataclass
@@ -237,11 +227,13 @@ def consume(rows: Iterable[Any], totals: Totals) -> Iterator[dict[str, Any]]:
             for line in (row.message or "").splitlines():
                 (log.warning if row.ok else log.error)("%s", line)
             continue
-        totals.events += 1
         record = json.loads(row.record)
-        log.warning("DANGER %s +%.1fs, %.1f s, peak %.2f", record["source"],
-                    record.get("offset_start_s", 0.0), record["duration_s"],
-                    record["peak_probability"])
+        if record.get("state") == "end":
+            totals.events += 1
+            what = f"DANGER ({record['class']})" if record.get("class") else "DANGER"
+            log.warning("%s %s +%.1fs, %.1f s, peak %.2f", what, record["source"],
+                        record.get("offset_start_s") or 0.0, record["duration_s"],
+                        record["peak_probability"])
         yield record
 
 
@@ -295,7 +287,7 @@ def run_batch(spark: SparkSession, uri: str, spec: JobSpec, events: str | None,
     try:
         with Progress(spark):
             scored.count()  # all files scored in parallel once; the ordered read uses the cache
-            rows = scored.orderBy("source", "kind", "offset_start_s").toLocalIterator()
+            rows = scored.orderBy("source", "seq").toLocalIterator()
             records = consume(rows, totals)
             out = AtomicEvents(events) if events else None
             try:
@@ -326,7 +318,7 @@ def run_streaming(spark: SparkSession, uri: str, spec: JobSpec, events: str, che
     def each_batch(batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
         seen = Totals()
-        rows = sorted(batch.collect(), key=lambda r: (r.source, r.kind, r.offset_start_s or 0))
+        rows = sorted(batch.collect(), key=lambda r: (r.source, r.seq))
         records = list(consume(rows, seen))
         written = sink.write(batch_id, records)
         for name in ("files", "failed", "events", "audio_s", "compute_s"):
@@ -385,8 +377,11 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
     source = str(opts["input"])
     if source in ("mic", "-"):
         raise SparkSetupError(f"--input {source}: --spark reads files (a DIR or a URI)")
-    if opts.get("save_clips"):
-        raise SparkSetupError("--save-clips is not supported with --spark")
+    live = [f"--{name.replace('_', '-')}" for name in ("save_clips", "mqtt", "notify", "monitor")
+            if opts.get(name)]
+    if live:
+        raise SparkSetupError(f"{', '.join(live)}: not supported with --spark (it writes the "
+                              "events to --events; feed those to other tools)")
     uri = input_uri(source)
     events = opts.get("events")
     once = bool(opts.get("once"))
@@ -402,16 +397,17 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
                  uri, urlparse(uri).scheme)
 
     with tempfile.TemporaryDirectory(prefix="edge-spark-model-") as tmp:
-        staged, model_id, manifest = stage_model(opts["model"], Path(tmp))
-        rules = EventConfig(threshold=manifest_threshold(manifest, opts.get("threshold")),
-                            hysteresis=float(opts["hysteresis"]),
-                            min_duration_s=float(opts["min_duration"]),
-                            cooldown_s=float(opts["cooldown"]))
-        spec = JobSpec(model_name=staged.name, model_id=model_id, events=rules,
+        staged, model_id, _ = stage_model(opts["model"], Path(tmp))
+        window_only = bool(opts.get("window_only"))
+        spec = JobSpec(model_name=staged.name, model_id=model_id,
+                       hysteresis=float(opts["hysteresis"]),
+                       min_duration_s=float(opts["min_duration"]),
+                       cooldown_s=float(opts["cooldown"]),
+                       update_every_s=float(opts.get("update_every") or 0.0),
                        provider=str(opts.get("provider") or "auto"),
                        threads=int(opts.get("threads") or 1),
                        threshold=opts.get("threshold"),
-                       chunk_decisions=not opts.get("window_only"))
+                       chunk_decisions=False if window_only else None)
         started = time.perf_counter()
         sigterm = signal.getsignal(signal.SIGTERM)
         spark = spark_session(master)
@@ -420,9 +416,10 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
             signal.signal(signal.SIGINT, sigterm)
         try:
             spark.sparkContext.addFile(str(staged), recursive=True)
-            log.info("spark %s (%s slot(s)); model %s shipped; threshold %.2f (off %.2f); "
-                     "%.1f s to start", master.url, master.slots or "cluster", model_id[:12],
-                     rules.threshold, rules.off, time.perf_counter() - started)
+            log.info("spark %s (%s slot(s)); model %s shipped; threshold %s; %.1f s to start",
+                     master.url, master.slots or "cluster", model_id[:12],
+                     "the model's" if spec.threshold is None else f"{spec.threshold:.2f}",
+                     time.perf_counter() - started)
             if once:
                 totals = run_batch(spark, uri, spec, events, stop)
             else:

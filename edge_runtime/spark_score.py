@@ -2,9 +2,10 @@
 
 Runs inside ``mapInPandas`` on Spark's Python workers. Every file goes through exactly the
 single-process path — :func:`edge_runtime.sources.file_stream` → :class:`Detector` stream →
-:class:`EventTracker` (via :class:`edge_runtime.daemon.Runner`) → ``sinks.event_record`` — so the
-records equal the daemon's. Each worker process opens (and sha256-verifies) the model dir once:
-detectors are cached per process, keyed by the model's local path and id.
+:class:`EventTracker` (via :class:`edge_runtime.daemon.Runner`) → the lifecycle records
+(``start`` and ``end``, as ``JsonlSink`` writes them) — so the records equal the daemon's.
+Each worker process opens (and sha256-verifies) the model dir once: detectors are cached per
+process, keyed by the model's local path and id.
 
 No pyspark import here; pandas is imported only when a batch arrives.
 """
@@ -24,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from edge_runtime.audio import AudioError
-from edge_runtime.events import Event, EventConfig
+from edge_runtime.events import EventConfig
+from edge_runtime.lifecycle import EventRecord
 from edge_runtime.manifest import ManifestError
-from edge_runtime.sinks import StreamInfo
 from edge_runtime.sources import file_stream, is_candidate
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge-detect")
 
-# One row per file (kind "file": its outcome) and one per event (kind "event": the record as the
-# daemon writes it, JSON). Offsets are repeated as columns so the driver can sort without parsing.
-RESULT_SCHEMA = ("kind string, source string, ok boolean, message string, audio_s double, "
-                 "compute_s double, events int, offset_start_s double, offset_end_s double, "
-                 "record string")
+# One row per file (kind "file": its outcome) and one per record (kind "event": the JSON line
+# the daemon's JsonlSink writes, start and end of each event; ``seq`` is its order in the file).
+RESULT_SCHEMA = ("kind string, source string, seq int, ok boolean, message string, "
+                 "audio_s double, compute_s double, events int, offset_start_s double, "
+                 "offset_end_s double, record string")
 COLUMNS = [part.split()[0] for part in RESULT_SCHEMA.split(", ")]
 
 
@@ -54,12 +55,21 @@ class JobSpec:
 
     model_name: str
     model_id: str
-    events: EventConfig
+    hysteresis: float = 0.1
+    min_duration_s: float = 1.0
+    cooldown_s: float = 2.0
+    update_every_s: float = 0.0
     provider: str = "cpu"
     threads: int = 1
     threshold: float | None = None
-    chunk_decisions: bool = True
+    chunk_decisions: bool | None = None
     model_path: str | None = None
+
+    def rules(self, detector: Detector) -> EventConfig:
+        """The event rules as the CLI builds them (threshold: the Detector's)."""
+        return EventConfig(threshold=detector.threshold, hysteresis=self.hysteresis,
+                           min_duration_s=self.min_duration_s, cooldown_s=self.cooldown_s,
+                           update_every_s=self.update_every_s)
 
 
 _DETECTORS: dict[tuple[Any, ...], Detector] = {}
@@ -103,16 +113,22 @@ def display_source(uri: str) -> str:
 
 
 class _Collect:
-    """A sink that keeps the records the Runner produces."""
+    """A sink that keeps what ``JsonlSink`` would write: each event's start and end."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    def started(self, event: Event, stream: StreamInfo) -> None:
+    def on_start(self, record: EventRecord) -> None:
+        self.records.append(record.to_dict())
+
+    def on_update(self, record: EventRecord) -> None:
         pass
 
-    def finished(self, event: Event, stream: StreamInfo, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def on_end(self, record: EventRecord) -> None:
+        self.records.append(record.to_dict())
+
+    def close(self) -> None:
+        pass
 
 
 class _Capture(logging.Handler):
@@ -151,7 +167,7 @@ def score_file(spec: JobSpec, uri: str, content: bytes, modified: datetime | Non
     try:
         detector = detector_for(spec)
         collect = _Collect()
-        runner = Runner(detector, spec.events, [collect])
+        runner = Runner(detector, spec.rules(detector), [collect])
         with tempfile.TemporaryDirectory(prefix="edge-spark-") as tmp:
             path = Path(tmp) / name
             path.write_bytes(content)
@@ -175,13 +191,14 @@ def score_file(spec: JobSpec, uri: str, content: bytes, modified: datetime | Non
 
 def result_rows(result: FileResult) -> list[dict[str, Any]]:
     """One ``file`` row, then one ``event`` row per record (see :data:`RESULT_SCHEMA`)."""
-    rows = [{"kind": "file", "source": result.source, "ok": result.ok,
+    ended = sum(1 for rec in result.records if rec.get("state") == "end")
+    rows = [{"kind": "file", "source": result.source, "seq": 0, "ok": result.ok,
              "message": "\n".join(result.messages) or None, "audio_s": result.audio_s,
-             "compute_s": result.compute_s, "events": len(result.records),
+             "compute_s": result.compute_s, "events": ended,
              "offset_start_s": None, "offset_end_s": None, "record": None}]
-    for rec in result.records:
-        rows.append({"kind": "event", "source": result.source, "ok": True, "message": None,
-                     "audio_s": None, "compute_s": None, "events": None,
+    for seq, rec in enumerate(result.records, 1):
+        rows.append({"kind": "event", "source": result.source, "seq": seq, "ok": True,
+                     "message": None, "audio_s": None, "compute_s": None, "events": None,
                      "offset_start_s": rec.get("offset_start_s"),
                      "offset_end_s": rec.get("offset_end_s"),
                      "record": json.dumps(rec, ensure_ascii=False)})

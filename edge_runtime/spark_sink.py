@@ -31,11 +31,13 @@ def is_parquet(path: str | os.PathLike[str]) -> bool:
 
 
 def parquet_schema() -> Any:
-    """The event record (``sinks.event_record``) as a fixed Arrow schema."""
+    """The JSON line of an event record (``lifecycle.EventRecord.to_dict``) as a fixed Arrow
+    schema (so every file of a dataset has the same one)."""
     import pyarrow as pa
 
     tag = pa.struct([("name", pa.string()), ("probability", pa.float64())])
-    return pa.schema([("event", pa.string()), ("start", pa.string()), ("end", pa.string()),
+    return pa.schema([("event", pa.string()), ("id", pa.string()), ("state", pa.string()),
+                      ("class", pa.string()), ("start", pa.string()), ("end", pa.string()),
                       ("duration_s", pa.float64()), ("offset_start_s", pa.float64()),
                       ("offset_end_s", pa.float64()), ("peak_probability", pa.float64()),
                       ("mean_probability", pa.float64()), ("windows", pa.int64()),

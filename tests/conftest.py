@@ -50,25 +50,29 @@ def cnn14_model_dir(cnn14_checkpoint: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``edge-train build`` output on ESC-10 danger/safe (2 clips per category and fold, 60
-    clips), LogReg, over a copy of ``cnn14_model_dir``: adds classifier.onnx, end_to_end.onnx,
-    report.json/.md, PNGs, and ``.workbench/`` (embedding cache + joblib). Random-init backbone:
+    """``edge-train build`` output on ESC-10 danger/safe with the seed's binary mapping (2 clips
+    per category and fold, 60 clips), LogReg, over a copy of ``cnn14_model_dir``: adds
+    classifier.onnx, end_to_end.onnx, report.json/.md, PNGs, and ``.workbench/`` (embedding cache
+    + joblib). Random-init backbone:
     plumbing and parity only, no quality claim."""
     import shutil
 
     from training.build import build
+    from training.mapping import binary_mapping
 
     out = tmp_path_factory.mktemp("model_trained") / "model"
     shutil.copytree(cnn14_model_dir, out)
-    build(esc10_dir, out, classifier="logreg", per_fold_limit=2, measure_offline=False)
+    build(esc10_dir, out, classifier="logreg", mapping=binary_mapping(), per_fold_limit=2,
+          measure_offline=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def mn04_model_dir(mn04_weights: Path, esc10_dir: Path,
                    tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``edge-train build`` with the real mn04 weights and a LogReg on ESC-10 danger/safe (2 clips
-    per category and fold, 60 clips): a real, quick (~30 s) model dir for end-to-end tests."""
+    """``edge-train build`` with the real mn04 weights and the default mapping (a class model:
+    events carry their class) on ESC-10, 2 clips per category and fold: a real model dir that
+    builds in about a minute, for end-to-end tests."""
     from training.build import build
 
     out = tmp_path_factory.mktemp("mn04_model") / "model"

@@ -12,8 +12,9 @@ import pytest
 
 from edge_runtime.detector import Detector
 from edge_runtime.manifest import load_manifest
+from tests.helpers import ended_events
 from training.dataset import read_dataset
-from training.mapping import default_mapping
+from training.mapping import binary_mapping
 
 LIMIT = 2
 
@@ -23,14 +24,15 @@ def mn04_model(mn04_weights: Path, esc10_dir: Path, tmp_path_factory) -> Path:
     from training.build import build
 
     out = tmp_path_factory.mktemp("mn04") / "model"
-    build(esc10_dir, out, str(mn04_weights), classifier="logreg", per_fold_limit=LIMIT,
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", mapping=binary_mapping(),
+          per_fold_limit=LIMIT,
           measure_offline=False)
     return out
 
 
 def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
     """``n`` clips of ``category`` that the per-fold-limited build did not train on."""
-    mapping = default_mapping()
+    mapping = binary_mapping()
     trained = {c.filename for c in read_dataset(esc10_dir, mapping, LIMIT)}
     clips = [c for c in read_dataset(esc10_dir, mapping)
              if c.category == category and c.filename not in trained]
@@ -81,7 +83,6 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
                                                       tmp_path: Path) -> None:
     """Acceptance with real weights and clips the classifier never saw: safe, safe, DOG, safe,
     safe, safe (5 s each) → exactly one event, 10 s → 15 s within one hop (1 s)."""
-    import json
     import subprocess
     import sys
 
@@ -99,7 +100,7 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
                           "--input", str(tmp_path / "stream.flac"), "--events", str(events)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = ended_events(events)
     assert len(records) == 1, records
     (rec,) = records
     assert abs(rec["offset_start_s"] - 10.0) <= 1.0, rec

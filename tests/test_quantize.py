@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from training import quantize as q
+from training.mapping import binary_mapping
 
 
 def toy_backbone() -> onnx.ModelProto:
@@ -141,7 +142,8 @@ def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_weights: Path, e
     from training.build import build
 
     fp32 = tmp_path / "fp32"
-    build(esc10_dir, fp32, str(mn04_weights), per_fold_limit=1, measure_offline=False)
+    build(esc10_dir, fp32, str(mn04_weights), mapping=binary_mapping(), per_fold_limit=1,
+          measure_offline=False)
     out = tmp_path / "int8"
     manifest = q.quantize_model_dir(fp32, esc10_dir / "audio", out, calib_files=8,
                                     check_files=4)

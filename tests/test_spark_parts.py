@@ -4,6 +4,7 @@ against the daemon's own run, and the exactly-once event sinks. (Real Spark: tes
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from edge_runtime.daemon import Runner
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig
 from edge_runtime.manifest import ManifestError, load_manifest, model_sha256
+from edge_runtime.sinks import JsonlSink
 from edge_runtime.sources import file_stream
 from edge_runtime.spark_job import (
     SparkSetupError,
@@ -24,10 +26,15 @@ from edge_runtime.spark_job import (
     check_master,
     input_uri,
     last_error_line,
-    manifest_threshold,
     stage_model,
 )
-from edge_runtime.spark_score import JobSpec, display_source, result_rows, score_file
+from edge_runtime.spark_score import (
+    JobSpec,
+    detector_for,
+    display_source,
+    result_rows,
+    score_file,
+)
 from edge_runtime.spark_sink import AtomicEvents, BatchCommitSink, write_events
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
@@ -69,8 +76,6 @@ def test_staged_model_holds_only_the_verified_files(tiny_model: Path, tmp_path: 
     assert model_id == model_sha256(load_manifest(tiny_model))
     assert sorted(p.name for p in staged.iterdir()) == sorted(
         [e["path"] for e in manifest["files"].values()] + ["manifest.json"])
-    assert manifest_threshold(manifest, None) == 0.5
-    assert manifest_threshold(manifest, 0.7) == 0.7
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in tiny_model.iterdir():
@@ -81,41 +86,37 @@ def test_staged_model_holds_only_the_verified_files(tiny_model: Path, tmp_path: 
 
 
 def test_executor_scoring_equals_the_daemon(tiny_model: Path, tmp_path: Path) -> None:
-    """Bytes scored by the executor code == the daemon's Runner on the file (records whole,
-    including the wall-clock start from the file's mtime), and bad bytes give one line."""
+    """Bytes scored by the executor code == what the daemon's JsonlSink writes for the file
+    (every line whole: start and end records, ids, wall-clock times from the file's mtime), and
+    bad bytes give one line naming the file."""
     audio = np.concatenate([hiss(3.0), tone(4.0), hiss(12.0), tone(2.5), hiss(2.0)])
     path = tmp_path / "rec.wav"
     sf.write(path, audio, SR)
+    os.utime(path, (1_700_000_000.25, 1_700_000_000.25))  # whole ms, as Spark reports times
     det = Detector(tiny_model, provider="cpu", threads=1)
-    rules = EventConfig(threshold=det.threshold)
-    expected: list[dict] = []
+    daemon_out = tmp_path / "daemon.jsonl"
+    Runner(det, EventConfig(threshold=det.threshold), [JsonlSink(daemon_out)],
+           stop=threading.Event()).run_stream(file_stream(path, SR))
+    expected = [json.loads(line) for line in daemon_out.read_text().splitlines()]
+    assert [r["state"] for r in expected] == ["start", "end", "start", "end"]
 
-    class Keep:
-        def started(self, *a: object) -> None: ...
-
-        def finished(self, event: object, info: object, record: dict) -> None:
-            expected.append(record)
-
-    Runner(det, rules, [Keep()], stop=threading.Event()).run_stream(file_stream(path, SR))
-    assert len(expected) == 2
-
-    spec = JobSpec("tiny", det.model_id, rules, model_path=str(tiny_model))
-    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    spec = JobSpec("tiny", det.model_id, model_path=str(tiny_model))
+    mtime = datetime.fromtimestamp(1_700_000_000.25, UTC)
     got = score_file(spec, path.as_uri(), path.read_bytes(), mtime)
     assert got.ok and got.messages == []
-    for a, b in zip(got.records, expected, strict=True):
-        assert a.pop("start")[:19] == b.pop("start")[:19]  # Spark's mtime is ms-precise
-        assert a.pop("end")[:19] == b.pop("end")[:19]
-        assert a == b
+    assert got.records == expected
+    assert detector_for(spec) is detector_for(spec)  # opened once per process
     rows = result_rows(got)
-    assert [r["kind"] for r in rows] == ["file", "event", "event"]
-    assert json.loads(rows[1]["record"])["offset_start_s"] == rows[1]["offset_start_s"]
+    assert [(r["kind"], r["seq"]) for r in rows] == [("file", 0)] + [("event", i)
+                                                                     for i in range(1, 5)]
+    assert rows[0]["events"] == 2
+    assert json.loads(rows[2]["record"])["offset_end_s"] == rows[2]["offset_end_s"]
 
     broken = score_file(spec, "file:/landing/broken.wav", b"RIFF\x00\x00garbage", None)
     assert not broken.ok and broken.records == []
     assert len(broken.messages) == 1 and broken.messages[0].startswith("/landing/broken.wav: ")
 
-    wrong = JobSpec("tiny", "0" * 64, rules, model_path=str(tiny_model))
+    wrong = JobSpec("tiny", "0" * 64, model_path=str(tiny_model))
     with pytest.raises(ManifestError, match="not the driver's"):
         score_file(wrong, path.as_uri(), path.read_bytes(), mtime)
 

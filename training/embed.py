@@ -64,7 +64,8 @@ class Embeddings:
 def embedding_model_id(sessions: ModelSessions) -> str:
     """Id of what shapes an embedding: backbone + pooling sha256 and the streaming settings."""
     files = {role: sessions.manifest["files"][role] for role in ("backbone", "pooling")}
-    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
+    mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
+    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}{mode}"
     return hashlib.sha256(f"{model_sha256({'files': files})}:{streaming}".encode()).hexdigest()
 
 
