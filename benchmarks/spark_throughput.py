@@ -72,7 +72,8 @@ def event_keys(path: Path) -> list[tuple]:
     out = []
     for line in path.read_text().splitlines():
         rec = json.loads(line)
-        out.append((Path(rec["source"]).name, rec["offset_start_s"], rec["offset_end_s"]))
+        out.append((Path(rec["source"]).name, rec.get("state"), rec["offset_start_s"],
+                    rec["offset_end_s"], rec.get("class") or ""))
     return sorted(out)
 
 
@@ -144,7 +145,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['overhead_ms_per_file']:.0f} | {r['machine_busy_cores']} |")
     lines += ["", f"Spark / one process: **{s['spark_over_single_throughput']:.2f}×** end to end, "
               f"{s['spark_over_single_after_start']:.2f}× after Spark's start-up. Events "
-              f"identical (file, start, end): {s['events_equal_all_rounds']}.", "",
+              f"identical (file, state, start, end, class): {s['events_equal_all_rounds']}.", "",
               results["note"], ""]
     return "\n".join(lines)
 
