@@ -129,7 +129,9 @@ def markdown(results: dict[str, Any]) -> str:
     m, s, st = results["machine"], results["summary"], results["settings"]
     lines = [f"Machine: {m['cpu']}, {m['usable_cores']} cores, {m['memory_gib']} GiB; python "
              f"{m['python']}, onnxruntime {m['versions']['onnxruntime']}, pyspark "
-             f"{st['pyspark']}. Model: {st['model']} ({st['backbone']}). Input: {st['files']} "
+             f"{st['pyspark']}; niceness {st['niceness']}, load average before "
+             f"{st['load_average_before']}. Model: {st['model']} ({st['backbone']}). Input: "
+             f"{st['files']} "
              f"clips, {st['audio_h']:.3f} h of audio. Spark master {st['master']}. Medians of "
              f"{len(results['rounds'])} round(s).", "",
              "| mode | wall s | Spark start s | scoring s (summed) | audio-h per wall-h | "
@@ -186,7 +188,9 @@ NOTE = ("This machine is shared with other jobs: the machine-busy column counts 
         "so cores beyond what a mode can use were other work, and wall times carry that noise. "
         "Spark runs one onnxruntime thread per task (its tasks are the parallelism); the single "
         "process uses onnxruntime's default (all cores). Spark's start-up (JVM, session, model "
-        "shipped with addFile) is paid once per job, its per-file overhead on every file.")
+        "shipped with addFile) is paid once per job, its per-file overhead on every file. "
+        "Scoring time is summed over files, so with 2 slots busy at once it can reach twice "
+        "the wall time; on 2 cores the two workers also share them with Spark's JVM.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spark_throughput: note: {args.input} has {len(files)} clips (< 400)",
               file=sys.stderr)
     rounds = []
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="spark-bench-") as tmp:
         for i in range(args.rounds):
             print(f"round {i + 1}/{args.rounds} …", file=sys.stderr)
@@ -221,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                             "backbone": load_manifest(args.model)["backbone"]["name"],
                             "input": str(args.input), "files": len(files),
                             "audio_h": audio_s / 3600, "master": master.url,
-                            "pyspark": version("pyspark")},
+                            "pyspark": version("pyspark"), "niceness": os.nice(0),
+                            "load_average_before": load_before},
                "rounds": rounds, "note": NOTE}
     results["summary"] = summarize(rounds)
     name = args.name or f"spark-{platform.machine()}-{machine['usable_cores']}c"
