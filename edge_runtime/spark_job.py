@@ -5,7 +5,7 @@ files (``binaryFile``: local dirs, HDFS, S3 with the usual connectors); the mode
 here, then shipped with the job (``SparkContext.addFile``) — no shared filesystem is assumed.
 
 * ``--once``: one batch job; the events come back as a DataFrame and are written atomically
-  (JSON lines, or Parquet for ``--events *.parquet``), sorted by file and offset.
+  (JSON lines, or Parquet for ``--events *.parquet``): the daemon's lines, files in order.
 * otherwise: a Structured Streaming query over a landing folder; each micro-batch's events are
   written once (:class:`~edge_runtime.spark_sink.BatchCommitSink`), its progress checkpointed,
   so a restart neither loses nor repeats events.
@@ -266,8 +266,9 @@ class Progress:
 
 def run_batch(spark: SparkSession, uri: str, spec: JobSpec, events: str | None,
               stop: threading.Event) -> Totals:
-    """Score everything under ``uri`` once; write the events atomically (sorted by file and
-    offset). Cancelled (SIGINT/SIGTERM) → Spark jobs cancelled, no events file written."""
+    """Score everything under ``uri`` once; write the records atomically (files sorted, each
+    file's lines in the daemon's order). Cancelled (SIGINT/SIGTERM) → Spark jobs cancelled, no
+    events file written."""
     from pyspark import StorageLevel
 
     scored = scored_frame(spark, uri, spec).persist(StorageLevel.MEMORY_AND_DISK)
