@@ -375,7 +375,11 @@ def default_checkpoint(events: str) -> str:
 def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
     """The CLI's ``--spark`` branch; returns the exit code."""
     master = check_master(str(opts["spark"]))
-    source = str(opts["input"])
+    inputs = opts["input"]
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if len(inputs) != 1 or opts.get("sources"):
+        raise SparkSetupError("--spark reads one --input (a DIR or URI), no [sources] tables")
+    source = str(inputs[0])
     if source in ("mic", "-"):
         raise SparkSetupError(f"--input {source}: --spark reads files (a DIR or a URI)")
     live = [f"--{name.replace('_', '-')}" for name in ("save_clips", "mqtt", "notify", "monitor")
