@@ -142,7 +142,8 @@ def test_one_dog_in_a_30s_stream_is_one_dog_bark_event(class_model: Path, esc10_
     assert len(records) == 1, records
     (rec,) = records
     assert rec["class"] == "dog_bark"
-    assert 8.0 <= rec["offset_start_s"] <= 11.0 and 14.0 <= rec["offset_end_s"] <= 17.0, rec
+    # the dog clip spans 10-15 s; its barks may stop before the clip does
+    assert 9.0 <= rec["offset_start_s"] <= 11.0 and 11.5 <= rec["offset_end_s"] <= 16.0, rec
 
 
 def test_smoke_alarm_is_heard_zero_shot(class_model: Path, tmp_path: Path) -> None:

@@ -183,3 +183,52 @@ def mix(signal: np.ndarray, background: np.ndarray, snr_db: float,
     out = signal + back
     peak = float(np.abs(out).max())
     return out / peak * 0.9 if peak > 0.9 else out
+
+
+HOME_SENTENCES = (
+    ("en-us", "I think we should paint the kitchen blue this summer, what do you think?"),
+    ("en-gb", "The train to the city leaves at half past nine from platform four."),
+    ("en", "Hello, this is your captain speaking, we will be landing in twenty minutes."),
+    ("de", "Kannst du bitte das Fenster schließen, es wird langsam kalt hier drinnen."),
+    ("fr", "Nous allons au marché samedi matin, tu veux venir avec nous?"),
+    ("es", "Mañana tenemos que llevar el coche al taller antes de las diez."),
+    ("it", "Stasera guardiamo un film e ordiniamo una pizza, va bene per te?"),
+    ("en-us", "And now the weather: a sunny afternoon with a light breeze from the west."),
+)
+
+
+def home_ambience(folder: Path, minutes: float = 30.0, seed: int = 1) -> Path:
+    """A long synthetic "living room" recording (espeak-ng speech in other sentences and voices
+    than the build's negatives, plucked music, speech over music like a TV, room noise at −55 to
+    −35 dBFS, silence), for false events per hour. Written once as FLAC; returns its path."""
+    path = folder / f"home_ambience_{minutes:g}min_seed{seed}.flac"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(seed)
+    speech = []
+    if shutil.which("espeak-ng"):
+        for i, (voice, text) in enumerate(HOME_SENTENCES):
+            wav = folder / f".home_speech_{i}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(130 + 10 * (i % 4)), "-p",
+                            str(35 + 9 * i), "-w", str(wav), text], capture_output=True,
+                           timeout=60, check=False)
+            if wav.is_file():
+                speech.append(load_audio(wav, RATE))
+                wav.unlink()
+    parts, total = [], int(minutes * 60 * RATE)
+    while sum(p.size for p in parts) < total:
+        kind = rng.choice(["speech", "music", "tv", "room", "silence"])
+        if kind in ("speech", "tv") and speech:
+            seg = np.concatenate([speech[int(rng.integers(len(speech)))] for _ in range(3)])
+            if kind == "tv":
+                music = _music(rng)
+                seg = seg + 0.3 * np.resize(music, seg.size)
+        elif kind in ("music", "tv"):
+            seg = _music(rng)
+        elif kind == "room":
+            seg = _noise("pink", 20 * RATE, rng) * 10 ** (rng.uniform(-55, -35) / 20)
+        else:
+            seg = np.zeros(int(rng.uniform(3, 15) * RATE))
+        parts.append(seg * 10 ** (rng.uniform(-12, 0) / 20))
+    _write(path, np.concatenate(parts)[:total])
+    return path
