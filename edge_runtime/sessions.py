@@ -16,6 +16,9 @@ from edge_runtime.manifest import load_manifest, model_sha256, verify_file
 
 log = logging.getLogger(__name__)
 
+# Every manifest role the device loads (load_sessions below); a deployment ships these only.
+DEVICE_ROLES = ("backbone", "pooling", "head", "labels", "classifier")
+
 
 @dataclass
 class ModelSessions:

@@ -184,7 +184,18 @@ def embed_clips(model_dir: str | Path, clips: list[Clip], cache_dir: Path | None
                         filename=everything.filename, fold=everything.fold,
                         label=everything.label, category=everything.category,
                         window=everything.window, cosine=everything.cosine)
+        remove_stale_caches(path)
     return result
+
+
+def remove_stale_caches(current: Path) -> list[Path]:
+    """Delete the other ``embeddings-*.npz`` beside ``current``: made by models this dir no
+    longer holds (a model dir holds one embedding model), they would only pile up."""
+    stale = [p for p in current.parent.glob("embeddings-*.npz") if p != current]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed stale embedding cache %s", path.name)
+    return stale
 
 
 def cosine_summary(emb: Embeddings) -> dict[str, float | int]:
