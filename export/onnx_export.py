@@ -26,10 +26,10 @@ import numpy as np
 import onnx
 import torch
 
-from edge_runtime.manifest import FORMAT, FORMAT_VERSION, file_entry, write_json_atomic
+from edge_runtime.manifest import FORMAT, FORMAT_VERSION, write_json_atomic
 from export.backbones import BackboneSpec
 from export.panns import audioset_labels
-from export.reproducible import save_reproducible
+from export.reproducible import data_path, manifest_entries, save_reproducible
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
             output_names=[output_name], dynamic_shapes=({k: v for k, v in dynamic.items()},),
             verbose=False,
         )
-    program.save(str(path), external_data=False)  # one self-contained file per graph
+    program.save(str(path), external_data=False)
     # Same checkpoint and code → same bytes: drop the exporter's per-process debug metadata.
+    # Weights of big graphs go to <name>.data, memory-mapped by onnxruntime at load.
     save_reproducible(onnx.load(str(path)), path)
     onnx.checker.check_model(str(path), full_check=True)
 
@@ -117,7 +118,8 @@ def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                       "note": "backbone runs once per chunk (the hop); a window pools the frame "
                               "features of its last window_chunks chunks"},
         "opset": OPSET,
-        "files": {role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
+        "files": {role: entry for r, name in roles_files(roles).items()
+                  for role, entry in manifest_entries(out_dir, r, name).items()},
         "tools": tool_versions(),
     }
     if extra:
@@ -145,6 +147,10 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
         seconds = export_parts(spec, parts, tmp)
         (tmp / "labels.txt").write_text("\n".join(audioset_labels()) + "\n", encoding="utf-8")
         for name in [*FILES.values(), "labels.txt"]:
+            if data_path(tmp / name).is_file():
+                os.replace(data_path(tmp / name), data_path(out_dir / name))
+            else:
+                data_path(out_dir / name).unlink(missing_ok=True)  # an older export's weights
             os.replace(tmp / name, out_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

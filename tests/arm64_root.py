@@ -30,6 +30,7 @@ CACHE = Path(os.environ.get("EDGE_DETECT_CACHE") or Path.home() / ".cache" / "ed
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 VENV = "/opt/edge-detect"  # inside the root
 MARK = ".edge-detect-root.json"
+HOST_CA = "/etc/ssl/host-ca-bundle.crt"  # inside the root
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               "HOME": "/root", "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
               "PIP_DEFAULT_TIMEOUT": "120"}
@@ -140,12 +141,37 @@ def proc_mounted(root: Path):
             unmount_all(root)
 
 
+def host_ca_bundle() -> Path | None:
+    """The CA bundle the host's pip trusts (``PIP_CERT``, else the system bundle)."""
+    for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"),
+                      "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def chroot_env(root: Path) -> dict[str, str]:
+    """A clean environment for the root, with the host's network trust: its CA bundle (a
+    TLS-inspecting proxy's CA lives there on some CI machines) and its PyPI mirror, if set."""
+    env = dict(CHROOT_ENV)
+    bundle = host_ca_bundle()
+    if bundle is not None:
+        shutil.copy2(bundle, root / HOST_CA.lstrip("/"))
+        env["PIP_CERT"] = HOST_CA
+    for key in ("PIP_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                "NO_PROXY", "no_proxy"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
 def chroot(root: Path, *argv: str, timeout: float,
            check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside the root (aarch64 binaries through binfmt/qemu), clean environment."""
+    env = chroot_env(root)
     with proc_mounted(root):
         res = subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True,
-                             timeout=timeout, env=CHROOT_ENV)
+                             timeout=timeout, env=env)
     if check and res.returncode:
         tail = (res.stdout + res.stderr)[-3000:]
         raise RuntimeError(f"in arm64 root: {' '.join(argv)} exited {res.returncode}:\n{tail}")

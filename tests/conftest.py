@@ -62,3 +62,16 @@ def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
     shutil.copytree(cnn14_model_dir, out)
     build(esc10_dir, out, classifier="logreg", per_fold_limit=2, measure_offline=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def mn04_model_dir(mn04_weights: Path, esc10_dir: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edge-train build`` of the real mn04 weights on ESC-10 (2 clips per category and fold,
+    LogReg): one shared build for the tests that only read it (bundle, aarch64, ...)."""
+    from training.build import build
+
+    out = tmp_path_factory.mktemp("mn04_session") / "model"
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", per_fold_limit=2,
+          measure_offline=False)
+    return out

@@ -62,8 +62,10 @@ class Embeddings:
 
 
 def embedding_model_id(sessions: ModelSessions) -> str:
-    """Id of what shapes an embedding: backbone + pooling sha256 and the streaming settings."""
-    files = {role: sessions.manifest["files"][role] for role in ("backbone", "pooling")}
+    """Id of what shapes an embedding: backbone + pooling sha256 (with their external weights)
+    and the streaming settings."""
+    files = {role: entry for role, entry in sessions.manifest["files"].items()
+             if role in ("backbone", "pooling", "backbone_data", "pooling_data")}
     streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
     return hashlib.sha256(f"{model_sha256({'files': files})}:{streaming}".encode()).hexdigest()
 

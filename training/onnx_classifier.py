@@ -103,8 +103,9 @@ def normalise_opsets(model: onnx.ModelProto, opset: int = OPSET) -> onnx.ModelPr
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write an ONNX file through a temporary name (never half-written), reproducibly."""
-    save_reproducible(model, path)
+    """Write one self-contained ONNX file through a temporary name (never half-written),
+    reproducibly."""
+    save_reproducible(model, path, external=False)
 
 
 def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:
