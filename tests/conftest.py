@@ -51,9 +51,9 @@ def cnn14_model_dir(cnn14_checkpoint: Path, tmp_path_factory: pytest.TempPathFac
 def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``edge-train build`` output on ESC-10 danger/safe (2 clips per category and fold, 60
-    clips), LogReg, over a copy of ``cnn14_model_dir``: adds classifier.onnx, end_to_end.onnx,
-    report.json/.md, PNGs, and ``.workbench/`` (embedding cache + joblib). Random-init backbone:
-    plumbing and parity only, no quality claim."""
+    clips), LogReg, over a copy of ``cnn14_model_dir``: adds classifier.onnx,
+    report.json/.md, PNGs, and ``.workbench/`` (embedding cache, joblib, end_to_end.onnx).
+    Random-init backbone: plumbing and parity only, no quality claim."""
     import shutil
 
     from training.build import build
