@@ -82,7 +82,7 @@ def test_strip_debug_removes_metadata_and_nothing_else(tmp_path: Path) -> None:
     model.metadata_props.add(key="signature", value="anything")
     clean = strip_debug(onnx.ModelProto.FromString(model.SerializeToString()))
     assert not clean.metadata_props and not clean.graph.node[0].metadata_props
-    node.ClearField("metadata_props")
+    model.graph.node[0].ClearField("metadata_props")
     model.ClearField("metadata_props")
     assert clean == model
 
