@@ -12,7 +12,7 @@ Each measurement runs in a fresh process (``--child``), so its VmHWM is its own:
   drop and re-read under pressure);
 - ``peak_total``: VmHWM at the end (load + streaming).
 
-``--causes`` (for the first fp32 model dir given) also measures the backbone graph alone, the
+``--causes`` (for every fp32 model dir given) also measures the backbone graph alone, the
 way it was loaded before and each fix separately: one self-contained file vs weights in
 ``backbone.onnx.data`` (memory-mapped), each with onnxruntime's NCHWc layout transformer on or
 off. Writes ``load-memory-<arch>.{json,md,png}`` into ``--out``.
@@ -207,10 +207,10 @@ def main() -> None:
         result["models"].append({**describe(model_dir), **row})
         print(result["models"][-1], flush=True)
     if args.causes:
-        fp32 = next((m for m in args.model if describe(m)["precision"] == "fp32"), None)
-        if fp32 is not None:
-            with tempfile.TemporaryDirectory() as work:
-                result["causes"] = causes(fp32, Path(work))
+        for model_dir in args.model:
+            if describe(model_dir)["precision"] == "fp32":
+                with tempfile.TemporaryDirectory() as work:
+                    result["causes"] += causes(model_dir, Path(work))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"load-memory-{platform.machine()}"
     write_json_atomic(stem.with_suffix(".json"), result)

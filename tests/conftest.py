@@ -12,6 +12,18 @@ import pytest
 
 from tests.helpers import shared_path
 
+# Tests that need one of these build a model (export ≈ 10 s to 2 min, or a whole training
+# build): they are the slow tier, ``pytest -m "not slow"`` leaves them out (.ci/run runs all).
+HEAVY_FIXTURES = {"cnn14_checkpoint", "cnn14_model_dir", "trained_model_dir", "mn04_weights",
+                  "mn04_model_dir"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test whose fixtures include a model build (HEAVY_FIXTURES)."""
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def esc10_dir() -> Path:
