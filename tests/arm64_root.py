@@ -129,11 +129,16 @@ def remove_root(root: Path) -> None:
 
 @contextlib.contextmanager
 def proc_mounted(root: Path):
-    """/proc inside the root for the duration (pip and python need it), unmounted after."""
-    target = root / "proc"
-    target.mkdir(exist_ok=True)
-    mounted = not subprocess.run(["mount", "-t", "proc", "proc", str(target)],
-                                 capture_output=True, timeout=30).returncode
+    """/proc and /sys inside the root for the duration (python, pip and onnxruntime's CPU
+    detection read them), unmounted after."""
+    mounted = False
+    for fstype, where in (("proc", "proc"), ("sysfs", "sys")):
+        target = root / where
+        target.mkdir(exist_ok=True)
+        ok = not subprocess.run(["mount", "-t", fstype, "-o", "ro" if where == "sys" else "rw",
+                                 fstype, str(target)], capture_output=True,
+                                timeout=30).returncode
+        mounted = mounted or ok
     try:
         yield
     finally:
