@@ -77,13 +77,34 @@ def install_signals(stop: threading.Event) -> None:
               help="Seconds above threshold before an event counts.")
 @click.option("--cooldown", default=2.0, show_default=True, type=float,
               help="Quiet seconds that end an event; danger again sooner continues it.")
+@click.option("--update-every", default=10.0, show_default=True, type=float,
+              help="Seconds between 'update' messages while an event goes on (0: none).")
 @click.option("--window-only", is_flag=True,
-              help="Decide on 5 s windows only (as training's fold CV); by default each 1 s "
-                   "chunk is also scored, so short sounds are not diluted by the window.")
+              help="Decide on 5 s windows only (as training's fold CV). Default: the model's "
+                   "choice — binary models also score each 1 s chunk so short sounds are not "
+                   "diluted; class models decide on windows.")
 @click.option("--events", default=None, metavar="FILE.jsonl",
-              help="Append one JSON line per event (flushed and fsynced).")
+              help="Append a JSON line when an event starts and when it ends (fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
+@click.option("--mqtt", default=None, metavar="URL",
+              help="Publish events to MQTT with Home Assistant discovery: "
+                   "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).")
+@click.option("--mqtt-ca", default=None, metavar="FILE", help="mqtts: CA certificate file.")
+@click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True,
+              help="Home Assistant discovery topic prefix.")
+@click.option("--mqtt-spool", default=None, metavar="DIR",
+              help="MQTT messages wait here while the broker is unreachable "
+                   "[default: $XDG_STATE_HOME/edge-detect/mqtt-spool].")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="Push a notification per event: an ntfy topic URL or a webhook (JSON POST); "
+                   "repeatable.")
+@click.option("--notify-cooldown", default=300.0, show_default=True, type=float,
+              help="Seconds between two notifications of the same class.")
+@click.option("--monitor", is_flag=True,
+              help="Serve what it hears on 127.0.0.1: /metrics (Prometheus), /live (JSON), /.")
+@click.option("--monitor-port", default=8765, show_default=True, type=int,
+              help="Port of --monitor.")
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(CHOICES, case_sensitive=False),
               help="onnxruntime execution provider; auto falls back to CPU.")
@@ -133,15 +154,16 @@ def run(opts: dict[str, Any]) -> int:
     """Build the detector, sinks and source from resolved options; returns the exit code."""
     from edge_runtime.daemon import Runner
     from edge_runtime.detector import Detector
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
 
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
-                        threshold=opts["threshold"], chunk_decisions=not opts["window_only"])
+                        threshold=opts["threshold"],
+                        chunk_decisions=False if opts["window_only"] else None)
     events = EventConfig(threshold=detector.threshold, hysteresis=float(opts["hysteresis"]),
                          min_duration_s=float(opts["min_duration"]),
-                         cooldown_s=float(opts["cooldown"]))
+                         cooldown_s=float(opts["cooldown"]),
+                         update_every_s=float(opts["update_every"]))
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id[:12])
@@ -152,10 +174,42 @@ def run(opts: dict[str, Any]) -> int:
     if opts["save_clips"]:
         history = AudioHistory(detector.sample_rate)
         sinks.append(ClipSink(opts["save_clips"], history))
-    runner = Runner(detector, events, sinks, history=history, stop=stop)
-    rate = detector.sample_rate
-    source = str(opts["input"])
+    if opts["notify"]:
+        from edge_runtime.notify import Notifier
 
+        urls = opts["notify"]
+        urls = [urls] if isinstance(urls, str) else list(urls)  # TOML: a string or a list
+        sinks.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
+    if opts["monitor"]:
+        from edge_runtime.monitor import Monitor
+
+        sinks.append(Monitor(port=int(opts["monitor_port"])))
+    mqtt = None
+    if opts["mqtt"]:
+        from edge_runtime.lifecycle import model_classes
+        from edge_runtime.mqtt import MqttSink
+
+        mqtt = MqttSink(opts["mqtt"], input_name=str(opts["input"]),
+                        classes=model_classes(detector), ca_file=opts["mqtt_ca"],
+                        discovery_prefix=opts["mqtt_discovery_prefix"],
+                        spool_dir=opts["mqtt_spool"],
+                        off_delay_s=max(60.0, 3 * events.update_every_s))
+        sinks.append(mqtt)
+    runner = Runner(detector, events, sinks, history=history, stop=stop)
+    if mqtt is not None:
+        mqtt.on_command = runner.set_paused
+    try:
+        return _run_input(runner, opts, stop)
+    finally:
+        runner.close()
+
+
+def _run_input(runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
+    """Feed the configured input through ``runner``; returns the exit code."""
+    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+
+    rate = runner.detector.sample_rate
+    source = str(opts["input"])
     if source == "mic":
         from edge_runtime.mic import mic_stream
 

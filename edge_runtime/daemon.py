@@ -1,11 +1,15 @@
 """The per-stream loop: blocks → Detector stream → window scores → EventTracker → sinks.
 
-Bad input is logged as one line naming the file and the problem; the loop then moves on.
+Bad input is logged as one line naming the file and the problem; the loop then moves on. Each
+event's lifecycle (start, update, end) reaches every sink as one typed record; each hop reaches
+the observers (level, real-time factor, p(danger)); health changes (input flat, model failing)
+are reported to them too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,23 +22,34 @@ import numpy as np
 from edge_runtime.audio import AudioError
 from edge_runtime.detector import Detector, WindowScore
 from edge_runtime.events import EventConfig, EventTracker, Transition
-from edge_runtime.sinks import AudioHistory, ClipSink, StreamInfo, event_record
+from edge_runtime.lifecycle import (
+    Health,
+    Hop,
+    Observer,
+    StreamInfo,
+    build_record,
+    rfc3339,
+    top_classes,
+)
+from edge_runtime.sinks import AudioHistory, ClipSink
 from edge_runtime.sources import Stream
 
 log = logging.getLogger("edge-detect")
 
 
 class SilenceWatch:
-    """Warn once when a live input stays flat (peak-to-peak < ``floor``) for ``seconds``."""
+    """Warn when a live input stays flat (peak-to-peak < ``floor``) for ``seconds``;
+    ``on_change(alive)`` is called when it goes flat and when the signal comes back."""
 
     def __init__(self, sample_rate: int, seconds: float = 10.0, floor: float = 1e-4,
-                 source: str = "input") -> None:
+                 source: str = "input", on_change: Callable[[bool], None] | None = None) -> None:
         self.seconds = seconds
         self.limit = int(seconds * sample_rate)
         self.floor = floor
         self.source = source
         self.flat = 0
         self.warned = False
+        self.on_change = on_change
 
     def check(self, block: np.ndarray) -> None:
         if block.size == 0:
@@ -45,8 +60,15 @@ class SilenceWatch:
                 self.warned = True
                 log.warning("%s: the signal has been flat for %.0f s — microphone dead, muted "
                             "or unplugged?", self.source, self.seconds)
+                if self.on_change is not None:
+                    self.on_change(False)
         else:
             self.flat = 0
+            if self.warned:
+                self.warned = False
+                log.info("%s: the signal is back", self.source)
+                if self.on_change is not None:
+                    self.on_change(True)
 
 
 @dataclass
@@ -61,91 +83,197 @@ class RunStats:
     compute_s: float = 0.0
 
 
+@dataclass
+class _Peak:
+    """What the peak window of an event says about it: its class and (lazily) its tags."""
+
+    class_name: str | None
+    tags: Callable[[], list[tuple[str, float]]] | list[tuple[str, float]] | None
+
+    def resolved_tags(self) -> list[tuple[str, float]]:
+        if callable(self.tags):
+            self.tags = self.tags()
+        return list(self.tags or [])
+
+
+class _Meter:
+    """Input level (dBFS) and real-time factor over the audio since the last hop."""
+
+    def __init__(self) -> None:
+        self.sumsq = 0.0
+        self.samples = 0
+        self.compute_s = 0.0
+        self.level_dbfs = -120.0
+        self.rtf = 0.0
+
+    def block(self, block: np.ndarray) -> None:
+        if block.size:
+            self.sumsq += float(np.dot(block, block))
+            self.samples += block.size
+
+    def hop(self, sample_rate: int) -> None:
+        if self.samples:
+            self.level_dbfs = max(-120.0, 10.0 * math.log10(self.sumsq / self.samples + 1e-12))
+            self.rtf = self.compute_s / (self.samples / sample_rate)
+        self.sumsq, self.samples, self.compute_s = 0.0, 0, 0.0
+
+
 class Runner:
-    """Runs streams through one :class:`Detector` and fans events out to the sinks."""
+    """Runs streams through one :class:`Detector` and fans the event lifecycle out to the sinks
+    (and each hop to the sinks that are also :class:`Observer` s)."""
 
     def __init__(self, detector: Detector, config: EventConfig, sinks: list[Any],
                  history: AudioHistory | None = None, stop: threading.Event | None = None,
                  top_tags: int = 3, silence_s: float = 10.0) -> None:
         self.detector = detector
         self.config = config
-        # Clip sinks first: they add the clip path to the record the JSON sink writes.
+        # Clip sinks first: they add the clip path to the record the other sinks publish.
         self.sinks = sorted(sinks, key=lambda s: not isinstance(s, ClipSink))
+        self.observers = [s for s in self.sinks if isinstance(s, Observer)]
         self.history = history
         self.stop = stop or threading.Event()
+        self.paused = threading.Event()
         self.top_tags = top_tags
         self.silence_s = silence_s
         self.stats = RunStats()
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause (blocks are read and dropped, an open event ends) or resume detection."""
+        if paused != self.paused.is_set():
+            log.warning("detection %s", "paused" if paused else "resumed")
+        (self.paused.set if paused else self.paused.clear)()
+
+    def report_health(self, source: str, healthy: bool, problem: str = "") -> None:
+        """Tell the observers (notifications, MQTT, monitor) the detector is (un)healthy."""
+        self._each(self.observers, "on_health", Health(source, healthy, problem))
+
+    def close(self) -> None:
+        """Close every sink (they flush what they hold)."""
+        self._each(self.sinks, "close")
+
     def run_stream(self, stream: Stream) -> bool:
         """Process one stream to its end (or until stop). False if the input was bad."""
         det = self.detector
-        info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id,
-                          det.sample_rate)
+        rate = det.sample_rate
+        info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id, rate)
         scorer = det.stream()
         tracker = EventTracker(self.config, det.hop_s)
-        watch = None if stream.is_file else SilenceWatch(det.sample_rate, self.silence_s,
-                                                         source=stream.source)
+        watch = None if stream.is_file else SilenceWatch(
+            rate, self.silence_s, source=stream.source,
+            on_change=lambda alive: self.report_health(
+                stream.source, alive, "" if alive else
+                f"input flat for {self.silence_s:.0f} s (microphone dead, muted or unplugged?)"))
         if self.history is not None:
             self.history.reset()
         self.stats.streams += 1
+        meter = _Meter()
         peak, ok, events_before = 0.0, True, self.stats.events
+        seen, offset, was_paused = 0, 0.0, False
         started = time.perf_counter()
+
+        def scored(scores: list[WindowScore]) -> None:
+            nonlocal peak
+            for score in scores:
+                peak = max(peak, score.decision)
+                self._emit(tracker.update(score.start_s + offset, score.end_s + offset,
+                                          score.decision, self._payload(score),
+                                          score.chunk_probabilities), info)
+                if self.observers:
+                    meter.hop(rate)
+                    self._hop(score, offset, info, meter, tracker, stream)
+
         try:
             for block in stream.blocks:
+                seen += block.size
                 if self.history is not None:
                     self.history.add(block)
                 if watch is not None:
                     watch.check(block)
-                for score in scorer.push(block):
-                    peak = max(peak, score.decision)
-                    self._emit(tracker.update(score.start_s, score.end_s, score.decision,
-                                              self._payload(score),
-                                              score.chunk_probabilities), info)
+                if self.paused.is_set():
+                    if not was_paused:
+                        was_paused = True
+                        self._emit(tracker.close(offset + scorer.seconds), info)
+                elif was_paused:  # resume: a fresh scorer that continues at the stream time
+                    was_paused, offset = False, (seen - block.size) / rate
+                    scorer = det.stream()
+                if not was_paused:
+                    meter.block(block)
+                    t0 = time.perf_counter()
+                    scores = self._scored(scorer.push, block, stream.source)
+                    meter.compute_s += time.perf_counter() - t0
+                    scored(scores)
                 if self.stop.is_set():
                     break
-            for score in scorer.finish():
-                peak = max(peak, score.decision)
-                self._emit(tracker.update(score.start_s, score.end_s, score.decision,
-                                          self._payload(score), score.chunk_probabilities),
-                           info)
+            if not was_paused:
+                scored(self._scored(lambda _b: scorer.finish(), None, stream.source))
         except AudioError as exc:
             log.error("%s", exc)
             ok = False
             self.stats.failed += 1
         finally:
-            self._emit(tracker.close(scorer.seconds), info)
-            self.stats.audio_s += scorer.seconds
+            self._emit(tracker.close(offset + scorer.seconds), info)
+            self.stats.audio_s += seen / rate
             self.stats.compute_s += time.perf_counter() - started
         if stream.decoded.nonfinite:
             log.warning("%s: %d NaN/inf samples replaced by 0", stream.source,
                         stream.decoded.nonfinite)
         if ok and stream.is_file:
             log.info("%s: %.1f s, peak p(danger) %.2f, %d event(s)", stream.source,
-                     scorer.seconds, peak, self.stats.events - events_before)
+                     seen / rate, peak, self.stats.events - events_before)
         return ok
 
-    def _payload(self, score: WindowScore) -> Callable[[], list[tuple[str, float]]] | None:
-        """Tags of a window that may explain an event, computed lazily: only the peak window of
-        an event is ever described (one whole-window backbone pass, see Detector.describe)."""
-        if score.decision < self.config.off or not self.detector.scorer.has_tags:
+    def _scored(self, push: Callable[[Any], list[WindowScore]], block: Any,
+                source: str) -> list[WindowScore]:
+        """``push(block)``; a model failure is reported as unhealthy before it propagates."""
+        try:
+            return push(block)
+        except AudioError:
+            raise
+        except Exception as exc:
+            self.report_health(source, False, f"model failed: {type(exc).__name__}: {exc}")
+            raise
+
+    def _hop(self, score: WindowScore, offset: float, info: StreamInfo, meter: _Meter,
+             tracker: EventTracker, stream: Stream) -> None:
+        end = score.end_s + offset
+        hop = Hop(source=info.source, time=rfc3339(info.base_time, end), offset_s=round(end, 3),
+                  p_danger=round(float(score.decision), 4),
+                  p_window=round(float(score.probability), 4), threshold=self.config.threshold,
+                  top=top_classes(score), level_dbfs=round(meter.level_dbfs, 1),
+                  rtf=round(meter.rtf, 4),
+                  dropped_blocks=int(getattr(stream, "dropped_blocks", 0) or 0),
+                  in_event=tracker.current is not None and tracker.current.confirmed)
+        self._each(self.observers, "on_hop", hop)
+
+    def _payload(self, score: WindowScore) -> _Peak | None:
+        """What a window may tell about an event. Tags are computed lazily: only the peak window
+        of an event is ever described (one whole-window backbone pass, see Detector.describe)."""
+        if score.decision < self.config.off:
             return None
-        return partial(self.detector.describe, score.audio_chunks, self.top_tags)
+        tags = (partial(self.detector.describe, score.audio_chunks, self.top_tags)
+                if self.detector.scorer.has_tags else None)
+        return _Peak(getattr(score, "label", None), tags)
 
     def _emit(self, transitions: list[Transition], info: StreamInfo) -> None:
         for tr in transitions:
-            if callable(tr.event.peak_payload):
-                tr.event.peak_payload = tr.event.peak_payload()
+            ev = tr.event
             if tr.kind == "start":
                 self.stats.started += 1
-                tr.event.index = self.stats.started
-                for sink in self.sinks:
-                    sink.started(tr.event, info)
-                continue
-            self.stats.events += 1
-            record = event_record(tr.event, info)
-            for sink in self.sinks:
-                try:
-                    sink.finished(tr.event, info, record)
-                except OSError as exc:
-                    log.error("%s: could not write event (%s)", type(sink).__name__, exc)
+                ev.index = self.stats.started
+            elif tr.kind == "end":
+                self.stats.events += 1
+            peak = ev.peak_payload if isinstance(ev.peak_payload, _Peak) else None
+            record = build_record(ev, info, tr.kind,  # type: ignore[arg-type]
+                                  peak.resolved_tags() if peak else [],
+                                  peak.class_name if peak else None)
+            self._each(self.sinks, f"on_{tr.kind}", record)
+
+    @staticmethod
+    def _each(targets: list[Any], method: str, *args: Any) -> None:
+        """Call ``method`` on each target; one failing sink never stops the others."""
+        for target in targets:
+            try:
+                getattr(target, method)(*args)
+            except Exception as exc:  # a sink's failure is logged, never fatal
+                log.error("%s.%s failed: %s: %s", type(target).__name__, method,
+                          type(exc).__name__, exc)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import audio as audio_io
+from edge_runtime.classes import DECISION_THRESHOLD, level_dbfs
 from edge_runtime.features import embed_offline
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.scoring import Scorer
@@ -42,6 +43,9 @@ class WindowScore:
     chunk_probabilities: list[float] = field(default_factory=list)
     audio_chunks: tuple[np.ndarray, ...] = field(default=(), repr=False)
     decision: float = 0.0
+    class_scores: np.ndarray | None = field(default=None, repr=False)  # raw, manifest order
+    label: str | None = None  # the deciding class (class models)
+    classes: dict[str, float] | None = None  # class → score normalised by its threshold
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Prediction:
     window_probabilities: list[float]
     duration_s: float
     window_probability: float = 0.0
+    danger_class: str | None = None
 
 
 class DetectorStream:
@@ -93,19 +98,31 @@ class DetectorStream:
             return []
         hop = self.detector.hop_s
         scorer = self.detector.scorer
-        probs = scorer.danger(np.stack([w.embedding for w in windows]))
+        scores = scorer.score(np.stack([w.embedding for w in windows]))
+        gate = scorer.classes.level_gate_dbfs if scorer.classes is not None else None
+        names = scorer.class_names
         out = []
-        for w, p in zip(windows, probs, strict=True):
+        for i, w in enumerate(windows):
+            p = float(scores.danger[i])
+            if gate is not None and level_dbfs(np.concatenate(w.audio_chunks)) < gate:
+                p = 0.0  # quieter than any danger sound the model was built for
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
             chunk_probs = [float(q) for q in scorer.danger(w.chunk_embeddings)]
-            fresh = [q for i, q in enumerate(chunk_probs, w.first_chunk)
-                     if i > self._newest_scored]
+            if gate is not None:
+                chunk_probs = [q if level_dbfs(a) >= gate else 0.0
+                               for q, a in zip(chunk_probs, w.audio_chunks, strict=True)]
+            fresh = [q for j, q in enumerate(chunk_probs, w.first_chunk)
+                     if j > self._newest_scored]
             self._newest_scored = max(self._newest_scored, w.last_chunk)
-            decision = max([float(p), *fresh]) if self.detector.chunk_decisions else float(p)
-            out.append(WindowScore(w.first_chunk * hop, end, float(p), w.embedding, chunk_probs,
-                                   w.audio_chunks, decision))
+            decision = max([p, *fresh]) if self.detector.chunk_decisions else p
+            label = names[int(scores.best[i])] if names else None
+            raw = None if scores.classes is None else scores.classes[i]
+            per_class = None if raw is None else dict(zip(
+                names, (float(v) for v in scorer.normalised(raw[None])[0]), strict=True))
+            out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
+                                   w.audio_chunks, decision, raw, label, per_class))
         return out
 
 
@@ -123,14 +140,17 @@ class Detector:
 
     def __init__(self, model_dir: str | os.PathLike[str] = "models_onnx", provider: str = "auto",
                  threads: int | None = None, threshold: float | None = None,
-                 chunk_decisions: bool = True, *,
+                 chunk_decisions: bool | None = None, *,
                  sessions: ModelSessions | None = None) -> None:
         """``sessions``: already opened sessions of a model dir (then ``model_dir``,
-        ``provider`` and ``threads`` are not used)."""
-        self.chunk_decisions = chunk_decisions
+        ``provider`` and ``threads`` are not used). ``chunk_decisions`` None: the manifest's
+        choice (class models decide on windows; chunks still place events in time)."""
         self.sessions: ModelSessions = sessions or load_sessions(model_dir, provider, threads)
+        self.chunk_decisions = (self.sessions.chunk_decisions if chunk_decisions is None
+                                else chunk_decisions)
         self.scorer = Scorer(self.sessions)
-        manifest_threshold = self.sessions.threshold
+        manifest_threshold = (DECISION_THRESHOLD if self.scorer.classes is not None
+                              else self.sessions.threshold)
         self.threshold = float(threshold if threshold is not None
                                else manifest_threshold if manifest_threshold is not None
                                else DEFAULT_THRESHOLD)
@@ -202,4 +222,5 @@ class Detector:
             window_probabilities=[s.probability for s in scores],
             duration_s=stream.seconds,
             window_probability=max(s.probability for s in scores),
+            danger_class=best.label if best.decision >= self.threshold else None,
         )

@@ -8,6 +8,8 @@ Rules (all times in seconds from the start of the stream):
   least ``min_duration_s``; shorter blips are dropped silently.
 * After it falls below the off-threshold it waits ``cooldown_s``; a window ≥ ``threshold``
   within that time continues the same event, so a 10 s siren with a dip is one event.
+* While a confirmed event stays active an ``update`` transition is emitted at most every
+  ``update_every_s`` seconds of audio (0: never), so a long alarm is reported while it lasts.
 * Times — the window *decides*, its chunks *locate*. A 5 s window may need several seconds of
   danger before it crosses the threshold, so its end is a late onset. When the caller passes
   each chunk's own p(danger) (the chunk's frames pooled alone and classified), the event starts
@@ -34,6 +36,7 @@ class EventConfig:
     off_threshold: float | None = None
     min_duration_s: float = 1.0
     cooldown_s: float = 2.0
+    update_every_s: float = 0.0
 
     @property
     def off(self) -> float:
@@ -55,6 +58,7 @@ class Event:
     confirmed: bool = False
     peak_payload: Any = None
     index: int = 0
+    reported_s: float = 0.0  # stream time of the last start/update transition
 
     @property
     def mean(self) -> float:
@@ -63,7 +67,7 @@ class Event:
 
 @dataclass
 class Transition:
-    """``kind`` is ``"start"`` (event confirmed) or ``"end"`` (event finished)."""
+    """``kind`` is ``"start"`` (event confirmed), ``"update"`` (still going) or ``"end"``."""
 
     kind: str
     event: Event
@@ -127,7 +131,12 @@ class EventTracker:
                 ev.confirmed = True
                 self.count += 1
                 ev.index = self.count
+                ev.reported_s = win_end
                 out.append(Transition("start", ev))
+            elif (ev.confirmed and cfg.update_every_s > 0
+                  and win_end - ev.reported_s >= cfg.update_every_s - 1e-9):
+                ev.reported_s = win_end
+                out.append(Transition("update", ev))
         elif ev.confirmed:
             self.quiet_since = max(win_start, win_end - self.hop_s)
         else:

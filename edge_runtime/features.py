@@ -44,6 +44,15 @@ def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
     return run1(sessions.pooling, stacked)[0]
 
 
+def embed_window(sessions: ModelSessions, frames: np.ndarray | None,
+                 audio: np.ndarray) -> np.ndarray:
+    """One window's ``[E]`` embedding: its chunks' frames pooled (``chunked``), or one backbone
+    pass over its audio (``whole``), as the manifest's ``streaming.window_embedding`` says."""
+    if sessions.window_embedding == "whole":
+        return embed_offline(sessions, audio)
+    return pool_window(sessions, frames)
+
+
 def embed_audio(sessions: ModelSessions, audio: np.ndarray,
                 hop_chunks: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Embeddings ``[windows, E]`` of 32 kHz mono audio exactly as the daemon computes them.
@@ -51,9 +60,11 @@ def embed_audio(sessions: ModelSessions, audio: np.ndarray,
     Returns the embeddings and each window's ``[start, end)`` chunk span.
     """
     chunks = to_chunks(audio, sessions.chunk_samples)
-    frames = chunk_frames(sessions, chunks)
+    whole = sessions.window_embedding == "whole"
+    frames = None if whole else chunk_frames(sessions, chunks)
     spans = window_spans(len(chunks), sessions.window_chunks, hop_chunks)
-    embeddings = np.stack([pool_window(sessions, frames[s:e]) for s, e in spans])
+    embeddings = np.stack([embed_window(sessions, None if whole else frames[s:e],
+                                        chunks[s:e].reshape(-1)) for s, e in spans])
     return embeddings, spans
 
 

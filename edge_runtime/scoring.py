@@ -1,10 +1,14 @@
-"""Embedding → p(danger) with the classifier session; embedding → top AudioSet tags (head)."""
+"""Embedding → p(danger) (and, for class models, per-class scores) with the classifier
+session; embedding → top AudioSet tags (head)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_runtime.classes import ClassSpec, ClassSpecError, normalise
 from edge_runtime.sessions import ModelSessions, run1
 
 
@@ -23,8 +27,23 @@ def probability_output(session: ort.InferenceSession) -> str:
     return chosen[0].name
 
 
+@dataclass
+class Scores:
+    """Scores of a batch of embeddings: p(danger) ``[n]``; for class models the raw per-class
+    scores ``[n, K]`` and the index of each row's deciding class."""
+
+    danger: np.ndarray
+    classes: np.ndarray | None = None
+    best: np.ndarray | None = None
+
+
 class Scorer:
-    """p(danger) per embedding (column 1 of the classifier's probabilities) and top tags."""
+    """p(danger) per embedding and top tags.
+
+    Binary models: column ``danger_column`` of the classifier's probabilities. Class models
+    (manifest ``classes``): the largest class score normalised by its class threshold
+    (:func:`edge_runtime.classes.normalise`), so the decision threshold is 0.5.
+    """
 
     def __init__(self, sessions: ModelSessions, danger_column: int = 1) -> None:
         if sessions.classifier is None:
@@ -33,21 +52,62 @@ class Scorer:
         self.sessions = sessions
         self.danger_column = danger_column
         self._input = sessions.classifier.get_inputs()[0].name
-        self._output = probability_output(sessions.classifier)
+        section = sessions.manifest.get("classes")
+        try:
+            self.classes = None if section is None else ClassSpec.parse(
+                section, str(sessions.model_dir / "manifest.json"))
+        except ClassSpecError as exc:
+            raise ScoringError(str(exc)) from None
+        if self.classes is not None:
+            names = {o.name for o in sessions.classifier.get_outputs()}
+            if self.classes.output not in names:
+                raise ScoringError(f"{sessions.model_dir}: classifier has no output "
+                                   f"'{self.classes.output}' named by the manifest")
+            self._output = self.classes.output
+            self._thresholds = np.asarray(self.classes.thresholds)
+        else:
+            self._output = probability_output(sessions.classifier)
 
     @property
     def has_tags(self) -> bool:
         return self.sessions.head is not None and bool(self.sessions.labels)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return () if self.classes is None else self.classes.names
+
+    def set_class_thresholds(self, thresholds: list[float]) -> None:
+        """Use other per-class thresholds (calibration replays); same scale as the manifest."""
+        if self.classes is None:
+            raise ScoringError("this model has no classes")
+        self.classes = self.classes.with_thresholds(thresholds)
+        self._thresholds = np.asarray(self.classes.thresholds)
+
+    def normalised(self, raw: np.ndarray) -> np.ndarray:
+        """Raw class scores ``[n, K]`` → normalised (each class threshold at 0.5)."""
+        return normalise(raw, self._thresholds)
+
+    def score(self, embeddings: np.ndarray) -> Scores:
+        """``[n, E]`` (or ``[E]``) embeddings → :class:`Scores`."""
+        batch = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
+        out = self.sessions.classifier.run([self._output], {self._input: batch})[0]
+        out = np.asarray(out, dtype=np.float32)
+        if self.classes is not None:
+            k = len(self.classes.names)
+            if out.ndim != 2 or out.shape[1] != k:
+                raise ScoringError(f"classifier output {self._output} has shape {out.shape}; "
+                                   f"expected [batch, {k}]")
+            norm = self.normalised(out)
+            best = norm.argmax(axis=1)
+            return Scores(norm[np.arange(len(norm)), best].astype(np.float32), out, best)
+        if out.ndim != 2 or out.shape[1] <= self.danger_column:
+            raise ScoringError(f"classifier output {self._output} has shape {out.shape}; "
+                               "expected [batch, 2]")
+        return Scores(out[:, self.danger_column])
+
     def danger(self, embeddings: np.ndarray) -> np.ndarray:
         """``[n, E]`` (or ``[E]``) embeddings → ``[n]`` probabilities of danger."""
-        batch = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
-        probs = self.sessions.classifier.run([self._output], {self._input: batch})[0]
-        probs = np.asarray(probs, dtype=np.float32)
-        if probs.ndim != 2 or probs.shape[1] <= self.danger_column:
-            raise ScoringError(f"classifier output {self._output} has shape {probs.shape}; "
-                               "expected [batch, 2]")
-        return probs[:, self.danger_column]
+        return self.score(embeddings).danger
 
     def tags(self, embedding: np.ndarray, top: int = 3) -> list[tuple[str, float]]:
         """Top ``top`` AudioSet (name, probability) of one embedding; [] without a head."""

@@ -58,6 +58,17 @@ class ModelSessions:
         return int(self.manifest["streaming"]["window_chunks"])
 
     @property
+    def window_embedding(self) -> str:
+        """``chunked``: a window pools its chunks' frames; ``whole``: one backbone pass over
+        the window's audio (no chunk-edge effects; costs one window of audio per hop)."""
+        return str(self.manifest["streaming"].get("window_embedding", "chunked"))
+
+    @property
+    def chunk_decisions(self) -> bool:
+        """Whether each chunk scored alone may decide (the manifest's default)."""
+        return bool(self.manifest["streaming"].get("chunk_decisions", True))
+
+    @property
     def model_id(self) -> str:
         return model_sha256(self.manifest)
 

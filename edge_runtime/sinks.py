@@ -1,4 +1,4 @@
-"""Where events go: human console lines, a JSON-lines file (fsynced per event), FLAC clips."""
+"""Local sinks: human console lines, a JSON-lines file (start and end, fsynced), FLAC clips."""
 
 from __future__ import annotations
 
@@ -8,100 +8,79 @@ import os
 import re
 import tempfile
 from collections import deque
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 
-from edge_runtime.events import Event
+from edge_runtime.lifecycle import EventRecord, StreamInfo, rfc3339
+
+__all__ = ["AudioHistory", "ClipSink", "ConsoleSink", "JsonlSink", "StreamInfo", "rfc3339"]
 
 log = logging.getLogger("edge-detect")
 
 
-@dataclass
-class StreamInfo:
-    """What the sinks need to know about the stream an event came from."""
-
-    source: str
-    is_file: bool
-    base_time: datetime  # wall-clock time of the stream's first sample (UTC)
-    model_id: str
-    sample_rate: int
+def _where(record: EventRecord) -> str:
+    if record.offset_start_s is not None:
+        return f"{record.source} +{record.offset_start_s:.1f}s"
+    return f"{record.source} at {record.start}"
 
 
-def rfc3339(base: datetime, offset_s: float) -> str:
-    """``base + offset`` as RFC 3339 UTC with milliseconds, e.g. ``2024-05-01T12:00:03.250Z``."""
-    when = (base + timedelta(seconds=offset_s)).astimezone(UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_record(event: Event, stream: StreamInfo) -> dict[str, Any]:
-    """The JSON object written for one finished event."""
-    record: dict[str, Any] = {
-        "event": "danger",
-        "start": rfc3339(stream.base_time, event.start_s),
-        "end": rfc3339(stream.base_time, event.end_s),
-        "duration_s": round(event.end_s - event.start_s, 3),
-    }
-    if stream.is_file:
-        record["offset_start_s"] = round(event.start_s, 3)
-        record["offset_end_s"] = round(event.end_s, 3)
-    record.update({
-        "peak_probability": round(float(event.peak), 4),
-        "mean_probability": round(float(event.mean), 4),
-        "windows": event.windows,
-        "source": stream.source,
-        "model_sha256": stream.model_id,
-    })
-    tags = event.peak_payload or []
-    if tags:
-        record["tags"] = [{"name": name, "probability": round(p, 4)} for name, p in tags]
-    return record
-
-
-def _where(event: Event, stream: StreamInfo) -> str:
-    if stream.is_file:
-        return f"{stream.source} +{event.start_s:.1f}s"
-    return f"{stream.source} at {rfc3339(stream.base_time, event.start_s)}"
-
-
-def _tag_text(event: Event) -> str:
-    tags = event.peak_payload or []
+def _tag_text(record: EventRecord) -> str:
+    tags = record.tags
     return (" [" + ", ".join(f"{n} {p:.2f}" for n, p in tags) + "]") if tags else ""
 
 
+def _what(record: EventRecord) -> str:
+    return "DANGER" if record.class_name is None else f"DANGER ({record.class_name})"
+
+
 class ConsoleSink:
-    """Human-readable lines through ``logging``."""
+    """Human-readable lines through ``logging`` (updates at debug level)."""
 
-    def started(self, event: Event, stream: StreamInfo) -> None:
-        log.warning("DANGER #%d started: %s p=%.2f%s", event.index, _where(event, stream),
-                    event.peak, _tag_text(event))
+    def on_start(self, record: EventRecord) -> None:
+        log.warning("%s #%d started: %s p=%.2f%s", _what(record), record.index, _where(record),
+                    record.peak_probability, _tag_text(record))
 
-    def finished(self, event: Event, stream: StreamInfo, record: dict[str, Any]) -> None:
-        log.warning("DANGER #%d ended: %s, %.1f s, peak %.2f, mean %.2f%s", event.index,
-                    _where(event, stream), event.end_s - event.start_s, event.peak, event.mean,
-                    _tag_text(event))
+    def on_update(self, record: EventRecord) -> None:
+        log.debug("%s #%d still going: %.1f s, peak %.2f", _what(record), record.index,
+                  record.duration_s, record.peak_probability)
+
+    def on_end(self, record: EventRecord) -> None:
+        log.warning("%s #%d ended: %s, %.1f s, peak %.2f, mean %.2f%s", _what(record),
+                    record.index, _where(record), record.duration_s, record.peak_probability,
+                    record.mean_probability, _tag_text(record))
+
+    def close(self) -> None:
+        pass
 
 
 class JsonlSink:
-    """Append one JSON line per finished event; flushed and fsynced before returning."""
+    """Append one JSON line per ``start`` and per ``end`` (updates are not written); each line
+    is complete, flushed and fsynced before returning, so a crash loses nothing decided."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def started(self, event: Event, stream: StreamInfo) -> None:
-        pass
-
-    def finished(self, event: Event, stream: StreamInfo, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+    def _write(self, record: EventRecord) -> None:
+        line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def on_start(self, record: EventRecord) -> None:
+        self._write(record)
+
+    def on_update(self, record: EventRecord) -> None:
+        pass
+
+    def on_end(self, record: EventRecord) -> None:
+        self._write(record)
+
+    def close(self) -> None:
+        pass
 
 
 class AudioHistory:
@@ -141,7 +120,8 @@ def _safe_name(text: str) -> str:
 
 
 class ClipSink:
-    """Write each finished event's audio, with ``context_s`` either side, as FLAC (atomically)."""
+    """Write each finished event's audio, with ``context_s`` either side, as FLAC (atomically);
+    sets ``record.clip`` (run it before the sinks that publish the end)."""
 
     def __init__(self, directory: str | os.PathLike[str], history: AudioHistory,
                  context_s: float = 1.0) -> None:
@@ -150,24 +130,30 @@ class ClipSink:
         self.history = history
         self.context_s = context_s
 
-    def started(self, event: Event, stream: StreamInfo) -> None:
+    def on_start(self, record: EventRecord) -> None:
         pass
 
-    def finished(self, event: Event, stream: StreamInfo, record: dict[str, Any]) -> None:
-        audio = self.history.get(max(0.0, event.start_s - self.context_s),
-                                 event.end_s + self.context_s)
+    def on_update(self, record: EventRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def on_end(self, record: EventRecord) -> None:
+        audio = self.history.get(max(0.0, record.stream_start_s - self.context_s),
+                                 record.stream_end_s + self.context_s)
         if audio.size == 0:
             return
-        stamp = record["start"].replace(":", "").replace("-", "")
-        path = self.directory / f"{stamp}_{_safe_name(Path(stream.source).name)}.flac"
+        stamp = record.start.replace(":", "").replace("-", "")
+        path = self.directory / f"{stamp}_{_safe_name(Path(record.source).name)}.flac"
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".clip.", suffix=".flac.tmp")
         os.close(fd)
         try:
-            sf.write(tmp, np.clip(audio, -1.0, 1.0), stream.sample_rate, format="FLAC",
+            sf.write(tmp, np.clip(audio, -1.0, 1.0), self.history.sample_rate, format="FLAC",
                      subtype="PCM_16")
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        record["clip"] = str(path)
+        record.clip = str(path)
         log.info("clip saved: %s", path)

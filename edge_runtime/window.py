@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.features import chunk_frames, pool_window
+from edge_runtime.features import chunk_frames, embed_window, pool_window
 from edge_runtime.sessions import ModelSessions
 
 
@@ -64,7 +64,8 @@ class FrameWindow:
         return self._pool()
 
     def _pool(self) -> Window:
-        embedding = pool_window(self.sessions, np.stack(list(self._frames)))
+        audio = np.concatenate(self._audio) if self.sessions.window_embedding == "whole" else None
+        embedding = embed_window(self.sessions, np.stack(list(self._frames)), audio)
         self.windows_emitted += 1
         last = self.chunks_seen - 1
         return Window(last - len(self._frames) + 1, last, embedding,

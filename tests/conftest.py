@@ -62,28 +62,32 @@ def cnn14_model_dir(cnn14_checkpoint: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``edge-train build`` output on ESC-10 danger/safe (2 clips per category and fold, 60
-    clips), LogReg, over a copy of ``cnn14_model_dir``: adds classifier.onnx,
-    report.json/.md, PNGs, and ``.workbench/`` (embedding cache, joblib, end_to_end.onnx).
-    Random-init backbone: plumbing and parity only, no quality claim."""
+    """``edge-train build`` output on ESC-10 danger/safe with the seed's binary mapping (2 clips
+    per category and fold, 60 clips), LogReg, over a copy of ``cnn14_model_dir``: adds
+    classifier.onnx, report.json/.md, PNGs, and ``.workbench/`` (embedding cache, joblib,
+    end_to_end.onnx). Random-init backbone: plumbing and parity only, no quality claim."""
     import shutil
 
     from training.build import build
+    from training.mapping import binary_mapping
 
     out = tmp_path_factory.mktemp("model_trained") / "model"
     shutil.copytree(cnn14_model_dir, out)
-    build(esc10_dir, out, classifier="logreg", per_fold_limit=2, measure_offline=False)
+    build(esc10_dir, out, classifier="logreg", mapping=binary_mapping(), per_fold_limit=2,
+          measure_offline=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def mn04_model_dir(mn04_weights: Path, esc10_dir: Path,
                    tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``edge-train build`` of the real mn04 weights on ESC-10 (2 clips per category and fold,
-    LogReg): one shared build for the tests that only read it (bundle, aarch64, ...)."""
+    """``edge-train build`` of the real mn04 weights on ESC-10 with the seed's binary mapping
+    (2 clips per category and fold, LogReg): one shared build for the tests that only read it
+    (mn04 pipeline, bundle, aarch64, quantize, reproducibility)."""
     from training.build import build
+    from training.mapping import binary_mapping
 
     out = tmp_path_factory.mktemp("mn04_session") / "model"
-    build(esc10_dir, out, str(mn04_weights), classifier="logreg", per_fold_limit=2,
-          measure_offline=False)
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", mapping=binary_mapping(),
+          per_fold_limit=2, measure_offline=False)
     return out

@@ -22,3 +22,11 @@ def shared_path(*parts: str) -> Path:
         pytest.skip(f"{path} is absent: this test needs the shared data folder beside the repo "
                     f"(../shared, or set EDGE_DETECT_SHARED)")
     return path
+
+
+def ended_events(path: Path) -> list[dict]:
+    """The ``end`` records of an ``--events`` JSONL file (each event also has a ``start`` line)."""
+    import json
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [rec for rec in map(json.loads, lines) if rec.get("state") == "end"]

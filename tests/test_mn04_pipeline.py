@@ -12,8 +12,9 @@ import pytest
 
 from edge_runtime.detector import Detector
 from edge_runtime.manifest import load_manifest
+from tests.helpers import ended_events
 from training.dataset import read_dataset
-from training.mapping import default_mapping
+from training.mapping import binary_mapping
 
 LIMIT = 2
 
@@ -26,7 +27,7 @@ def mn04_model(mn04_model_dir: Path) -> Path:
 
 def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
     """``n`` clips of ``category`` that the per-fold-limited build did not train on."""
-    mapping = default_mapping()
+    mapping = binary_mapping()
     trained = {c.filename for c in read_dataset(esc10_dir, mapping, LIMIT)}
     clips = [c for c in read_dataset(esc10_dir, mapping)
              if c.category == category and c.filename not in trained]
@@ -80,7 +81,6 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
                                                       tmp_path: Path) -> None:
     """Acceptance with real weights and clips the classifier never saw: safe, safe, DOG, safe,
     safe, safe (5 s each) → exactly one event, 10 s → 15 s within one hop (1 s)."""
-    import json
     import subprocess
     import sys
 
@@ -98,7 +98,7 @@ def test_daemon_finds_one_danger_clip_in_a_30s_stream(mn04_model: Path, esc10_di
                           "--input", str(tmp_path / "stream.flac"), "--events", str(events)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = ended_events(events)
     assert len(records) == 1, records
     (rec,) = records
     assert abs(rec["offset_start_s"] - 10.0) <= 1.0, rec

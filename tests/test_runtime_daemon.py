@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from edge_runtime.sources import is_candidate, pcm_stream, watch_directory
+from tests.helpers import ended_events
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
 
@@ -42,14 +43,18 @@ def test_sigterm_closes_and_writes_the_open_event(tiny_model: Path, tmp_path: Pa
     while time.monotonic() < deadline and b"started" not in err:
         err += proc.stderr.read1(4096)
     assert b"DANGER #1 started" in err, err.decode()
-    assert not events.exists() or events.read_text() == ""  # still open: not written yet
+    # still open: its start is on disk already (complete, fsynced), its end not yet
+    (start,) = [json.loads(line) for line in events.read_text().splitlines()]
+    assert start["state"] == "start" and start["source"] == "stdin"
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=60)[1]
     text = (err + rest).decode()
     assert proc.returncode == 0, text
     assert "Traceback" not in text and "SIGTERM" in text
-    (rec,) = [json.loads(line) for line in events.read_text().splitlines()]
-    assert rec["source"] == "stdin" and "offset_start_s" not in rec
+    first, rec = [json.loads(line) for line in events.read_text().splitlines()]
+    assert first == start and rec["state"] == "end" and rec["id"] == start["id"]
+    assert rec["source"] == "stdin" and "offset_start_s" not in rec and "class" not in rec
+    assert rec["start"] == start["start"] and rec["end"] > start["end"]
     assert rec["peak_probability"] > 0.9
 
 
@@ -117,7 +122,7 @@ def test_toml_config_with_cli_override(tiny_model: Path, tmp_path: Path) -> None
     res = subprocess.run(cli("--config", str(conf), "--threshold", "0.5"), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 1
+    assert len(ended_events(tmp_path / "a.jsonl")) == 1
     conf.write_text('treshold = 0.5\n')
     res = subprocess.run(cli("--config", str(conf)), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "unknown option(s) treshold" in res.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import soundfile as sf
 from edge_runtime.audio import AudioError
 from edge_runtime.detector import Detector
 from edge_runtime.features import embed_audio
+from tests.helpers import ended_events
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
 
@@ -88,7 +88,7 @@ def test_acceptance_30s_stream_one_event_at_the_right_time(tiny_model: Path,
                           "--save-clips", str(clips_dir)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
-    (rec,) = [json.loads(line) for line in events.read_text().splitlines()]
+    (rec,) = ended_events(events)
     assert abs(rec["offset_start_s"] - 10.0) <= 1.0
     assert abs(rec["offset_end_s"] - 15.0) <= 1.0
     assert rec["source"].endswith("stream.flac") and len(rec["model_sha256"]) == 64

@@ -9,7 +9,6 @@ audio, real Cnn14 graph, streamed windows, events), not detection quality.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import ended_events
 from tests.runtime_model import build_tiny_model
 
 DANGER = ["dog", "chainsaw", "crying_baby"]
@@ -61,7 +61,7 @@ def test_directory_once_on_esc10_clips(esc10_dir: Path, tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     res = run_cli("--model", str(model), "--input", str(d), "--once", "--events", str(events))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
-    recs = [json.loads(line) for line in events.read_text().splitlines()]
+    recs = ended_events(events)
     assert sorted(Path(r["source"]).name for r in recs) == sorted(p.name for p in clips)
     for r in recs:
         assert r["offset_start_s"] == 0.0 and r["offset_end_s"] == pytest.approx(5.0)
@@ -121,8 +121,7 @@ def test_esc10_directory_flags_the_danger_clips(esc_setup, tmp_path: Path) -> No
     res = run_cli("--model", str(esc_setup["model"]), "--input", str(d), "--once",
                   "--events", str(events), "--threads", "2")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
-    flagged = sorted(Path(json.loads(line)["source"]).name
-                     for line in events.read_text().splitlines())
+    flagged = sorted(Path(r["source"]).name for r in ended_events(events))
     assert flagged == sorted(p.name for p in esc_setup["danger"])
 
 
@@ -132,7 +131,7 @@ def test_esc10_acceptance_stream_one_event_at_ten_seconds(esc_setup, tmp_path: P
     res = run_cli("--model", str(esc_setup["model"]), "--input", str(esc_setup["stream"]),
                   "--events", str(events), "--threads", "2")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
-    (rec,) = [json.loads(line) for line in events.read_text().splitlines()]
+    (rec,) = ended_events(events)
     assert abs(rec["offset_start_s"] - 10.0) <= 1.0, rec
     assert abs(rec["offset_end_s"] - 15.0) <= 1.0, rec
     assert len(rec["tags"]) == 3 and all(t["name"] for t in rec["tags"])

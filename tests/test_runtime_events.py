@@ -104,3 +104,28 @@ def test_without_chunk_scores_the_newest_chunk_marks_the_onset() -> None:
     tracker.update(8.0, 13.0, 0.5)
     (start,) = tracker.update(9.0, 14.0, 0.95)
     assert start.event.start_s == 13.0
+
+
+def test_long_event_sends_rate_limited_updates_between_start_and_end() -> None:
+    probs = [0.0] * 2 + [0.9] * 25 + [0.0] * 6
+    trans = feed(probs, EventConfig(threshold=0.5, update_every_s=10.0))
+    kinds = [t.kind for t in trans]
+    assert kinds == ["start", "update", "update", "end"]
+    assert len({id(t.event) for t in trans}) == 1
+    assert feed(probs, EventConfig(threshold=0.5))[1].kind == "end"  # 0: no updates
+
+
+def test_record_carries_id_state_and_class_when_the_model_has_classes() -> None:
+    from datetime import UTC, datetime
+
+    from edge_runtime.lifecycle import StreamInfo, build_record
+
+    (start,) = feed([0.9], EventConfig(threshold=0.5))[:1]
+    info = StreamInfo("a.wav", True, datetime(2026, 1, 1, tzinfo=UTC), "f" * 64, 32000)
+    plain = build_record(start.event, info, "start").to_dict()
+    named = build_record(start.event, info, "end", [("Beep", 0.5)], "smoke_alarm").to_dict()
+    assert "class" not in plain and named["class"] == "smoke_alarm"
+    assert plain["id"] == named["id"] and len(plain["id"]) == 16
+    assert (plain["state"], named["state"]) == ("start", "end")
+    assert plain["start"] == "2026-01-01T00:00:00.000Z" and plain["offset_start_s"] == 0.0
+    assert named["tags"] == [{"name": "Beep", "probability": 0.5}]

@@ -26,3 +26,5 @@ def test_edge_runtime_imports_no_training_stack() -> None:
     loaded = set(json.loads(res.stdout))
     bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
     assert not bad, f"edge_runtime imported {bad}"
+    # optional integrations are imported only when used (the mqtt extra may be absent)
+    assert "paho" not in {m.split(".")[0] for m in loaded}

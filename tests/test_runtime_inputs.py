@@ -3,7 +3,6 @@ directory daemon carries on and never prints a traceback. Uses the tiny hand-bui
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from edge_runtime import audio as audio_io
+from tests.helpers import ended_events
 from tests.runtime_model import SR, build_tiny_model, hiss, tone
 
 
@@ -147,7 +147,7 @@ def test_directory_with_bad_inputs_carries_on(tmp_path: Path, tiny_model: Path) 
     else:
         assert len(locked) == 1 and "permission denied" in locked[0]
     assert "notes.txt" not in err and "incoming.wav.part" not in err
-    recs = [json.loads(line) for line in events.read_text().splitlines()]
+    recs = ended_events(events)
     flagged = {Path(r["source"]).name for r in recs}
     for loud in ("short.wav", "nan.wav", "u8.wav", "s24.wav", "float.wav", "r8000.wav",
                  "r96000.wav", "six.wav"):

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import ended_events
 from tests.runtime_model import build_tiny_model, hiss, tone
 
 NEEDED = ("pulseaudio", "pactl", "paplay")
@@ -78,6 +78,6 @@ def test_mic_capture_through_pulseaudio_logs_an_event(pulse_env, tmp_path: Path)
     text = err.decode()
     assert proc.returncode == 0 and "Traceback" not in text, text
     assert "DANGER #1 started" in text
-    recs = [json.loads(line) for line in events.read_text().splitlines()]
+    recs = ended_events(events)
     assert len(recs) == 1 and recs[0]["source"].startswith("pulse")
     assert recs[0]["peak_probability"] > 0.9

@@ -10,6 +10,7 @@ import pytest
 from training.dataset import read_dataset
 from training.mapping import (
     ESC50_CATEGORIES,
+    binary_mapping,
     default_mapping,
     load_mapping,
 )
@@ -27,12 +28,47 @@ def test_esc50_has_fifty_distinct_categories() -> None:
 
 
 def test_default_mapping() -> None:
+    """The packaged default: the seed's categories plus glass breaking as danger, every other
+    ESC-50 category that is plainly not danger as safe, and nine named classes."""
     mapping = default_mapping()
-    assert mapping.danger == ("dog", "crying_baby", "siren", "chainsaw")
-    assert mapping.safe == ("rain", "clock_tick", "wind", "sea_waves", "keyboard_typing")
+    assert mapping.danger == ("dog", "crying_baby", "siren", "chainsaw", "glass_breaking")
+    assert mapping.safe[:5] == ("rain", "clock_tick", "wind", "sea_waves", "keyboard_typing")
+    assert {"rooster", "sneezing", "helicopter", "crackling_fire"} <= set(mapping.safe)
     assert mapping.label("siren") == 1
     assert mapping.label("rain") == 0
-    assert mapping.label("rooster") is None
+    assert mapping.label("thunderstorm") is None  # ambiguous: left out
+    assert [c.name for c in mapping.classes] == [
+        "smoke_alarm", "glass_break", "gunshot", "explosion", "scream", "baby_cry", "dog_bark",
+        "siren", "chainsaw"]
+    assert mapping.class_of("dog_bark") == mapping.class_of("dog") == "dog_bark"
+    assert mapping.class_of("gun_shot") == "gunshot"
+    assert mapping.class_of("rain") is None
+
+
+def test_binary_mapping_is_the_seeds() -> None:
+    mapping = binary_mapping()
+    assert mapping.danger == ("dog", "crying_baby", "siren", "chainsaw")
+    assert mapping.safe == ("rain", "clock_tick", "wind", "sea_waves", "keyboard_typing")
+    assert mapping.classes == ()
+
+
+def test_classes_table_loads_and_is_validated(tmp_path: Path) -> None:
+    ok = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n'
+                              '[classes.barking]\naudioset = ["Bark"]\ncategories = ["dog"]\n')
+    mapping = load_mapping(ok)
+    assert mapping.class_of("dog") == "barking"
+    for body, message in [
+        ('[classes.x]\naudioset = ["No such label"]\n', "unknown AudioSet label"),
+        ('[classes.x]\ncategories = ["rain"]\n', r"belong\(s\) to no class"),
+        ('[classes.Bad-Name]\naudioset = ["Bark"]\ncategories = ["dog"]\n', "class names"),
+        ('[classes.x]\n', "give 'audioset' labels"),
+        ('[classes.x]\naudioset = "Bark"\ncategories = ["dog"]\n', "must be a list"),
+        ('min_clips = 0\n[classes.x]\ncategories = ["dog"]\n', "min_clips"),
+    ]:
+        path = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n' + body)
+        with pytest.raises(ValueError, match=message) as exc:
+            load_mapping(path)
+        assert "\n" not in str(exc.value)
 
 
 def test_toml_mapping_loads(tmp_path: Path) -> None:
@@ -75,10 +111,13 @@ def test_unexpected_key_and_bad_toml(tmp_path: Path) -> None:
 def test_esc10_default_mapping_warns_on_missing_categories(
         esc10_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        clips = read_dataset(esc10_dir, default_mapping())
+        clips = read_dataset(esc10_dir, binary_mapping())
     assert "no clips for mapped categories siren, wind, keyboard_typing" in caplog.text
     assert len(clips) == 240
     assert sum(c.label for c in clips) == 120
+    broad = read_dataset(esc10_dir, default_mapping())  # every ESC-10 category is mapped
+    assert len(broad) == 400 and sum(c.label for c in broad) == 120
+    assert {c.danger_class for c in broad if c.label} == {"dog_bark", "baby_cry", "chainsaw"}
     assert {c.fold for c in clips} == {1, 2, 3, 4, 5}
     assert all(c.path.suffix == ".flac" and c.path.is_file() for c in clips)
 
@@ -90,5 +129,5 @@ def test_class_without_clips_is_an_error(esc10_dir: Path, tmp_path: Path) -> Non
 
 
 def test_per_fold_limit(esc10_dir: Path) -> None:
-    clips = read_dataset(esc10_dir, default_mapping(), per_fold_limit=2)
+    clips = read_dataset(esc10_dir, binary_mapping(), per_fold_limit=2)
     assert len(clips) == 6 * 5 * 2

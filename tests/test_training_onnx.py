@@ -17,7 +17,7 @@ from training.bundle import END_TO_END
 from training.classifiers import make_pipeline
 from training.dataset import load_audio, read_dataset
 from training.evaluate import choose_threshold, cross_validate
-from training.mapping import default_mapping
+from training.mapping import binary_mapping
 from training.onnx_classifier import run_classifier_onnx, save_atomic, to_onnx
 
 
@@ -106,7 +106,7 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
     _, (frames_m, pooling_m, head_m) = backbones.build(
         "cnn14", weights.load_state_dict(cnn14_checkpoint))
     pipeline = joblib.load(trained_model_dir / ".workbench" / "pipeline-logreg.joblib")
-    clips = read_dataset(esc10_dir, default_mapping(), per_fold_limit=1)
+    clips = read_dataset(esc10_dir, binary_mapping(), per_fold_limit=1)
     picked = [next(c for c in clips if c.label == 1), next(c for c in clips if c.label == 0),
               clips[-1]]
     audio = np.stack([load_audio(c.path) for c in picked])  # 5 s clips = 5 device chunks

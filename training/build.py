@@ -25,7 +25,7 @@ from training import classifiers, evaluate
 from training.bundle import END_TO_END, set_workbench_file
 from training.dataset import load_audio, read_dataset
 from training.embed import Embeddings, cosine_summary, embed_clips
-from training.mapping import CLASSES, load_mapping
+from training.mapping import CLASSES, Mapping, load_mapping
 from training.onnx_classifier import (
     merge_end_to_end,
     run_classifier_onnx,
@@ -155,11 +155,17 @@ def write_report(out: Path, report: dict[str, Any], results: dict[str, dict[str,
 
 
 def build(data: str | Path, out: str | Path, weights: str | None = None, *,
-          classifier: str = "logreg", mapping: str | Path | None = None,
+          classifier: str = "logreg", mapping: str | Path | Mapping | None = None,
           backbone: str = "auto", target_recall: float = evaluate.DEFAULT_TARGET_RECALL,
           seed: int = 0, per_fold_limit: int | None = None, threads: int | None = None,
-          measure_offline: bool = True) -> dict[str, Any]:
-    """Run the whole training job; ``weights`` None reuses the export already in ``out``."""
+          measure_offline: bool = True, extras: tuple[str | Path, ...] = (),
+          hold_out_folds: tuple[str, ...] = (), negatives: bool = True,
+          mixes: int = 1) -> dict[str, Any]:
+    """Run the whole training job; ``weights`` None reuses the export already in ``out``.
+
+    A mapping with danger classes (the default) builds a class model
+    (:mod:`training.class_build`); a two-list mapping builds the binary model below.
+    """
     import joblib
 
     out = Path(out)
@@ -168,7 +174,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
                          f"choose {', '.join(classifiers.KINDS)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    mapping_obj = load_mapping(mapping)
+    mapping_obj = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     clips = read_dataset(data, mapping_obj, per_fold_limit)
     if weights is not None:
         from export.pipeline import export_from_checkpoint
@@ -176,6 +182,20 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
         export_from_checkpoint(weights, out, backbone=backbone)
         seconds["export"] = round(time.perf_counter() - start, 1)
     manifest = load_manifest(out)
+    if mapping_obj.classes:
+        from training.class_build import build_classes
+
+        report = build_classes(data, out, mapping_obj, clips,
+                               backbone_name=manifest["backbone"]["name"],
+                               official=bool(manifest["backbone"]["checkpoint"].get("official")),
+                               classifier=classifier, extras=extras,
+                               hold_out_folds=hold_out_folds, negatives=negatives, mixes=mixes,
+                               seed=seed, threads=threads, seconds=seconds)
+        seconds["total"] = round(time.perf_counter() - start, 1)
+        return report
+    if extras:
+        raise ValueError("--extra needs a mapping with danger classes (see "
+                         "training/default_mapping.toml)")
 
     t = time.perf_counter()
     emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,

@@ -126,16 +126,28 @@ def fetch_esc50_cmd(dest: Path, url: str | None, sha256: str | None) -> None:
 @click.option("--threads", type=int, help="onnxruntime threads for embedding.")
 @click.option("--no-offline-check", is_flag=True,
               help="Skip the streamed-vs-offline embedding comparison (halves embedding time).")
+@click.option("--extra", "extras", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Extra labelled folder (labels.csv: file,label,category[,fold]); repeatable.")
+@click.option("--hold-out-fold", "hold_out_folds", multiple=True,
+              help="Leave this fold of the --extra folders out of training (to evaluate on it); "
+                   "'none' leaves out their rows without a fold. Repeatable.")
+@click.option("--no-negatives", is_flag=True,
+              help="No synthetic negatives (silence, noise, tones, music, espeak-ng speech).")
+@click.option("--mixes", type=click.IntRange(0, 8), default=1, show_default=True,
+              help="Mixes of each danger clip into a safe background (random SNR 0-15 dB).")
 def build_cmd(weights: str | None, data: Path, out: Path, classifier: str, mapping: Path | None,
               backbone: str, target_recall: float, seed: int, per_fold_limit: int | None,
-              threads: int | None, no_offline_check: bool) -> None:
-    """Export, embed, fold-CV, fit and export the classifier + end-to-end ONNX."""
+              threads: int | None, no_offline_check: bool, extras: tuple[Path, ...],
+              hold_out_folds: tuple[str, ...], no_negatives: bool, mixes: int) -> None:
+    """Export, embed, fold-CV, fit and export the classifier (+ end-to-end ONNX)."""
     from training.build import build
 
     report = build(data, out, weights, classifier=classifier, mapping=mapping,
                    backbone=backbone, target_recall=target_recall, seed=seed,
                    per_fold_limit=per_fold_limit, threads=threads,
-                   measure_offline=not no_offline_check)
+                   measure_offline=not no_offline_check, extras=extras,
+                   hold_out_folds=hold_out_folds, negatives=not no_negatives, mixes=mixes)
     click.echo(report["markdown"])
     click.echo(f"model dir: {out}  (seconds: {report['seconds']})")
 

@@ -33,9 +33,11 @@ class Clip:
 
     filename: str
     path: Path
-    fold: int
+    fold: int  # ESC-50 fold 1-5; 0 = not in any ESC-50 fold (extras, synthetic): always trained
     category: str
     label: int
+    danger_class: str | None = None  # the mapping's class for a danger clip
+    group: str = "esc50"  # where it came from: esc50, an --extra folder (with its fold), synthetic
 
 
 def find_audio(audio_dir: Path, filename: str) -> Path | None:
@@ -91,12 +93,15 @@ def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None 
                         audio_dir / row["filename"])
             continue
         kept[category, fold] += 1
-        clips.append(Clip(row["filename"], path, fold, category, label))
+        clips.append(Clip(row["filename"], path, fold, category, label,
+                          mapping.class_of(category) if label == 1 else None))
     per_category = Counter(clip.category for clip in clips)
     absent = [c for c in (*mapping.danger, *mapping.safe) if per_category[c] == 0]
     if absent:
+        shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8
+                                         else "")
         log.warning("%s: no clips for mapped categor%s %s", root,
-                    "y" if len(absent) == 1 else "ies", ", ".join(absent))
+                    "y" if len(absent) == 1 else "ies", shown)
     for label, name in ((1, "danger"), (0, "safe")):
         if not any(clip.label == label for clip in clips):
             raise ValueError(f"{root}: class '{name}' has no clips (categories: "

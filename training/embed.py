@@ -66,7 +66,8 @@ def embedding_model_id(sessions: ModelSessions) -> str:
     and the streaming settings."""
     files = {role: entry for role, entry in sessions.manifest["files"].items()
              if role in ("backbone", "pooling", "backbone_data", "pooling_data")}
-    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
+    mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
+    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}{mode}"
     return hashlib.sha256(f"{model_sha256({'files': files})}:{streaming}".encode()).hexdigest()
 
 

@@ -32,25 +32,34 @@ ML_OPSET = 3
 CLASSIFIER_OUTPUT = "probabilities"
 
 
-def to_onnx(pipeline: Pipeline, dim: int, opset: int = OPSET) -> onnx.ModelProto:
-    """Convert a fitted scaler+classifier pipeline; keep only the probability tensor."""
+def sklearn_to_onnx(pipeline: Pipeline, dim: int, input_name: str = "embedding",
+                    output_name: str = CLASSIFIER_OUTPUT, opset: int = OPSET) -> onnx.ModelProto:
+    """A fitted scaler+classifier pipeline → ONNX ``input_name [batch, dim]`` →
+    ``output_name [batch, n_classes]`` probabilities (no ZipMap, no label output)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     clf = pipeline.steps[-1][1]
-    if list(clf.classes_) != [0, 1]:
-        raise ValueError(f"classifier classes {list(clf.classes_)}; expected [0, 1] (safe, danger)")
     model = convert_sklearn(
         pipeline, name="danger_classifier",
-        initial_types=[("embedding", FloatTensorType([None, dim]))],
+        initial_types=[(input_name, FloatTensorType([None, dim]))],
         options={id(clf): {"zipmap": False}},
         target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
     )
     probs = [o.name for o in model.graph.output if "prob" in o.name]
     if len(probs) != 1:
         raise ValueError(f"unexpected skl2onnx outputs {[o.name for o in model.graph.output]}")
-    model = normalise_opsets(only_output(model, probs[0], CLASSIFIER_OUTPUT), opset)
-    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2
+    model = normalise_opsets(only_output(model, probs[0], output_name), opset)
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = len(clf.classes_)
+    return model
+
+
+def to_onnx(pipeline: Pipeline, dim: int, opset: int = OPSET) -> onnx.ModelProto:
+    """Convert a fitted binary scaler+classifier pipeline; keep only the probability tensor."""
+    clf = pipeline.steps[-1][1]
+    if list(clf.classes_) != [0, 1]:
+        raise ValueError(f"classifier classes {list(clf.classes_)}; expected [0, 1] (safe, danger)")
+    model = sklearn_to_onnx(pipeline, dim, opset=opset)
     model.doc_string = "embedding [batch, E] -> probabilities [batch, 2]; column 1 = p(danger)"
     onnx.checker.check_model(model, full_check=True)
     return model

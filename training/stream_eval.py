@@ -40,7 +40,7 @@ from training import classifiers, evaluate
 from training.build import WORKBENCH, clean_json, save_report
 from training.dataset import Clip, read_dataset
 from training.embed import Embeddings, embed_clips
-from training.mapping import Mapping, default_mapping, validate
+from training.mapping import Mapping, binary_mapping, validate
 from training.onnx_classifier import save_atomic, to_onnx
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def manifest_mapping(manifest: dict[str, Any]) -> Mapping:
     """The danger/safe mapping the model dir was trained with (default if it has none)."""
     section = (manifest.get("classifier") or {}).get("mapping")
     if not section:
-        return default_mapping()
+        return binary_mapping()
     return validate(list(section["danger"]), list(section["safe"]),
                     str(section.get("source", "manifest")))
 

@@ -1,0 +1,179 @@
+"""What sinks receive: a typed, complete event record per lifecycle step, and live telemetry.
+
+An event is published three ways: ``start`` as soon as the tracker confirms it, ``update`` while
+it goes on (rate-limited, see ``EventConfig.update_every_s``) and ``end`` when it closes. The
+record is built once per step, before any sink runs, so every sink sees the same values.
+
+Sinks implement :class:`Sink`; those that also want every hop (the monitor, MQTT diagnostics)
+implement :class:`Observer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from edge_runtime.events import Event
+
+State = Literal["start", "update", "end"]
+
+
+def rfc3339(base: datetime, offset_s: float) -> str:
+    """``base + offset`` as RFC 3339 UTC with milliseconds, e.g. ``2024-05-01T12:00:03.250Z``."""
+    when = (base + timedelta(seconds=offset_s)).astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_id(source: str, start: str, model_id: str) -> str:
+    """Stable id of one event: the same for its start, updates and end (and on a re-run)."""
+    return hashlib.sha256(f"{source}\n{start}\n{model_id}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class EventRecord:
+    """One lifecycle step of one danger event (``to_dict`` is the JSON line / message)."""
+
+    id: str
+    state: State
+    index: int
+    start: str
+    end: str
+    duration_s: float
+    peak_probability: float
+    mean_probability: float
+    windows: int
+    source: str
+    model_sha256: str
+    class_name: str | None = None  # JSON key "class"; None when the model has no classes
+    offset_start_s: float | None = None  # files only
+    offset_end_s: float | None = None
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    clip: str | None = None
+    stream_start_s: float = field(default=0.0, repr=False)  # not serialised: clip cutting
+    stream_end_s: float = field(default=0.0, repr=False)
+
+    @property
+    def event_type(self) -> str:
+        """The class name, or ``"danger"`` for a model without classes."""
+        return self.class_name or "danger"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": "danger", "id": self.id, "state": self.state}
+        if self.class_name is not None:
+            out["class"] = self.class_name
+        out.update({"start": self.start, "end": self.end, "duration_s": self.duration_s})
+        if self.offset_start_s is not None:
+            out["offset_start_s"] = self.offset_start_s
+            out["offset_end_s"] = self.offset_end_s
+        out.update({"peak_probability": self.peak_probability,
+                    "mean_probability": self.mean_probability, "windows": self.windows,
+                    "source": self.source, "model_sha256": self.model_sha256})
+        if self.tags:
+            out["tags"] = [{"name": n, "probability": round(float(p), 4)} for n, p in self.tags]
+        if self.clip is not None:
+            out["clip"] = self.clip
+        return out
+
+
+@dataclass
+class StreamInfo:
+    """What the sinks need to know about the stream an event came from."""
+
+    source: str
+    is_file: bool
+    base_time: datetime  # wall-clock time of the stream's first sample (UTC)
+    model_id: str
+    sample_rate: int
+
+
+def build_record(event: Event, stream: StreamInfo, state: State,
+                 tags: list[tuple[str, float]] | None = None,
+                 class_name: str | None = None) -> EventRecord:
+    """The record of ``event`` as it stands now (``end`` is the latest end so far)."""
+    start = rfc3339(stream.base_time, event.start_s)
+    return EventRecord(
+        id=event_id(stream.source, start, stream.model_id), state=state, index=event.index,
+        start=start, end=rfc3339(stream.base_time, event.end_s),
+        duration_s=round(event.end_s - event.start_s, 3),
+        peak_probability=round(float(event.peak), 4),
+        mean_probability=round(float(event.mean), 4), windows=event.windows,
+        source=stream.source, model_sha256=stream.model_id, class_name=class_name,
+        offset_start_s=round(event.start_s, 3) if stream.is_file else None,
+        offset_end_s=round(event.end_s, 3) if stream.is_file else None,
+        tags=list(tags or []), stream_start_s=event.start_s, stream_end_s=event.end_s)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives each event's lifecycle. A sink must not block detection for long: slow I/O
+    (network) belongs in the sink's own bounded worker."""
+
+    def on_start(self, record: EventRecord) -> None: ...
+
+    def on_update(self, record: EventRecord) -> None: ...
+
+    def on_end(self, record: EventRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Hop:
+    """What the detector heard in one hop (one scored window)."""
+
+    source: str
+    time: str  # RFC 3339 UTC of the window's end
+    offset_s: float  # the window's end, seconds into the stream
+    p_danger: float  # the decision value
+    p_window: float
+    threshold: float
+    top: list[tuple[str, float]] = field(default_factory=list)  # top classes when the model has
+    level_dbfs: float = -120.0
+    rtf: float = 0.0  # compute seconds per audio second, recent
+    dropped_blocks: int = 0
+    in_event: bool = False
+
+
+@dataclass
+class Health:
+    """Detector health: ``healthy`` False names the ``problem`` (input dead, model failing)."""
+
+    source: str
+    healthy: bool
+    problem: str = ""
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Live telemetry: every hop, and health changes."""
+
+    def on_hop(self, hop: Hop) -> None: ...
+
+    def on_health(self, health: Health) -> None: ...
+
+
+def model_classes(detector: Any) -> list[str]:
+    """The model's danger class names, [] when it has none (looked up defensively: the class
+    layer is optional in a model dir)."""
+    for owner in (detector, getattr(detector, "scorer", None),
+                  getattr(detector, "sessions", None)):
+        for name in ("class_names", "classes"):
+            value = getattr(owner, name, None)
+            if value and not callable(value):
+                return [str(v) for v in value]
+    return []
+
+
+def top_classes(score: Any, n: int = 3) -> list[tuple[str, float]]:
+    """Top ``n`` (class, p) of a WindowScore's ``classes`` ({name: normalised p})."""
+    scores = getattr(score, "classes", None)
+    if not scores:
+        return []
+    items = scores.items() if isinstance(scores, dict) else scores
+    try:
+        pairs = [(str(k), float(v)) for k, v in items]
+    except (TypeError, ValueError):
+        return []
+    return sorted(pairs, key=lambda kv: -kv[1])[:n]

@@ -1,0 +1,431 @@
+"""MQTT sink with Home Assistant discovery (optional extra ``mqtt``: paho-mqtt).
+
+``--mqtt mqtt://[user:pass@]host[:port][/prefix]`` (``mqtts://`` for TLS, ``--mqtt-ca FILE``).
+Topics, with ``base = <prefix or edge-detect>/<host>``:
+
+* ``<base>/status`` — ``online`` / ``offline`` (retained; ``offline`` is also the last will)
+* ``<base>/<input>/event`` — one JSON message per lifecycle step (``event_type``, ``state``, …)
+* ``<base>/class/<class>`` — ``ON`` while an event of that class goes on, then ``OFF`` (retained)
+* ``<base>/last_event`` — RFC 3339 time of the last event start (retained)
+* ``<base>/diagnostics`` — input level (dBFS), real-time factor, p(danger), input healthy
+* ``<base>/set`` — command: ``pause``/``OFF`` and ``resume``/``ON``; ``<base>/detection`` state
+* ``<discovery prefix>/<component>/<node>/<object>/config`` — Home Assistant discovery
+  (retained; republished when Home Assistant announces ``online`` on ``<prefix>/status``)
+
+Nothing decided is lost: every event-driven message is first written to an on-disk spool (one
+file per message, renamed into place atomically, bounded: the oldest is dropped with a log line
+when full) and removed only once the broker acknowledged it (QoS 1), in order. paho-mqtt
+reconnects with backoff; messages left when the process exits are delivered by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from edge_runtime import __version__
+from edge_runtime.lifecycle import EventRecord, Health, Hop
+
+log = logging.getLogger("edge-detect")
+
+DEFAULT_PREFIX = "edge-detect"
+SMOKE_WORDS = ("smoke", "co_alarm", "carbon", "fire")
+SAFETY_WORDS = ("glass", "gunshot", "shot", "explosion", "scream", "siren", "alarm", "danger")
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    """A parsed ``--mqtt`` URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    prefix: str
+
+
+def parse_url(url: str) -> MqttTarget:
+    """``mqtt[s]://[user:pass@]host[:port][/prefix]`` → :class:`MqttTarget` (ValueError names
+    the problem)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"--mqtt {url!r}: the scheme must be mqtt:// or mqtts://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"--mqtt {url!r}: invalid port") from None
+    if not parts.hostname:
+        raise ValueError(f"--mqtt {url!r}: no host")
+    tls = parts.scheme == "mqtts"
+    prefix = parts.path.strip("/") or DEFAULT_PREFIX
+    if any(c in prefix for c in "+#"):
+        raise ValueError(f"--mqtt {url!r}: the topic prefix may not hold + or #")
+    return MqttTarget(parts.hostname, port or (8883 if tls else 1883), tls,
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None, prefix)
+
+
+def slug(text: str) -> str:
+    """A topic / unique_id part: lower case letters, digits and ``_``."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "x"
+
+
+def input_slug(name: str) -> str:
+    """``mic`` → ``mic``, ``-`` → ``stdin``, a path → its last part."""
+    if name in ("-", "stdin"):
+        return "stdin"
+    return slug(Path(name.rstrip("/")).name or name)
+
+
+def device_class(name: str) -> str:
+    """Home Assistant binary_sensor device_class for a danger class name."""
+    low = name.lower()
+    if any(w in low for w in SMOKE_WORDS):
+        return "smoke"
+    if any(w in low for w in SAFETY_WORDS):
+        return "safety"
+    return "sound"
+
+
+class Spool:
+    """A bounded FIFO of messages on disk: one ``<seq>.json`` per message, written to a hidden
+    temporary file and renamed into place (never half visible)."""
+
+    def __init__(self, directory: str | os.PathLike[str], limit: int = 1000) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.limit = max(1, limit)
+        self._lock = threading.Lock()
+        for tmp in self.directory.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        last = max((int(p.stem) for p in self._files()), default=0)
+        self._seq = itertools.count(last + 1)
+
+    def _files(self) -> list[Path]:
+        return sorted(p for p in self.directory.glob("*.json") if p.stem.isdigit())
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+    def put(self, topic: str, payload: str, retain: bool = False) -> None:
+        with self._lock:
+            seq = next(self._seq)
+            tmp = self.directory / f".{seq:012d}.tmp"
+            data = json.dumps({"topic": topic, "payload": payload, "retain": retain})
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.directory / f"{seq:012d}.json")
+            files = self._files()
+            for old in files[:max(0, len(files) - self.limit)]:
+                log.warning("MQTT spool full (%d messages): dropped the oldest, %s",
+                            self.limit, old.name)
+                old.unlink(missing_ok=True)
+
+    def peek(self) -> tuple[Path, dict[str, Any]] | None:
+        """The oldest message (an unreadable file is dropped with a log line)."""
+        while True:
+            files = self._files()
+            if not files:
+                return None
+            try:
+                return files[0], json.loads(files[0].read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.error("MQTT spool: dropping unreadable %s (%s)", files[0], exc)
+                files[0].unlink(missing_ok=True)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+def default_spool_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "edge-detect" / "mqtt-spool"
+
+
+class MqttSink:
+    """Publishes the event lifecycle and diagnostics; Home Assistant discovery; pause/resume."""
+
+    def __init__(self, url: str, *, input_name: str, classes: list[str] | None = None,
+                 ca_file: str | None = None, discovery_prefix: str = "homeassistant",
+                 spool_dir: str | os.PathLike[str] | None = None, spool_limit: int = 1000,
+                 off_delay_s: float = 60.0, diagnostics_every_s: float = 5.0,
+                 on_command: Callable[[bool], None] | None = None,
+                 node: str | None = None, drain_timeout_s: float = 10.0) -> None:
+        try:
+            import paho.mqtt.client as paho
+        except ImportError:
+            raise ValueError("--mqtt needs paho-mqtt: pip install 'edge-detect[mqtt]'") from None
+        self.target = parse_url(url)
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"--mqtt-ca {ca_file}: no such file")
+        self.hostname = socket.gethostname()
+        self.node = slug(node or self.hostname)
+        self.source = input_slug(input_name)
+        self.base = f"{self.target.prefix}/{self.node}"
+        self.discovery_prefix = discovery_prefix.strip("/")
+        self.classes = [str(c) for c in classes or []]
+        # one binary_sensor per class, and "danger": on during any event
+        self.binary_classes = [*self.classes, *([] if "danger" in self.classes else ["danger"])]
+        self.event_types = self.classes + (["danger"] if "danger" not in self.classes else [])
+        self.off_delay_s = off_delay_s
+        self.diagnostics_every_s = diagnostics_every_s
+        self.on_command = on_command
+        self.drain_timeout_s = drain_timeout_s
+        self.paused = False
+        self._diag: dict[str, Any] = {"healthy": True, "problem": ""}
+        self._diag_sent = 0.0
+        self.spool = Spool(Path(spool_dir or default_spool_dir()) / f"{self.node}_{self.source}",
+                           spool_limit)
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._failed_once = False
+        self._draining = False
+
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                             client_id=f"edge-detect-{self.node}-{self.source}")
+        if self.target.username:
+            client.username_pw_set(self.target.username, self.target.password)
+        if self.target.tls:
+            client.tls_set(ca_certs=ca_file)
+        client.will_set(self.topic("status"), "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
+        self.client = client
+        client.connect_async(self.target.host, self.target.port, keepalive=30)
+        client.loop_start()
+        self._worker = threading.Thread(target=self._deliver, name="mqtt-spool", daemon=True)
+        self._worker.start()
+        if len(self.spool):
+            log.info("MQTT: %d message(s) left by an earlier run will be delivered",
+                     len(self.spool))
+
+    # topics -----------------------------------------------------------------------------
+    def topic(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    @property
+    def event_topic(self) -> str:
+        return self.topic(self.source, "event")
+
+    # connection -------------------------------------------------------------------------
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any,
+                    _props: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT %s:%d refused the connection: %s", self.target.host,
+                        self.target.port, reason)
+            return
+        log.info("MQTT connected to %s:%d (topics under %s)", self.target.host,
+                 self.target.port, self.base)
+        self._failed_once = False
+        client.subscribe([(f"{self.discovery_prefix}/status", 1), (self.topic("set"), 1)])
+        self.publish_discovery()
+        client.publish(self.topic("detection"), "OFF" if self.paused else "ON", qos=1,
+                       retain=True)
+        client.publish(self.topic("status"), "online", qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any = None) -> None:
+        self._connected.clear()
+        if not self._closing.is_set():
+            log.warning("MQTT connection to %s:%d lost (%s); reconnecting with backoff",
+                        self.target.host, self.target.port, reason)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        if not self._failed_once:
+            self._failed_once = True
+            log.warning("MQTT broker %s:%d unreachable; events wait in %s until it is back",
+                        self.target.host, self.target.port, self.spool.directory)
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        payload = msg.payload.decode("utf-8", "replace").strip()
+        if msg.topic == f"{self.discovery_prefix}/status":
+            if payload == "online":
+                log.info("Home Assistant is online: republishing discovery")
+                self.publish_discovery()
+            return
+        command = payload.lower()
+        if command in ("pause", "off"):
+            self._set_paused(True)
+        elif command in ("resume", "on"):
+            self._set_paused(False)
+        else:
+            log.warning("MQTT %s: unknown command %r (pause|resume|ON|OFF)", msg.topic,
+                        payload[:40])
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if self.on_command is not None:
+            self.on_command(paused)
+        self.client.publish(self.topic("detection"), "OFF" if paused else "ON", qos=1,
+                            retain=True)
+
+    # discovery --------------------------------------------------------------------------
+    def device(self) -> dict[str, Any]:
+        return {"identifiers": [f"edge_detect_{self.node}"], "name": f"edge-detect {self.node}",
+                "manufacturer": "edge-detect", "model": "danger-sound detector",
+                "sw_version": __version__}
+
+    def discovery(self) -> dict[str, dict[str, Any]]:
+        """``{config topic: payload}`` of every entity of this host."""
+        common = {"availability_topic": self.topic("status"), "device": self.device(),
+                  "origin": {"name": "edge-detect", "sw_version": __version__}}
+        node, disc, out = self.node, self.discovery_prefix, {}
+
+        def add(component: str, obj: str, payload: dict[str, Any]) -> None:
+            payload = {**payload, "unique_id": f"edge_detect_{node}_{obj}", **common}
+            out[f"{disc}/{component}/{node}/{obj}/config"] = payload
+
+        add("event", f"{self.source}_sound", {
+            "name": f"Danger sound {self.source}", "state_topic": self.event_topic,
+            "event_types": self.event_types, "qos": 1, "icon": "mdi:ear-hearing"})
+        for cls in self.binary_classes:
+            add("binary_sensor", slug(cls), {
+                "name": cls.replace("_", " ").capitalize(),
+                "state_topic": self.topic("class", slug(cls)),
+                "device_class": device_class(cls), "off_delay": int(self.off_delay_s),
+                "qos": 1})
+        diag = {"state_topic": self.topic("diagnostics"), "entity_category": "diagnostic"}
+        add("sensor", "last_event", {"name": "Last event", "state_topic": self.topic("last_event"),
+                                     "device_class": "timestamp",
+                                     "entity_category": "diagnostic"})
+        add("sensor", "input_level", {**diag, "name": "Input level", "unit_of_measurement": "dBFS",
+                                      "state_class": "measurement",
+                                      "value_template": "{{ value_json.level_dbfs }}"})
+        add("sensor", "realtime_factor", {**diag, "name": "Real-time factor",
+                                          "state_class": "measurement",
+                                          "value_template": "{{ value_json.rtf }}"})
+        add("sensor", "p_danger", {**diag, "name": "p(danger)", "state_class": "measurement",
+                                   "value_template": "{{ value_json.p_danger }}"})
+        add("binary_sensor", "input_healthy", {
+            **diag, "name": "Input healthy", "device_class": "running",
+            "value_template": "{{ 'ON' if value_json.healthy else 'OFF' }}"})
+        add("switch", "detection", {"name": "Detection", "command_topic": self.topic("set"),
+                                    "state_topic": self.topic("detection"), "qos": 1,
+                                    "icon": "mdi:ear-hearing"})
+        return out
+
+    def publish_discovery(self) -> None:
+        for topic, payload in self.discovery().items():
+            self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+
+    # lifecycle (Sink) -------------------------------------------------------------------
+    def message(self, record: EventRecord) -> dict[str, Any]:
+        """The event message (also the event entity's attributes in Home Assistant)."""
+        out = {"event_type": record.event_type, "state": record.state, "id": record.id,
+               "source": record.source, "start": record.start, "end": record.end,
+               "duration_s": record.duration_s, "score": record.peak_probability,
+               "mean": record.mean_probability,
+               "tags": [{"name": n, "probability": round(float(p), 4)} for n, p in record.tags],
+               "model_sha256": record.model_sha256}
+        if record.clip:
+            out["clip"] = record.clip
+        return out
+
+    def _queue(self, topic: str, payload: str, retain: bool = False) -> None:
+        self.spool.put(topic, payload, retain)
+        self._wake.set()
+
+    def _class_topics(self, record: EventRecord) -> list[str]:
+        """The binary_sensor states an event drives: its class's (if known) and ``danger``."""
+        names = {record.class_name or "danger", "danger"}
+        return [self.topic("class", slug(c)) for c in self.binary_classes if c in names]
+
+    def on_start(self, record: EventRecord) -> None:
+        self._queue(self.event_topic, json.dumps(self.message(record)))
+        for topic in self._class_topics(record):
+            self._queue(topic, "ON", retain=True)
+        self._queue(self.topic("last_event"), record.start, retain=True)
+
+    def on_update(self, record: EventRecord) -> None:
+        self._queue(self.event_topic, json.dumps(self.message(record)))
+        for topic in self._class_topics(record):
+            self._queue(topic, "ON", retain=True)
+
+    def on_end(self, record: EventRecord) -> None:
+        self._queue(self.event_topic, json.dumps(self.message(record)))
+        for topic in self._class_topics(record):
+            self._queue(topic, "OFF", retain=True)
+
+    # telemetry (Observer) ---------------------------------------------------------------
+    def on_hop(self, hop: Hop) -> None:
+        self._diag.update(level_dbfs=hop.level_dbfs, rtf=hop.rtf, p_danger=hop.p_danger,
+                          dropped_blocks=hop.dropped_blocks)
+        if time.monotonic() - self._diag_sent >= self.diagnostics_every_s:
+            self._send_diagnostics()
+
+    def on_health(self, health: Health) -> None:
+        self._diag.update(healthy=health.healthy, problem=health.problem)
+        self._send_diagnostics()
+
+    def _send_diagnostics(self) -> None:
+        self._diag_sent = time.monotonic()
+        if self._connected.is_set():
+            self.client.publish(self.topic("diagnostics"), json.dumps(self._diag), qos=0)
+
+    # delivery ---------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        """Oldest spooled message first; removed once the broker acknowledged it."""
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while self._connected.is_set():
+                item = self.spool.peek()
+                if item is None:
+                    break
+                path, msg = item
+                info = self.client.publish(msg["topic"], msg["payload"], qos=1,
+                                           retain=bool(msg.get("retain")))
+                # paho keeps an unacknowledged QoS 1 message and resends it after a reconnect
+                while not info.is_published() and not self._stopped():
+                    time.sleep(0.05)
+                if not info.is_published():
+                    return
+                self.spool.remove(path)
+            if self._stopped():
+                return
+
+    def _stopped(self) -> bool:
+        return self._closing.is_set() and not self._draining
+
+    def close(self) -> None:
+        """Deliver what is spooled (up to ``drain_timeout_s``), publish ``offline``, disconnect."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        self._draining = True
+        self._closing.set()
+        self._wake.set()
+        while len(self.spool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._draining = False
+        self._wake.set()
+        self._worker.join(2.0)
+        left = len(self.spool)
+        if left:
+            log.warning("MQTT: %d message(s) not delivered yet; kept in %s for the next run",
+                        left, self.spool.directory)
+        if self._connected.is_set():
+            info = self.client.publish(self.topic("status"), "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,397 @@
+"""MQTT sink against a real Mosquitto broker started by the test on a free loopback port
+(Debian ``mosquitto``, installed by ``.ci/setup``): Home Assistant discovery, availability,
+event messages, and a broker outage with no event lost. Tiny model: loud = danger."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.helpers import ended_events
+from tests.runtime_model import SR, build_tiny_model, hiss, tone
+
+paho = pytest.importorskip("paho.mqtt.client", reason="the mqtt extra (paho-mqtt) is absent")
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto",) if os.access(p, os.X_OK)), None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="Debian mosquitto is not installed "
+                                                          "(.ci/setup installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """``mosquitto -c conf`` on 127.0.0.1:port, persistence in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence true\npersistence_location {directory}/\n"
+                             f"user {getpass.getuser()}\nlog_dest stderr\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # saves the persistence db
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Watcher:
+    """A paho client recording (topic, payload, retain) of everything under ``topics``."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "",
+                 clean: bool = True) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+        self.subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append(
+            (m.topic, m.payload.decode(), bool(m.retain)))
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+
+    def wait(self, predicate, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.messages):
+                return True
+            time.sleep(0.05)
+        return predicate(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+def node() -> str:
+    from edge_runtime.mqtt import slug
+
+    return slug(socket.gethostname())
+
+
+def edge_detect(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_runtime.cli", *args]
+
+
+def events_of(messages: list[tuple[str, str, bool]]) -> list[dict]:
+    return [json.loads(p) for t, p, _ in messages if t.endswith("/event")]
+
+
+def test_once_publishes_discovery_availability_and_one_event(broker: Broker, tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    inbox = tmp_path / "clips"
+    inbox.mkdir()
+    sf.write(inbox / "danger.wav", tone(6.0), SR)
+    sf.write(inbox / "safe.wav", hiss(6.0), SR)
+    base = f"edge-detect/{node()}"
+    live = Watcher(broker.port, [f"{base}/#"])
+    assert live.subscribed.wait(10)
+    res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox), "--once",
+                                     "--settle", "0", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                     "--mqtt-spool", str(tmp_path / "spool")),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert live.wait(lambda m: (f"{base}/status", "offline", False) in m, 10), live.messages
+    live.close()
+    status = [p for t, p, _ in live.messages if t == f"{base}/status"]
+    assert status[-2:] == ["online", "offline"], status
+    events = events_of(live.messages)
+    assert [e["state"] for e in events] == ["start", "end"], events
+    assert {e["event_type"] for e in events} == {"danger"}
+    assert len({e["id"] for e in events}) == 1
+    assert all(e["source"].endswith("danger.wav") for e in events)  # none for safe.wav
+    assert events[1]["score"] > 0.9 and events[1]["end"] > events[1]["start"]
+    states = [p for t, p, _ in live.messages if t == f"{base}/class/danger"]
+    assert states == ["ON", "OFF"]
+
+    # a client arriving later gets the retained discovery configs and the availability
+    late = Watcher(broker.port, ["homeassistant/#", f"{base}/status"])
+    assert late.wait(lambda m: len(m) >= 9, 10), late.messages
+    time.sleep(0.3)
+    late.close()
+    configs = {t: json.loads(p) for t, p, r in late.messages if t.endswith("/config") and r}
+    kinds = {t.split("/")[1] for t in configs}
+    assert {"event", "binary_sensor", "sensor", "switch"} <= kinds, sorted(configs)
+    for topic, cfg in configs.items():
+        assert topic.startswith(f"homeassistant/{topic.split('/')[1]}/{node()}/")
+        assert cfg["unique_id"].startswith("edge_detect_") and cfg["device"]["identifiers"]
+        assert cfg["availability_topic"] == f"{base}/status"
+    (event_cfg,) = [c for t, c in configs.items() if t.split("/")[1] == "event"]
+    assert event_cfg["event_types"] == ["danger"]
+    assert event_cfg["state_topic"] == f"{base}/clips/event"
+    danger = configs[f"homeassistant/binary_sensor/{node()}/danger/config"]
+    assert danger["device_class"] == "safety" and danger["off_delay"] >= 30
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs)
+    assert (f"{base}/status", "offline", True) in late.messages
+
+
+def test_safe_clip_alone_publishes_no_event(broker: Broker, tiny_model: Path,
+                                            tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "safe.wav", hiss(6.0), SR)
+    live = Watcher(broker.port, ["edge-detect/#"])
+    assert live.subscribed.wait(10)
+    res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox), "--once",
+                                     "--settle", "0", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                     "--mqtt-spool", str(tmp_path / "spool")),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert live.wait(lambda m: any(p == "offline" for _, p, _ in m), 10)
+    live.close()
+    assert [p for t, p, _ in live.messages if t.endswith("/status")] == ["online", "offline"]
+    assert events_of(live.messages) == []
+
+
+def test_event_decided_while_the_broker_is_down_arrives_when_it_is_back(
+        tmp_path: Path, tiny_model: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    # a persistent session (clean_session False): the broker keeps its QoS 1 messages
+    watcher = Watcher(broker.port, ["edge-detect/+/+/event"], client_id="ha", clean=False)
+    assert watcher.subscribed.wait(10)
+    watcher.close()
+    broker.stop()
+
+    inbox, spool = tmp_path / "watched", tmp_path / "spool"
+    inbox.mkdir()
+    jsonl = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                        "--settle", "0.3", "--events", str(jsonl),
+                                        "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                        "--mqtt-spool", str(spool)),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        sf.write(tmp_path / "alarm.wav", tone(6.0), SR)
+        os.replace(tmp_path / "alarm.wav", inbox / "alarm.wav")  # dropped in complete
+        dropped = time.monotonic()
+        deadline = dropped + 30
+        while time.monotonic() < deadline and not (jsonl.exists() and ended_events(jsonl)):
+            time.sleep(0.1)
+        assert ended_events(jsonl), "the event was not decided"
+        spooled = sorted(p.name for p in spool.rglob("*.json"))
+        assert len(spooled) >= 3, spooled  # start, ON, last_event, end, OFF wait on disk
+        time.sleep(max(0.0, dropped + 15.0 - time.monotonic()))
+        broker.start()  # 15 s later
+        watcher = Watcher(broker.port, ["edge-detect/+/+/event"], client_id="ha", clean=False)
+        got = watcher.wait(lambda m: len(events_of(m)) >= 2, 40)
+        watcher.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        broker.stop()
+    assert got, (watcher.messages, err)
+    events = events_of(watcher.messages)
+    assert [e["state"] for e in events] == ["start", "end"], events
+    assert events[0]["source"].endswith("alarm.wav") and events[0]["id"] == events[1]["id"]
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "unreachable" in err
+    assert not list(spool.rglob("*.json"))  # all delivered, nothing left behind
+
+
+def test_set_topic_pauses_and_resumes_detection(broker: Broker, tiny_model: Path,
+                                                tmp_path: Path) -> None:
+    """Also: discovery is republished when Home Assistant announces itself, and a long event
+    sends updates between its start and end."""
+    base = f"edge-detect/{node()}"
+    jsonl = tmp_path / "events.jsonl"
+    watcher = Watcher(broker.port, [f"{base}/detection", f"{base}/stdin/event",
+                                    "homeassistant/+/+/+/config"])
+    proc = subprocess.Popen(edge_detect("--model", str(tiny_model), "--input", "-", "--rate",
+                                        str(SR), "--format", "f32le", "--events", str(jsonl),
+                                        "--update-every", "2",
+                                        "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                        "--mqtt-spool", str(tmp_path / "spool")),
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    loud = tone(8.0).astype("<f4").tobytes()
+    try:
+        assert watcher.wait(lambda m: (f"{base}/detection", "ON") in [x[:2] for x in m], 30)
+        configs = [t for t, _, _ in watcher.messages if t.endswith("/config")]
+        watcher.messages.clear()
+        watcher.client.publish("homeassistant/status", "online", qos=1)
+        assert watcher.wait(lambda m: sorted(t for t, _, _ in m) == sorted(configs), 10), \
+            watcher.messages
+        watcher.messages.clear()
+        watcher.client.publish(f"{base}/set", "pause", qos=1)
+        assert watcher.wait(lambda m: m and m[-1][:2] == (f"{base}/detection", "OFF"), 10)
+        proc.stdin.write(loud)
+        proc.stdin.flush()
+        time.sleep(2.0)  # 8 s of audio read and dropped
+        assert not jsonl.exists() or jsonl.read_text() == ""
+        watcher.client.publish(f"{base}/set", "ON", qos=1)
+        assert watcher.wait(lambda m: m[-1][:2] == (f"{base}/detection", "ON"), 10)
+        proc.stdin.write(loud)
+        proc.stdin.flush()
+        assert watcher.wait(lambda m: len(events_of(m)) >= 1, 20), watcher.messages
+        time.sleep(1.0)
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+        err = proc.stderr.read().decode()
+        watcher.wait(lambda m: any(e["state"] == "end" for e in events_of(m)), 5)
+        watcher.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "detection paused" in err and "detection resumed" in err
+    (rec,) = ended_events(jsonl)
+    assert rec["duration_s"] <= 9.0  # only the audio after the resume
+    states = [e["state"] for e in events_of(watcher.messages)]
+    assert states[0] == "start" and states[-1] == "end" and "update" in states, states
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "1", "-subj", "/CN=edge-detect test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI absent")
+def test_mqtts_with_a_private_ca(tmp_path: Path, tiny_model: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    ca, cert, key = make_tls(broker.dir)
+    with open(broker.conf, "a") as conf:
+        conf.write(f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "danger.wav", tone(6.0), SR)
+    try:
+        watcher = Watcher.__new__(Watcher)
+        watcher.messages, watcher.subscribed = [], threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.tls_set(ca_certs=str(ca))
+        client.on_connect = lambda c, *_: c.subscribe("edge-detect/#", 1)
+        client.on_subscribe = lambda *_: watcher.subscribed.set()
+        client.on_message = lambda _c, _u, m: watcher.messages.append(
+            (m.topic, m.payload.decode(), bool(m.retain)))
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        watcher.client = client
+        assert watcher.subscribed.wait(10)
+        url = f"mqtts://127.0.0.1:{broker.port}"
+        res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                         "--once", "--settle", "0", "--mqtt", url, "--mqtt-ca",
+                                         str(ca), "--mqtt-spool", str(tmp_path / "spool")),
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert watcher.wait(lambda m: len(events_of(m)) == 2, 10), (watcher.messages, res.stderr)
+        watcher.close()
+        bad = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                         "--once", "--mqtt", url, "--mqtt-ca",
+                                         str(tmp_path / "missing.crt")),
+                             capture_output=True, text=True, timeout=60)
+        last = bad.stderr.strip().splitlines()[-1]
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert last.startswith("edge-detect: error: --mqtt-ca") and "missing.crt" in last
+    finally:
+        broker.stop()
+
+
+def test_spool_is_bounded_ordered_and_survives_a_restart(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from edge_runtime.mqtt import Spool
+
+    spool = Spool(tmp_path, limit=3)
+    for i in range(5):
+        spool.put("t", f"m{i}")
+    assert "spool full" in caplog.text and len(spool) == 3
+    again = Spool(tmp_path, limit=3)  # a new process: numbering continues after the last
+    again.put("t", "m5")
+    got = []
+    while (item := again.peek()) is not None:
+        got.append(item[1]["payload"])
+        again.remove(item[0])
+    assert got == ["m3", "m4", "m5"]
+    assert not list(tmp_path.iterdir())  # no temporary files left visible
+
+
+def test_discovery_with_named_classes(tmp_path: Path) -> None:
+    """A model with classes: event_types = the classes (+ danger), a binary_sensor per class with
+    a fitting device_class, and `danger` on during any event."""
+    from edge_runtime.lifecycle import EventRecord
+    from edge_runtime.mqtt import MqttSink
+
+    sink = MqttSink(f"mqtt://127.0.0.1:{free_port()}/home/sounds", input_name="mic",
+                    classes=["smoke_alarm", "glass_break", "baby_crying"], node="pi",
+                    spool_dir=tmp_path, drain_timeout_s=0.0)
+    try:
+        configs = sink.discovery()
+        rec = EventRecord(id="x", state="start", index=1, start="s", end="e", duration_s=1.0,
+                          peak_probability=0.9, mean_probability=0.9, windows=1, source="mic",
+                          model_sha256="0", class_name="smoke_alarm")
+        sink.on_start(rec)
+        queued = []
+        while (item := sink.spool.peek()) is not None:
+            queued.append((item[1]["topic"], item[1]["payload"]))
+            sink.spool.remove(item[0])
+    finally:
+        sink.close()
+    event = configs["homeassistant/event/pi/mic_sound/config"]
+    assert event["event_types"] == ["smoke_alarm", "glass_break", "baby_crying", "danger"]
+    assert event["state_topic"] == "home/sounds/pi/mic/event"
+    classes = {t.split("/")[3]: c["device_class"] for t, c in configs.items()
+               if t.startswith("homeassistant/binary_sensor/") and "state_topic" in c
+               and "/class/" in c["state_topic"]}
+    assert classes == {"smoke_alarm": "smoke", "glass_break": "safety", "baby_crying": "sound",
+                       "danger": "safety"}
+    base = "home/sounds/pi"
+    assert [t for t, _ in queued] == [f"{base}/mic/event", f"{base}/class/smoke_alarm",
+                                      f"{base}/class/danger", f"{base}/last_event"]
+    assert json.loads(queued[0][1])["event_type"] == "smoke_alarm"

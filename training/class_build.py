@@ -1,0 +1,311 @@
+"""``edge-train build`` for a mapping with named danger classes (the default mapping).
+
+ESC-50 clips + ``--extra`` folders + synthetic negatives + mixes → device-path embeddings →
+class plan (trained / zero-shot evidence) → leave-one-ESC-fold-out CV of danger vs safe →
+the multi-class classifier fitted on everything → ``classifier.onnx`` (embedding →
+class_scores) → manifest ``classes`` section with per-class thresholds and a level gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.classes import DECISION_THRESHOLD, ClassSpec, level_dbfs, normalise
+from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
+from training import classifiers, evaluate
+from training.class_model import (
+    CLASS_OUTPUT,
+    class_model_onnx,
+    class_scores,
+    features,
+    plan_classes,
+)
+from training.dataset import Clip, load_audio
+from training.embed import embed_clips
+from training.extra import read_extra
+from training.mapping import Mapping
+from training.negatives import mix_clips, negative_clips
+from training.onnx_classifier import run_classifier_onnx, save_atomic
+
+log = logging.getLogger(__name__)
+
+WORKBENCH = ".workbench"
+# How a window is embedded, per backbone. mn04 processes each 1 s chunk alone with visible
+# edge effects (streamed vs whole-clip cosine 0.79); one pass over the 5 s window cut held-out
+# UrbanSound8K false alarms from 26 % to 5 % at equal recall, for ~6x the (tiny) backbone cost.
+# Cnn14's chunks agree with the whole clip (cosine 0.945) and it costs 15x more: chunked.
+WINDOW_EMBEDDING = {"mn04": "whole", "cnn14": "chunked"}
+# Class models decide on windows: scoring each 1 s chunk alone doubled held-out false alarms
+# (mn04, UrbanSound8K fold 3: 10 % vs 5 %); chunks still place events in time.
+CHUNK_DECISIONS = False
+SAFE_FILE_RATE = 0.005  # per class: share of safe files (out of group) allowed over threshold
+THRESHOLD_RANGE = (0.2, 0.995)
+LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
+GATE_MARGIN_DB = 10.0  # level gate: this far below the quietest (1st percentile) danger window
+GATE_RANGE_DB = (-70.0, -40.0)
+
+
+def stage(name: str, started: float) -> float:
+    now = time.perf_counter()
+    log.info("%s: %.1f s", name, now - started)
+    return now
+
+
+def set_streaming(out: Path, backbone: str) -> dict[str, Any]:
+    """Write the class model's window embedding and decision rule into the manifest."""
+    manifest = load_manifest(out)
+    manifest["streaming"]["window_embedding"] = WINDOW_EMBEDDING.get(backbone, "chunked")
+    manifest["streaming"]["chunk_decisions"] = CHUNK_DECISIONS
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float]:
+    """Gate below the quietest danger sounds: per real danger clip the loudest window's RMS
+    level; the gate is ``GATE_MARGIN_DB`` under their 1st percentile, within GATE_RANGE_DB."""
+    levels = []
+    n = int(window_s * rate)
+    for clip in clips:
+        try:
+            audio = load_audio(clip.path, rate)
+        except Exception:  # noqa: BLE001 — unreadable clips were already reported
+            continue
+        starts = range(0, max(1, audio.size - n + 1), rate)
+        levels.append(max(level_dbfs(audio[s:s + n]) for s in starts))
+    p01 = float(np.percentile(levels, 1)) if levels else GATE_RANGE_DB[0]
+    gate = float(np.clip(p01 - GATE_MARGIN_DB, *GATE_RANGE_DB))
+    return {"level_gate_dbfs": round(gate, 1), "danger_window_dbfs_p01": round(p01, 1),
+            "danger_window_dbfs_median": round(float(np.median(levels)), 1) if levels else None,
+            "clips": len(levels)}
+
+
+def fit_pipeline(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Fit one pipeline with per-row weights where the classifier takes them."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    pipeline = classifiers.make_pipeline(kind, seed)
+    if kind == "logreg":
+        pipeline.set_params(clf__C=LOGREG_C)
+    fit_params = {} if kind == "mlp" else {"clf__sample_weight": w}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return pipeline.fit(x, y, **fit_params)
+
+
+def cv_group(clip: Clip, by_name: dict[str, Clip]) -> str:
+    """Recording-disjoint CV group: the ESC-50 fold, an extra folder's fold, one of three
+    buckets of an extra folder's fold-less files, synthetic; a mix goes with its source."""
+    if clip.group.startswith("mix:"):
+        return cv_group(by_name[clip.group[4:]], by_name)
+    if clip.group == "esc50":
+        return f"esc{clip.fold}"
+    if clip.group.endswith(":foldnone"):
+        return f"{clip.group}:{int(hashlib.sha256(clip.filename.encode()).hexdigest(), 16) % 3}"
+    return clip.group
+
+
+def group_oof(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+              groups: np.ndarray, real: np.ndarray, head: np.ndarray | None, plan) -> np.ndarray:
+    """Out-of-group raw class scores ``[rows, K]`` for every real row (NaN for mixes)."""
+    oof = np.full((len(y), len(plan.names)), np.nan, dtype=np.float32)
+    for g in sorted(set(groups[real].tolist())):
+        test = (groups == g) & real
+        train = (groups != g) & (y >= 0)
+        if not train.any() or len(set(y[train].tolist())) < 2:
+            continue
+        model = fit_pipeline(kind, seed, x[train], y[train], w[train])
+        oof[test] = class_scores(model.predict_proba(x[test]),
+                                 None if head is None else head[test], plan, model.classes_)
+    return oof
+
+
+def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
+                      rate: float) -> list[float]:
+    """Per class: the lowest threshold at which at most ``rate`` of the safe files (their
+    loudest window, out of group) would raise that class; within THRESHOLD_RANGE."""
+    thresholds = []
+    safe = (y == 0) & ~np.isnan(oof[:, 0])
+    names = files[safe]
+    for k in range(len(plan.names)):
+        per_file: dict[str, float] = {}
+        for f, v in zip(names, oof[safe, k], strict=True):
+            per_file[f] = max(per_file.get(f, 0.0), float(v))
+        values = np.sort(np.array(list(per_file.values())))
+        if values.size == 0:
+            thresholds.append(plan.default_thresholds()[k])
+            continue
+        allowed = int(np.floor(rate * values.size))
+        t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
+        thresholds.append(float(np.clip(t, *THRESHOLD_RANGE)))
+    return thresholds
+
+
+def cv_report(oof: np.ndarray, y: np.ndarray, rows: np.ndarray, thresholds: list[float],
+              danger_class: np.ndarray, plan, fold: np.ndarray) -> dict[str, Any]:
+    """Danger vs safe on ``rows`` (per window; ESC clips are one window) at the thresholds."""
+    norm = normalise(oof[rows], np.asarray(thresholds))
+    p, best = norm.max(axis=1), norm.argmax(axis=1)
+    yb = (y[rows] != 0).astype(int)
+    per_fold = [{"fold": int(f), **evaluate.metrics(yb[fold[rows] == f], p[fold[rows] == f],
+                                                    DECISION_THRESHOLD)}
+                for f in sorted(set(fold[rows].tolist()))]
+    flagged = (p >= DECISION_THRESHOLD) & (yb == 1)
+    names = np.array(plan.names)
+    right = names[best[flagged]] == danger_class[rows][flagged]
+    accs = [f["accuracy"] for f in per_fold]
+    return {"per_fold": per_fold, "fold_accuracy_mean": float(np.mean(accs)),
+            "fold_accuracy_std": float(np.std(accs)),
+            "at_0.5": evaluate.metrics(yb, p, DECISION_THRESHOLD),
+            "class_right_of_flagged_danger": float(right.mean()) if right.size else None}
+
+
+def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Clip], *,
+                  backbone_name: str, official: bool, classifier: str = "logreg",
+                  extras: tuple[str | Path, ...] = (), hold_out_folds: tuple[str, ...] = (),
+                  negatives: bool = True, mixes: int = 1, seed: int = 0,
+                  threads: int | None = None, seconds: dict[str, float] | None = None
+                  ) -> dict[str, Any]:
+    """Train and write the class model into the exported model dir ``out``."""
+    import joblib
+
+    from edge_runtime.sessions import load_sessions
+
+    seconds = seconds if seconds is not None else {}
+    t = time.perf_counter()
+    manifest = set_streaming(out, backbone_name)
+    for folder in extras:
+        clips = clips + read_extra(folder, mapping, hold_out_folds)
+    if negatives:
+        clips = clips + negative_clips(out / WORKBENCH / "negatives", seed)
+    danger = [c for c in clips if c.label == 1]
+    backgrounds = [c for c in clips if c.label == 0]
+    clips = clips + mix_clips(danger, backgrounds, out / WORKBENCH / "mixes", mixes, seed)
+    t = stage("data", t)
+
+    emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,
+                      measure_offline=False)
+    seconds["embed"] = round(time.perf_counter() - t, 1)
+    t = stage("embeddings", t)
+
+    by_name = {c.filename: c for c in clips}
+    danger_class = np.array([by_name[n].danger_class or "" for n in emb.filename])
+    group = np.array([by_name[n].group for n in emb.filename])
+    real = np.array([not g.startswith("mix:") for g in group])
+    counts = Counter(by_name[n].danger_class for n in set(emb.filename.tolist())
+                     if by_name[n].danger_class and not by_name[n].group.startswith("mix:"))
+    plan = plan_classes(mapping, dict(counts), head_is_real=official)
+    sessions = load_sessions(out, provider="cpu", threads=threads, with_classifier=False)
+    head = None
+    if plan.use_head and sessions.head is not None:
+        from edge_runtime.sessions import run1
+
+        head = np.concatenate([run1(sessions.head, emb.x[i:i + 4096])
+                               for i in range(0, len(emb.x), 4096)])
+    x = features(emb.x, head)
+    y = plan.target(danger_class, emb.label)
+    per_file = Counter(emb.filename.tolist())
+    w = np.array([1.0 / np.sqrt(per_file[n]) for n in emb.filename])  # long files weigh √n
+    groups = np.array([cv_group(by_name[n], by_name) for n in emb.filename])
+    oof = group_oof(classifier, seed, x, y, w, groups, real, head, plan)
+    thresholds = choose_thresholds(plan, oof, y, emb.filename, SAFE_FILE_RATE)
+    log.info("thresholds (out-of-group, ≤ %.1f%% of safe files per class): %s",
+             100 * SAFE_FILE_RATE, ", ".join(f"{n} {t:.3f}" for n, t in
+                                           zip(plan.names, thresholds, strict=True)))
+    cv = cv_report(oof, y, real & (group == "esc50"), thresholds, danger_class, plan, emb.fold)
+    log.info("ESC-50 fold CV (danger vs safe, %s): accuracy %.3f ± %.3f, AUC %.4f",
+             classifier, cv["fold_accuracy_mean"], cv["fold_accuracy_std"],
+             cv["at_0.5"]["roc_auc"])
+    seconds["cv"] = round(time.perf_counter() - t, 1)
+    t = stage("fold CV", t)
+
+    keep = y >= 0
+    final = fit_pipeline(classifier, seed, x[keep], y[keep], w[keep])
+    joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}-classes.joblib")
+    import onnx
+
+    head_model = onnx.load(str(sessions.model_dir / manifest["files"]["head"]["path"])) \
+        if plan.use_head and "head" in manifest["files"] else None
+    save_atomic(class_model_onnx(final, plan, head_model, emb.x.shape[1]),
+                out / "classifier.onnx")
+    ref = class_scores(final.predict_proba(x[:256]), None if head is None else head[:256], plan,
+                       final.classes_)
+    got = run_classifier_onnx(out / "classifier.onnx", emb.x[:256])
+    parity = {"rows": int(len(ref)), "max_abs_diff": float(np.abs(ref - got).max())}
+    log.info("classifier.onnx vs scikit-learn + numpy: max abs diff %.2e", parity["max_abs_diff"])
+    gate = level_gate([c for c in clips if c.label == 1 and c.group != "synthetic"
+                       and not c.group.startswith("mix:")],
+                      sessions.chunk_samples * sessions.window_chunks / sessions.sample_rate,
+                      sessions.sample_rate)
+    seconds["fit_export"] = round(time.perf_counter() - t, 1)
+    stage("fit + ONNX", t)
+
+    spec = ClassSpec(tuple(plan.names), tuple(thresholds), CLASS_OUTPUT, tuple(plan.evidence),
+                     gate["level_gate_dbfs"])
+    rows = Counter(int(v) for v in y[keep])
+    manifest = load_manifest(out)
+    manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
+    manifest["files"].pop("end_to_end", None)
+    (manifest.get("workbench") or {}).pop("end_to_end", None)  # a binary build's, now stale
+    manifest["classes"] = {**spec.as_dict(), "level_gate": gate,
+                           "calibration": {"method": "out-of-group safe files",
+                                           "safe_file_rate_per_class": SAFE_FILE_RATE}}
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest["classifier"] = {
+        "kind": classifier, "input": "embedding", "output": CLASS_OUTPUT,
+        "threshold": DECISION_THRESHOLD,
+        "threshold_note": "p(danger) = the largest class score normalised by its class "
+                          "threshold; 0.5 = some class at its threshold",
+        "mapping": mapping.as_dict(),
+        "cv": {"scheme": "leave-one-ESC-50-fold-out; extras, negatives and mixes always train",
+               "fold_accuracy_mean": cv["fold_accuracy_mean"],
+               "fold_accuracy_std": cv["fold_accuracy_std"],
+               "roc_auc": cv["at_0.5"]["roc_auc"],
+               "class_right_of_flagged_danger": cv["class_right_of_flagged_danger"]},
+        "trained_on": {"data": Path(data).name, "extras": [Path(e).name for e in extras],
+                       "held_out_folds": list(hold_out_folds),
+                       "clips": len(set(emb.filename[real].tolist())),
+                       "mixes": len(set(emb.filename[~real].tolist())),
+                       "rows_per_class": {("safe" if k == 0 else plan.trained[k - 1]): v
+                                          for k, v in sorted(rows.items())},
+                       "clips_per_class": dict(counts), "seed": seed, "created": created},
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    report = {"created": created, "backbone": backbone_name, "classes": plan.names,
+              "evidence": {n: ("trained" if n in plan.trained else "audioset")
+                           for n in plan.names},
+              "clips_per_class": dict(counts), "level_gate": gate, "cv": {
+                  k: v for k, v in cv.items() if k != "oof"}, "parity": parity,
+              "seconds": seconds}
+    report["markdown"] = class_markdown(report)
+    from training.build import save_report
+
+    save_report(out, "report", report, report["markdown"])
+    return report
+
+
+def class_markdown(report: dict[str, Any]) -> str:
+    cv = report["cv"]
+    lines = [f"# edge-detect class model ({report['created']}, {report['backbone']})", "",
+             "| class | evidence | training clips |", "|---|---|---|"]
+    lines += [f"| {n} | {report['evidence'][n]} | {report['clips_per_class'].get(n, 0)} |"
+              for n in report["classes"]]
+    at = cv["at_0.5"]
+    lines += ["", "Leave-one-ESC-50-fold-out, danger vs safe (real ESC clips only tested): "
+              f"accuracy {cv['fold_accuracy_mean']:.3f} ± {cv['fold_accuracy_std']:.3f}, "
+              f"balanced {at['balanced_accuracy']:.3f}, danger recall {at['danger_recall']:.3f}, "
+              f"false alarms {at['false_alarms']}/{at['confusion'][0][0] + at['confusion'][0][1]}"
+              f", AUC {at['roc_auc']:.4f}; class right for "
+              f"{(cv['class_right_of_flagged_danger'] or 0):.3f} of flagged danger clips.",
+              f"Level gate {report['level_gate']['level_gate_dbfs']} dBFS (quietest danger "
+              f"windows, 1st percentile: {report['level_gate']['danger_window_dbfs_p01']} dBFS).",
+              f"classifier.onnx parity: {report['parity']['max_abs_diff']:.2e}.", ""]
+    return "\n".join(lines)

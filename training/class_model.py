@@ -1,0 +1,216 @@
+"""Named danger classes: which evidence each class uses, the multi-class model, its ONNX.
+
+Evidence per class (recorded in the manifest's ``classes.evidence``):
+
+* **trained** — the class has at least ``mapping.min_clips`` real training clips: it is one
+  output of a multi-class classifier (safe + trained classes) fed the window embedding and,
+  when the backbone's AudioSet head is real (official pretrained weights), the head's 527
+  log-odds too. Measured (mn04, held-out UrbanSound8K fold 3, whole-window embeddings): the
+  log-odds lower false alarms at equal recall compared with the embedding alone.
+* **audioset** — fewer clips: zero-shot, the largest head probability over the class's AudioSet
+  labels. Only with a real head; random-init checkpoints (Cnn14 here) have none, so their
+  models use trained evidence alone and classes without clips are left out (with a warning).
+
+``classifier.onnx`` then maps ``embedding [batch, E]`` to ``class_scores [batch, K]`` (one raw
+score per class, manifest order); the runtime normalises each by its class threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper
+
+from training.mapping import Mapping, audioset_labels
+from training.onnx_classifier import (
+    OPSET,
+    aligned,
+    check_opsets,
+    normalise_opsets,
+    sklearn_to_onnx,
+)
+
+log = logging.getLogger(__name__)
+
+CLASS_OUTPUT = "class_scores"
+# Default thresholds before calibration (raw score scale). Trained: the classifier's own
+# probability; zero-shot: the head's probability, where 0.3 flagged under 2 % of held-out safe
+# UrbanSound8K clips with mn04 (edge-train calibrate replaces both from a false-alarm budget).
+TRAINED_THRESHOLD = 0.5
+ZERO_SHOT_THRESHOLD = 0.3
+LOGIT_EPS = 1e-5
+
+
+@dataclass
+class ClassPlan:
+    """The classes a model reports and where each one's score comes from."""
+
+    names: list[str]
+    trained: list[str]  # classifier columns 1.. (column 0 is safe)
+    zero_shot: dict[str, list[int]] = field(default_factory=dict)  # class → head indices
+    use_head: bool = False
+    clips: dict[str, int] = field(default_factory=dict)  # real training clips per class
+
+    @property
+    def evidence(self) -> list[str]:
+        return (["trained"] if self.trained else []) + (["audioset"] if self.zero_shot else [])
+
+    def default_thresholds(self) -> list[float]:
+        return [TRAINED_THRESHOLD if n in self.trained else ZERO_SHOT_THRESHOLD
+                for n in self.names]
+
+    def target(self, danger_class: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """Multi-class targets: 0 safe, 1 + index in ``trained``; −1 for rows left out (danger
+        clips of zero-shot classes)."""
+        index = {name: i + 1 for i, name in enumerate(self.trained)}
+        return np.array([0 if y == 0 else index.get(c, -1)
+                         for c, y in zip(danger_class, label, strict=True)], dtype=np.int64)
+
+
+def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bool) -> ClassPlan:
+    """Decide each class's evidence from its real clip count and whether the head is real."""
+    labels = {name: i for i, name in enumerate(audioset_labels())}
+    names, trained, zero_shot = [], [], {}
+    for cls in mapping.classes:
+        n = clip_counts.get(cls.name, 0)
+        if n >= mapping.min_clips:
+            trained.append(cls.name)
+        elif head_is_real and cls.audioset:
+            zero_shot[cls.name] = [labels[a] for a in cls.audioset]
+        else:
+            why = "no real AudioSet head" if cls.audioset else "no AudioSet labels"
+            log.warning("class %s: %d training clip(s) (< %d) and %s; left out of this model",
+                        cls.name, n, mapping.min_clips, why)
+            continue
+        names.append(cls.name)
+    if not trained:
+        raise ValueError("no class has enough training clips for a classifier (min_clips "
+                         f"{mapping.min_clips}); counts: {clip_counts}")
+    plan = ClassPlan(names, trained, zero_shot, head_is_real, dict(clip_counts))
+    log.info("classes: trained %s; zero-shot (AudioSet) %s", ", ".join(trained) or "-",
+             ", ".join(zero_shot) or "-")
+    return plan
+
+
+def head_logits(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def features(x: np.ndarray, head_probs: np.ndarray | None) -> np.ndarray:
+    """Classifier input: the embedding, plus the head's log-odds when the plan uses the head."""
+    return x if head_probs is None else np.hstack([x, head_logits(head_probs)])
+
+
+def class_scores(proba: np.ndarray, head_probs: np.ndarray | None, plan: ClassPlan,
+                 classes_: np.ndarray) -> np.ndarray:
+    """``[n, K]`` raw class scores from classifier probabilities and head probabilities (the
+    numpy twin of the ONNX graph, for CV and checks)."""
+    column = {int(c): i for i, c in enumerate(classes_)}
+    cols = []
+    for name in plan.names:
+        if name in plan.trained:
+            col = column.get(plan.trained.index(name) + 1)  # absent: no rows in this fit
+            cols.append(np.zeros(len(proba)) if col is None else proba[:, col])
+        else:
+            cols.append(head_probs[:, plan.zero_shot[name]].max(axis=1))
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+# --- ONNX ------------------------------------------------------------------------------------
+
+def _feature_graph(head: onnx.ModelProto | None, dim: int) -> onnx.ModelProto:
+    """embedding → features (embedding ⊕ head log-odds) and audioset_probs."""
+    if head is None:
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["embedding"], ["features"])], "features",
+            [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])],
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                 ir_version=10)
+    model = onnx.ModelProto()
+    model.CopyFrom(head)
+    model = compose.add_prefix(model, "head/", rename_inputs=False, rename_outputs=False)
+    g = model.graph
+    n_labels = g.output[0].type.tensor_type.shape.dim[1].dim_value or len(audioset_labels())
+    g.initializer.extend([
+        helper.make_tensor("f/lo", TensorProto.FLOAT, [], [LOGIT_EPS]),
+        helper.make_tensor("f/hi", TensorProto.FLOAT, [], [1 - LOGIT_EPS]),
+        helper.make_tensor("f/one", TensorProto.FLOAT, [], [1.0])])
+    g.node.extend([
+        helper.make_node("Clip", ["audioset_probs", "f/lo", "f/hi"], ["f/p"]),
+        helper.make_node("Sub", ["f/one", "f/p"], ["f/q"]),
+        helper.make_node("Div", ["f/p", "f/q"], ["f/odds"]),
+        helper.make_node("Log", ["f/odds"], ["f/logits"]),
+        helper.make_node("Concat", ["embedding", "f/logits"], ["features"], axis=1)])
+    probs_out = [o for o in g.output if o.name == "audioset_probs"]
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                                   ["batch", dim + n_labels]), *probs_out])
+    return model
+
+
+def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelProto:
+    """probabilities [batch, C] (+ audioset_probs) → class_scores [batch, K]."""
+    nodes, inits, parts = [], [], []
+    for k, name in enumerate(plan.names):
+        if name in plan.trained:
+            idx = helper.make_tensor(f"s/i{k}", TensorProto.INT64, [1],
+                                     [plan.trained.index(name) + 1])
+            nodes.append(helper.make_node("Gather", ["probabilities", idx.name], [f"s/c{k}"],
+                                          axis=1))
+        else:
+            idx = helper.make_tensor(f"s/i{k}", TensorProto.INT64,
+                                     [len(plan.zero_shot[name])], plan.zero_shot[name])
+            nodes.append(helper.make_node("Gather", ["audioset_probs", idx.name], [f"s/g{k}"],
+                                          axis=1))
+            nodes.append(helper.make_node("ReduceMax", [f"s/g{k}", "s/axis1"], [f"s/c{k}"],
+                                          keepdims=1))
+        inits.append(idx)
+        parts.append(f"s/c{k}")
+    nodes.append(helper.make_node("Concat", parts, [CLASS_OUTPUT], axis=1))
+    if plan.zero_shot:
+        inits.append(helper.make_tensor("s/axis1", TensorProto.INT64, [1], [1]))
+    inputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                            ["batch", n_columns])]
+    if plan.zero_shot:
+        inputs.append(helper.make_tensor_value_info("audioset_probs", TensorProto.FLOAT,
+                                                    ["batch", n_labels]))
+    graph = helper.make_graph(nodes, "class_scores", inputs, [helper.make_tensor_value_info(
+        CLASS_OUTPUT, TensorProto.FLOAT, ["batch", len(plan.names)])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=10)
+
+
+def class_model_onnx(pipeline: Any, plan: ClassPlan, head: onnx.ModelProto | None,
+                     dim: int) -> onnx.ModelProto:
+    """One graph: embedding [batch, E] → class_scores [batch, K]."""
+    head = head if plan.use_head else None
+    feat = _feature_graph(head, dim)
+    n_features = dim + (len(audioset_labels()) if head is not None else 0)
+    skl = sklearn_to_onnx(pipeline, n_features, input_name="features",
+                          output_name="probabilities")
+    n_cols = len(pipeline.steps[-1][1].classes_)
+    scores = _scores_graph(plan, n_cols, len(audioset_labels()))
+    feat, skl, scores = (normalise_opsets(m) for m in (feat, skl, scores))
+    parts = {"features": feat, "classifier": skl, "scores": scores}
+    opsets = check_opsets(parts)
+    ir = max(m.ir_version for m in parts.values())
+    feat, skl, scores = (aligned(m, ir, opsets, f"{k}/") for k, m in parts.items())
+    keep = ["probabilities"] + (["audioset_probs"] if head is not None else [])
+    merged = compose.merge_models(feat, skl, io_map=[("features", "features")], outputs=keep)
+    io = [("probabilities", "probabilities")]
+    if plan.zero_shot:
+        io.append(("audioset_probs", "audioset_probs"))
+    merged = compose.merge_models(merged, scores, io_map=io, outputs=[CLASS_OUTPUT])
+    del merged.opset_import[:]
+    merged.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
+    merged.graph.name = "edge_detect_classes"
+    merged.doc_string = (f"embedding [batch, {dim}] -> class_scores [batch, {len(plan.names)}]"
+                         f": {', '.join(plan.names)}")
+    onnx.checker.check_model(merged, full_check=True)
+    return merged

@@ -1,0 +1,74 @@
+"""Extra labelled folders for training (``edge-train build --extra DIR``).
+
+A folder holds ``labels.csv`` with the columns ``file,label,category`` and optionally ``fold``
+(the ``../shared/openworld`` layout), the audio in ``DIR/audio/FILE`` or ``DIR/FILE``. ``label``
+is ``danger``, ``safe`` or ``ambiguous`` (left out). This is also how a user adds their own
+recordings: "our smoke alarm" (danger, category smoke_alarm) or "the neighbour's dog is fine"
+(safe). Extra clips are never in an ESC-50 fold: fold CV always trains on them.
+
+Folds of an extra folder (UrbanSound8K's, recording-disjoint) can be held out of training with
+``hold_out_folds`` so that a model can be evaluated on them (``edge-train evaluate --fold``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+from training.dataset import Clip
+from training.mapping import Mapping
+
+log = logging.getLogger(__name__)
+
+LABELS = {"danger": 1, "safe": 0}
+NO_FOLD = "none"  # hold_out_folds value for rows without a fold
+
+
+def read_extra(root: str | Path, mapping: Mapping,
+               hold_out_folds: tuple[str, ...] = ()) -> list[Clip]:
+    """Clips of one extra folder. Danger clips get their class from the mapping's class
+    categories; a danger category in no class is skipped with one warning."""
+    root = Path(root)
+    table = root / "labels.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: not found; an --extra folder needs labels.csv "
+                                "(file,label,category[,fold])")
+    with table.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"file", "label", "category"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
+    clips: list[Clip] = []
+    unclassed: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for row in rows:
+        label = LABELS.get(row["label"].strip().lower())
+        fold = (row.get("fold") or "").strip() or NO_FOLD
+        if label is None:
+            skipped[row["label"]] += 1
+            continue
+        if fold in hold_out_folds:
+            skipped[f"held-out fold {fold}"] += 1
+            continue
+        category = row["category"].strip()
+        danger_class = mapping.class_of(category) if label == 1 else None
+        if label == 1 and danger_class is None:
+            unclassed[category] += 1
+            continue
+        path = next((p for p in (root / "audio" / row["file"], root / row["file"])
+                     if p.is_file()), None)
+        if path is None:
+            log.warning("%s: audio file missing; skipped", root / row["file"])
+            continue
+        clips.append(Clip(f"{root.name}/{row['file']}", path, 0, category, label, danger_class,
+                          f"{root.name}:fold{fold}"))
+    for category, n in unclassed.items():
+        log.warning("%s: %d danger clip(s) of category %r belong to no class of the mapping; "
+                    "skipped (add the category to a class)", table, n, category)
+    if skipped:
+        log.info("%s: left out %s", table, ", ".join(f"{n} {k}" for k, n in skipped.items()))
+    log.info("%s: %d clips (%d danger, %d safe)", table, len(clips),
+             sum(c.label for c in clips), sum(1 - c.label for c in clips))
+    return clips
