@@ -46,10 +46,10 @@ def root() -> Path:
 def unseen_dog(esc10_dir: Path, limit: int = 2) -> Path:
     """A dog clip outside the per-fold-limited training set of ``mn04_model_dir``."""
     from training.dataset import read_dataset
-    from training.mapping import default_mapping
+    from training.mapping import binary_mapping
 
-    trained = {c.filename for c in read_dataset(esc10_dir, default_mapping(), limit)}
-    dogs = [c for c in read_dataset(esc10_dir, default_mapping())
+    trained = {c.filename for c in read_dataset(esc10_dir, binary_mapping(), limit)}
+    dogs = [c for c in read_dataset(esc10_dir, binary_mapping())
             if c.category == "dog" and c.filename not in trained]
     return dogs[-1].path
 
