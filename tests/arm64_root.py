@@ -129,16 +129,16 @@ def remove_root(root: Path) -> None:
 
 @contextlib.contextmanager
 def proc_mounted(root: Path):
-    """/proc and /sys inside the root for the duration (python, pip and onnxruntime's CPU
-    detection read them), unmounted after."""
-    mounted = False
-    for fstype, where in (("proc", "proc"), ("sysfs", "sys")):
-        target = root / where
-        target.mkdir(exist_ok=True)
-        ok = not subprocess.run(["mount", "-t", fstype, "-o", "ro" if where == "sys" else "rw",
-                                 fstype, str(target)], capture_output=True,
-                                timeout=30).returncode
-        mounted = mounted or ok
+    """/proc inside the root for the duration (python and pip need it), unmounted after.
+
+    /sys is deliberately not mounted: with the x86 host's sysfs visible, onnxruntime's cpuinfo
+    took it for the aarch64 CPU's and edge-detect died with SIGSEGV under qemu-user (seen);
+    without it cpuinfo logs that it cannot parse the CPU lists and onnxruntime carries on.
+    """
+    target = root / "proc"
+    target.mkdir(exist_ok=True)
+    mounted = not subprocess.run(["mount", "-t", "proc", "proc", str(target)],
+                                 capture_output=True, timeout=30).returncode
     try:
         yield
     finally:

@@ -54,14 +54,15 @@ def test_rebuild_reuses_the_embedding_cache_and_keeps_the_model_id(
         mn04_weights: Path, mn04_model_dir: Path, esc10_dir: Path, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     from training.build import build
+    from training.mapping import binary_mapping
 
     model = tmp_path / "model"
     shutil.copytree(mn04_model_dir, model)
     stale = model / ".workbench" / "embeddings-0123456789abcdef.npz"
     np.savez(stale, model_id=np.array("someone else"))
     with caplog.at_level(logging.INFO):
-        build(esc10_dir, model, str(mn04_weights), classifier="logreg", per_fold_limit=2,
-              measure_offline=False)
+        build(esc10_dir, model, str(mn04_weights), classifier="logreg",
+              mapping=binary_mapping(), per_fold_limit=2, measure_offline=False)
     assert "embeddings: 60 cached, 0 to compute" in caplog.text
     assert not stale.exists()
     assert len(list((model / ".workbench").glob("embeddings-*.npz"))) == 1
