@@ -11,6 +11,10 @@ identical. The model-level ``metadata_props`` (the ExportedProgram's signature) 
 :func:`strip_debug` removes all of it (≈ 0.25 MB of text in mn04's 5.9 MB backbone); the device
 never reads it. Timestamps and timings are kept out of the manifest for the same reason
 (``export.onnx_export`` writes them to ``.workbench/export.json``).
+
+:func:`save_reproducible` also decides the storage: a graph with ≥ 1 MiB of weights keeps them
+in ``<graph>.onnx.data`` (deterministic order and padding), which onnxruntime memory-maps at
+load — the fix for the load-time memory peak (benchmarks/README.md, *Load-time memory*).
 """
 
 from __future__ import annotations
