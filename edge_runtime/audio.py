@@ -7,11 +7,19 @@ Non-finite samples (NaN, ±inf) are *replaced by 0* and counted; the caller logs
 per file. Rejecting a whole recording for a few corrupt samples would hide real events, and a
 live stream cannot be rejected anyway. Problems that make a file unusable raise
 :class:`AudioError` with a one-line message naming the file.
+
+Hostile or broken files: only regular files are opened (a FIFO or a device named ``x.wav``
+would block or never end); sample rates outside ``MIN_RATE..MAX_RATE`` and channel counts over
+``MAX_CHANNELS`` are rejected; at most ``max_seconds`` of audio is decoded per file. Frames are
+read with ``SoundFile.read`` and only the frames actually returned are used (``blocks()`` would
+hand back a reused buffer's stale contents after a short read). A file that ends early or fails
+mid-way keeps the audio before the problem; :attr:`Decoded.problem` says what happened.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +28,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from edge_runtime.text import printable
+
 BLOCK_SECONDS = 10.0
+BLOCK_SAMPLES = 1 << 20  # at most this many samples (all channels) per read
+READ_FRAMES = 4096
+MIN_RATE, MAX_RATE = 1000, 768_000
+MAX_CHANNELS = 64
+MAX_SECONDS = 12 * 3600.0  # default cap on audio decoded from one file
 
 
 class AudioError(ValueError):
@@ -36,36 +51,45 @@ class Decoded:
     nonfinite: int = 0
     sample_rate: int = 0
     channels: int = 0
+    problem: str = ""  # set when the file ended early, failed mid-way or hit the duration cap
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = getattr(exc, "error_string", None) or str(exc)  # libsndfile's, without the path
+    return printable(" ".join(text.split()) or type(exc).__name__)
 
 
 def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     """``soundfile.info`` with every failure turned into a one-line :class:`AudioError`."""
     path = Path(path)
+    name = printable(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
-        raise AudioError(f"{path}: no such file (or a broken link)") from None
-    except OSError as exc:
-        raise AudioError(f"{path}: cannot stat ({_one_line(exc)})") from None
-    if size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+        raise AudioError(f"{name}: no such file (or a broken link)") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a name too long, an I/O error
+        raise AudioError(f"{name}: cannot stat ({exc.strerror or _one_line(exc)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
+        raise AudioError(f"{name}: not a regular file ({kind})")
+    if st.st_size == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
-        raise AudioError(f"{path}: permission denied")
+        raise AudioError(f"{name}: permission denied")
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except PermissionError:
-        raise AudioError(f"{path}: permission denied") from None
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({_one_line(exc)})") from None
+        raise AudioError(f"{name}: permission denied") from None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioError(f"{name}: not a readable audio file ({_one_line(exc)})") from None
     if info.frames <= 0:
-        raise AudioError(f"{path}: contains no audio samples (truncated or empty)")
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioError(f"{path}: invalid header (rate {info.samplerate}, "
-                         f"{info.channels} channels)")
+        raise AudioError(f"{name}: contains no audio samples (truncated or empty)")
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise AudioError(f"{name}: implausible sample rate {info.samplerate} Hz in the header "
+                         f"(accepted {MIN_RATE}..{MAX_RATE})")
+    if not 0 < info.channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: implausible channel count {info.channels} in the header "
+                         f"(accepted 1..{MAX_CHANNELS})")
     return info
 
 
@@ -115,39 +139,76 @@ class Resampler:
 
 def iter_file(path: str | os.PathLike[str], target_rate: int,
               block_seconds: float = BLOCK_SECONDS,
-              stats: Decoded | None = None) -> Iterator[np.ndarray]:
+              stats: Decoded | None = None,
+              max_seconds: float = MAX_SECONDS) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at ``target_rate`` from any soundfile-readable file.
 
-    Raises :class:`AudioError` (one line) before the first block for unusable files, or
-    mid-stream if the file turns out to be truncated or corrupt.
+    Raises :class:`AudioError` (one line) before the first block for unusable files. A file
+    that is truncated, fails mid-way or is longer than ``max_seconds`` yields the audio before
+    that point and records why in ``stats.problem``.
     """
     info = open_info(path)
+    name = printable(path)
     stats = stats if stats is not None else Decoded()
     stats.sample_rate, stats.channels = int(info.samplerate), int(info.channels)
     resample = Resampler(info.samplerate, target_rate)
-    blocksize = max(1024, int(block_seconds * info.samplerate))
+    # Small reads: a decoder error loses at most one read's audio (FLAC loses sync, MP3 ends).
+    readsize = max(256, min(READ_FRAMES, BLOCK_SAMPLES // info.channels))
+    blocksize = max(readsize, int(block_seconds * info.samplerate))
+    limit = int(max_seconds * info.samplerate)
     try:
-        with sf.SoundFile(str(path)) as handle:
-            for raw in handle.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-                stats.frames_in += len(raw)
-                mono, bad = scrub(to_mono(raw))
-                stats.nonfinite += bad
-                out = resample(mono)
+        handle = sf.SoundFile(os.fsencode(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioError(f"{name}: not a readable audio file ({_one_line(exc)})") from None
+    pending: list[np.ndarray] = []
+    held = 0
+    with handle:
+        while True:
+            want = min(readsize, limit - stats.frames_in)
+            if want <= 0:
+                stats.problem = (f"longer than the {max_seconds:.0f} s decoded per file; "
+                                 "the rest is skipped")
+                break
+            try:
+                raw = handle.read(want, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                stats.problem = f"read failed ({_one_line(exc)})"
+                break
+            if len(raw) == 0:
+                break
+            stats.frames_in += len(raw)
+            mono, bad = scrub(to_mono(raw))
+            stats.nonfinite += bad
+            pending.append(mono)
+            held += mono.size
+            if held >= blocksize:
+                out = resample(np.concatenate(pending) if len(pending) > 1 else pending[0])
+                pending, held = [], 0
                 stats.samples_out += out.size
                 if out.size:
                     yield out
-        tail = resample(np.zeros(0, np.float32), last=True)
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        at = stats.frames_in / max(1, info.samplerate)
-        raise AudioError(f"{path}: truncated or corrupt, read failed after {at:.1f} s "
-                         f"({_one_line(exc)})") from None
+    if pending:
+        out = resample(np.concatenate(pending))
+        stats.samples_out += out.size
+        if out.size:
+            yield out
+    if stats.frames_in == 0:
+        raise AudioError(f"{name}: contains no audio samples"
+                         f"{' (' + stats.problem + ')' if stats.problem else ''}")
+    if not stats.problem and stats.frames_in < info.frames and info.format not in VBR_FORMATS:
+        stats.problem = f"ends early: header says {info.frames / info.samplerate:.1f} s"
+    if stats.problem:
+        stats.problem = (f"truncated or corrupt, {stats.frames_in / info.samplerate:.1f} s "
+                         f"decoded — {stats.problem}" if "longer than" not in stats.problem
+                         else stats.problem)
+    tail = resample(np.zeros(0, np.float32), last=True)
     stats.samples_out += tail.size
     if tail.size:
         yield tail
-    if stats.frames_in == 0:
-        raise AudioError(f"{path}: contains no audio samples (truncated or empty)")
+
+
+# Formats whose header frame count is an estimate (compressed, no exact length in the header).
+VBR_FORMATS = frozenset({"MPEG"})
 
 
 def load_file(path: str | os.PathLike[str], target_rate: int) -> tuple[np.ndarray, Decoded]:

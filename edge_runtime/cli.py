@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +22,7 @@ from edge_runtime.mic import MicError
 from edge_runtime.providers import CHOICES
 from edge_runtime.scoring import ScoringError
 from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
+from edge_runtime.text import OneLineFormatter
 
 log = logging.getLogger("edge-detect")
 
@@ -32,9 +32,10 @@ EXPECTED = (ManifestError, ScoringError, AudioError, cfg.ConfigError, FileNotFou
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    logging.basicConfig(level=level, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(message)s",
+                                              datefmt="%H:%M:%S"))
 
 
 def install_signals(stop: threading.Event) -> None:
@@ -47,21 +48,38 @@ def install_signals(stop: threading.Event) -> None:
                  signal.Signals(signum).name)
         stop.set()
 
+    def hangup(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP received: nothing to reopen (the events file is opened per event, "
+                 "so log rotation needs no signal); restart to reload the configuration")
+
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, hangup)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
                                  "max_content_width": 100})
-@click.option("--input", "input", default="mic", show_default=True, metavar="mic|DIR|FILE|-",
-              help="Microphone, a directory to watch, one audio file, or raw PCM on stdin.")
+@click.option("--input", "input", default=("mic",), show_default=True, multiple=True,
+              metavar="[NAME=]mic|DIR|FILE|-|URL",
+              help="Microphone, a directory to watch, one audio file, raw PCM on stdin, or a "
+                   "stream URL (rtsp://, http(s)://, anything ffmpeg reads). Repeat with "
+                   "NAME=SPEC for several named sources in one process.")
 @click.option("--model", default="models_onnx", show_default=True, metavar="DIR",
               help="Model dir (manifest.json + ONNX files, each sha256-verified).")
 @click.option("--device", default=None, help="Input device: index or name substring.")
 @click.option("--list-devices", is_flag=True, help="List input devices and exit.")
 @click.option("--once", is_flag=True, help="DIR: process the existing files, then exit.")
 @click.option("--settle", default=1.0, show_default=True, type=float,
-              help="DIR: seconds a new file's size/mtime must be stable before it is read.")
+              help="DIR: seconds a new file's size/mtime must be stable before it is read "
+                   "(a file is read once; see DEPLOY.md).")
+@click.option("--max-file-duration", default=43200.0, show_default=True, type=float,
+              help="Files: seconds of audio decoded at most per file; the rest is skipped.")
+@click.option("--stall-timeout", default=10.0, show_default=True, type=float,
+              help="mic/URL: no audio for this many seconds → reopen the device/stream.")
+@click.option("--flat-timeout", default=60.0, show_default=True, type=float,
+              help="mic/URL: a flat (dead) signal for this many seconds → reopen; 0: never.")
+@click.option("--reopen-timeout", default=300.0, show_default=True, type=float,
+              help="mic/URL: cannot reopen within this many seconds → exit 3 (for a restart).")
 @click.option("--rate", default=48000, show_default=True, type=int,
               help="stdin: sample rate of the raw PCM.")
 @click.option("--format", "format", default="s16le", show_default=True,
@@ -87,6 +105,10 @@ def install_signals(stop: threading.Event) -> None:
               help="Append a JSON line when an event starts and when it ends (fsynced).")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
+@click.option("--clips-max-mb", default=None, type=float,
+              help="Keep the clip folder under this many MB (oldest clips removed first).")
+@click.option("--clips-keep-days", default=None, type=float,
+              help="Remove clips older than this many days.")
 @click.option("--mqtt", default=None, metavar="URL",
               help="Publish events to MQTT with Home Assistant discovery: "
                    "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).")
@@ -115,6 +137,8 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--write-systemd-unit", default=None, metavar="PATH",
               help="Write a systemd unit running edge-detect with the other options; exit.")
 @click.option("--print-systemd-unit", is_flag=True, help="Print that unit instead; exit.")
+@click.option("--service-user", default="edge-detect", show_default=True, metavar="USER",
+              help="The unit's User= (a dedicated, unprivileged account).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and events.")
 @click.pass_context
@@ -125,16 +149,18 @@ def command(ctx: click.Context, **options: Any) -> None:
     edge-detect --input mic --device USB --events events.jsonl
     edge-detect --input recordings/ --once --events out.jsonl
     arecord -D hw:1 -f S16_LE -r 48000 | edge-detect --input - --rate 48000
+    edge-detect --input porch=rtsp://cam/audio --input kitchen=mic --device USB
     """
     default = click.core.ParameterSource.DEFAULT
     defaults = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == default}
     given = {k: v for k, v in options.items() if k not in defaults}
-    from_file = cfg.load(options["config"], set(options)) if options["config"] else {}
+    known = set(options) | {"sources"}  # [sources.NAME] tables: see edge_runtime.serve
+    from_file = cfg.load(options["config"], known) if options["config"] else {}
     opts = cfg.merge(defaults, from_file, given)
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
-        text = service.unit_text(service.service_args(sys.argv[1:]))
+        text = service.unit_text(service.service_args(sys.argv[1:]), user=opts["service_user"])
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)
             click.echo(f"wrote {path}; install: sudo cp {path} /etc/systemd/system/ && "
@@ -151,10 +177,12 @@ def command(ctx: click.Context, **options: Any) -> None:
 
 
 def run(opts: dict[str, Any]) -> int:
-    """Build the detector, sinks and source from resolved options; returns the exit code."""
+    """Build the detector, sinks and sources from resolved options; returns the exit code."""
     from edge_runtime.daemon import Runner
     from edge_runtime.detector import Detector
+    from edge_runtime.serve import Serialised, parse_sources, serve_all
 
+    specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
     stop = threading.Event()
     install_signals(stop)
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
@@ -167,78 +195,62 @@ def run(opts: dict[str, Any]) -> int:
     log.info("provider %s; hop %.2f s, window %.2f s; threshold %.2f (off %.2f); model %s",
              detector.provider, detector.hop_s, detector.window_s, events.threshold, events.off,
              detector.model_id[:12])
-    sinks: list[Any] = [ConsoleSink()]
-    history = None
+    shared: list[Any] = [ConsoleSink()]
     if opts["events"]:
-        sinks.append(JsonlSink(opts["events"]))
-    if opts["save_clips"]:
-        history = AudioHistory(detector.sample_rate)
-        sinks.append(ClipSink(opts["save_clips"], history))
+        shared.append(JsonlSink(opts["events"]))
     if opts["notify"]:
         from edge_runtime.notify import Notifier
 
         urls = opts["notify"]
         urls = [urls] if isinstance(urls, str) else list(urls)  # TOML: a string or a list
-        sinks.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
+        shared.append(Notifier(urls, cooldown_s=float(opts["notify_cooldown"])))
     if opts["monitor"]:
         from edge_runtime.monitor import Monitor
 
-        sinks.append(Monitor(port=int(opts["monitor_port"])))
+        shared.append(Monitor(port=int(opts["monitor_port"])))
     mqtt = None
     if opts["mqtt"]:
         from edge_runtime.lifecycle import model_classes
         from edge_runtime.mqtt import MqttSink
 
-        mqtt = MqttSink(opts["mqtt"], input_name=str(opts["input"]),
+        name = specs[0].name or specs[0].input if len(specs) == 1 else "+".join(
+            str(spec.name) for spec in specs)
+        mqtt = MqttSink(opts["mqtt"], input_name=name,
                         classes=model_classes(detector), ca_file=opts["mqtt_ca"],
                         discovery_prefix=opts["mqtt_discovery_prefix"],
                         spool_dir=opts["mqtt_spool"],
                         off_delay_s=max(60.0, 3 * events.update_every_s))
-        sinks.append(mqtt)
-    runner = Runner(detector, events, sinks, history=history, stop=stop)
+        shared.append(mqtt)
+    if opts["save_clips"] and (opts["clips_max_mb"] is not None or opts["clips_keep_days"]):
+        from edge_runtime.retention import RetentionSink
+
+        shared.append(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
+                                    opts["clips_keep_days"]))
+    lock = threading.Lock()  # several source threads share these sinks
+    wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
+    runners: list[Runner] = []
+
+    def make_runner(_spec: Any) -> Runner:
+        sinks, history = list(wrapped), None
+        if opts["save_clips"]:
+            history = AudioHistory(detector.sample_rate)
+            sinks.append(ClipSink(opts["save_clips"], history))
+        runners.append(Runner(detector, events, sinks, history=history, stop=stop))
+        return runners[-1]
+
     if mqtt is not None:
-        mqtt.on_command = runner.set_paused
+        mqtt.on_command = lambda paused: [r.set_paused(paused) for r in runners]
     try:
-        return _run_input(runner, opts, stop)
-    finally:
-        runner.close()
-
-
-def _run_input(runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
-    """Feed the configured input through ``runner``; returns the exit code."""
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
-
-    rate = runner.detector.sample_rate
-    source = str(opts["input"])
-    if source == "mic":
-        from edge_runtime.mic import mic_stream
-
-        runner.run_stream(mic_stream(opts["device"], rate, stop))
-    elif source == "-":
-        runner.run_stream(pcm_stream(None, int(opts["rate"]), opts["format"],
-                                     int(opts["channels"]), rate, stop))
-    elif Path(source).is_dir():
-        for path in watch_directory(source, once=bool(opts["once"]),
-                                    settle_s=float(opts["settle"]), stop=stop):
-            try:
-                runner.run_stream(file_stream(path, rate))
-            except AudioError as exc:
-                runner.stats.failed += 1
-                log.error("%s", exc)
-            if stop.is_set():
-                break
-    else:
-        try:
-            ok = runner.run_stream(file_stream(source, rate))
-        except AudioError as exc:
-            log.error("%s", exc)
-            return 1
-        if not ok:
-            return 1
-    st = runner.stats
-    log.info("done: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
-             st.streams, st.failed, st.events, st.audio_s, st.compute_s)
-    return 0
+        code, _ = serve_all(specs, make_runner, opts, stop)
+    finally:  # every sink closed once (they flush what they hold)
+        Runner._each([*shared, *(s for r in runners for s in r.sinks if s not in wrapped)],
+                     "close")
+    for spec, runner in zip(specs, runners, strict=False):
+        st = runner.stats
+        log.info("done%s: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
+                 f" ({spec.name})" if spec.name else "", st.streams, st.failed, st.events,
+                 st.audio_s, st.compute_s)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -214,10 +214,17 @@ class Runner:
             self._emit(tracker.close(offset + scorer.seconds), info)
             self.stats.audio_s += seen / rate
             self.stats.compute_s += time.perf_counter() - started
+        problems = [stream.decoded.problem] if stream.decoded.problem else []
         if stream.decoded.nonfinite:
+            problems.append(f"{stream.decoded.nonfinite} NaN/inf samples replaced by 0")
+        if ok and stream.is_file and problems:  # one line: the problems + what was read
+            log.warning("%s: %s; %.1f s scored, peak p(danger) %.2f, %d event(s)",
+                        stream.source, "; ".join(problems), seen / rate, peak,
+                        self.stats.events - events_before)
+        elif stream.decoded.nonfinite:
             log.warning("%s: %d NaN/inf samples replaced by 0", stream.source,
                         stream.decoded.nonfinite)
-        if ok and stream.is_file:
+        elif ok and stream.is_file:
             log.info("%s: %.1f s, peak p(danger) %.2f, %d event(s)", stream.source,
                      seen / rate, peak, self.stats.events - events_before)
         return ok

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,11 +27,16 @@ class MicError(RuntimeError):
     """No usable input device (one-line message)."""
 
 
+class PortAudioMissing(MicError):
+    """The PortAudio library is not installed: retrying cannot help."""
+
+
 def _sd() -> Any:
     try:
         import sounddevice
     except OSError as exc:  # PortAudio library missing
-        raise MicError(f"PortAudio is not available ({exc}); install libportaudio2") from None
+        raise PortAudioMissing(f"PortAudio is not available ({exc}); install libportaudio2"
+                               ) from None
     return sounddevice
 
 
@@ -78,9 +84,22 @@ def find_device(spec: str | int | None) -> dict[str, Any]:
     return match[0]
 
 
+def reset_portaudio() -> None:
+    """Re-initialise PortAudio so devices that vanished or came back are seen afresh."""
+    sd = _sd()
+    try:
+        sd._terminate()
+        sd._initialize()
+    except Exception as exc:  # PortAudioError: the next open reports it
+        log.debug("PortAudio re-initialisation failed: %s", exc)
+
+
 def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event,
-               block_s: float = 0.1, queue_s: float = 10.0) -> Stream:
-    """Open the input device and stream it (blocks float32 mono at ``target_rate``)."""
+               block_s: float = 0.1, queue_s: float = 10.0, stall_s: float = 10.0) -> Stream:
+    """Open the input device and stream it (blocks float32 mono at ``target_rate``).
+
+    The stream ends (``decoded.problem`` says why) when no audio arrives for ``stall_s``
+    seconds: the device was unplugged or its sound server died; the watchdog reopens it."""
     sd = _sd()
     dev = find_device(device)
     rate = int(dev["rate"]) or target_rate
@@ -106,10 +125,33 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
     log.info("listening on device %d: %s at %d Hz → %d Hz", dev["index"], name, rate,
              target_rate)
 
+    decoded = audio_io.Decoded(sample_rate=rate, channels=1)
+
+    def close() -> None:
+        """Abort and close the PortAudio stream; bounded even if the backend hangs."""
+        def work() -> None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as exc:  # a dead backend: nothing left to release
+                log.debug("%s: closing failed (%s)", name, exc)
+        if sys.is_finalizing():  # no new threads at interpreter exit
+            work()
+            return
+        closer = threading.Thread(target=work, daemon=True, name="mic-close")
+        closer.start()
+        closer.join(timeout=5.0)
+
     def blocks() -> Iterator[np.ndarray]:
         resample = audio_io.Resampler(rate, target_rate)
         reported, waited = (0, 0), 0.0
-        with stream:
+        try:
+            stream.start()
+        except Exception as exc:
+            close()
+            raise MicError(f"cannot start input device {dev['name']!r} "
+                           f"({' '.join(str(exc).split())})") from None
+        try:
             while not stop.is_set():
                 try:
                     block = frames.get(timeout=0.2)
@@ -117,6 +159,9 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
                     waited += 0.2
                     if waited >= 5.0 and waited - 0.2 < 5.0:
                         log.warning("%s: no audio for 5 s — device unplugged or stalled?", name)
+                    if stall_s > 0 and waited >= stall_s:
+                        decoded.problem = f"no audio for {stall_s:.0f} s (device stalled)"
+                        return
                     continue
                 waited = 0.0
                 now = (counters["overflows"], counters["dropped"])
@@ -125,8 +170,11 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
                                 "so far (the detector fell behind)", name, *now)
                     reported = now
                 block, _ = audio_io.scrub(block)
+                decoded.frames_in += block.size
                 out = resample(block)
                 if out.size:
                     yield out
+        finally:
+            close()
 
-    return Stream(name, False, datetime.now(UTC), blocks())
+    return Stream(name, False, datetime.now(UTC), blocks(), decoded)

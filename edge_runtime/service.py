@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-UNIT_FLAGS = ("--write-systemd-unit", "--print-systemd-unit")
+UNIT_FLAGS = ("--write-systemd-unit", "--print-systemd-unit", "--service-user")
+STATE_DIR = "edge-detect"  # StateDirectory=: /var/lib/edge-detect, owned by the service user
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            "%": "%%", "$": "$$"}
+
+
+def systemd_quote(arg: str) -> str:
+    """One ExecStart= argument: double-quoted, with systemd's C escapes for quotes,
+    backslashes and every control character, ``%%`` for specifiers and ``$$`` for variables.
+    A newline can therefore never end the line and start a directive of its own."""
+    out = []
+    for ch in arg:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def plain_path(value: str, what: str) -> str:
+    """A path for a directive that takes no quoting: refuse what could break the line."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xDC80 <= ord(ch) <= 0xDCFF for ch in value):
+        raise ValueError(f"{what} {value!r} contains control characters; not usable in a unit")
+    return value.replace("%", "%%")
 
 
 def executable() -> str:
@@ -21,6 +48,13 @@ def executable() -> str:
     return found or f"{sys.executable} -m edge_runtime.cli"
 
 
+def executable_argv() -> list[str]:
+    """:func:`executable` as an argument list."""
+    found = executable()
+    prefix = f"{sys.executable} -m "
+    return [sys.executable, "-m", found[len(prefix):]] if found.startswith(prefix) else [found]
+
+
 def service_args(argv: list[str]) -> list[str]:
     """``argv`` without the unit-writing options (and their values)."""
     out, skip = [], False
@@ -28,7 +62,7 @@ def service_args(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg == "--write-systemd-unit":
+        if arg in ("--write-systemd-unit", "--service-user"):
             skip = True
             continue
         if arg.startswith(UNIT_FLAGS):
@@ -37,29 +71,60 @@ def service_args(argv: list[str]) -> list[str]:
     return out
 
 
-def unit_text(args: list[str], user: str | None = None,
+def writable_paths(args: list[str], workdir: Path) -> list[str]:
+    """Folders the service writes to (``--events`` file's folder, ``--save-clips``)."""
+    paths = []
+    for i, arg in enumerate(args):
+        for flag in ("--events", "--save-clips"):
+            value = (args[i + 1] if arg == flag and i + 1 < len(args)
+                     else arg[len(flag) + 1:] if arg.startswith(flag + "=") else None)
+            if value:
+                path = workdir / value
+                paths.append(str(path.parent if flag == "--events" else path))
+    return paths
+
+
+def unit_text(args: list[str], user: str | None = "edge-detect",
               workdir: str | os.PathLike[str] | None = None) -> str:
-    """The unit file: restart on failure, SIGTERM for a clean stop, audio group access."""
-    exec_start = " ".join([executable(), *(shlex.quote(a) for a in args)])
+    """The unit file: a dedicated user, systemd's sandboxing, ``Restart=always``, SIGTERM for
+    a clean stop. Every argument is escaped for systemd (see :func:`systemd_quote`)."""
+    workdir = Path(workdir or Path.cwd()).resolve()
+    exec_start = " ".join(systemd_quote(a) for a in [*executable_argv(), *args])
     lines = [
         "[Unit]",
         "Description=edge-detect danger-sound detector",
-        "Wants=sound.target",
+        "Wants=sound.target network-online.target",
         "After=sound.target network-online.target",
         "",
         "[Service]",
         "Type=simple",
         f"ExecStart={exec_start}",
-        f"WorkingDirectory={Path(workdir or Path.cwd()).resolve()}",
+        f"WorkingDirectory={plain_path(str(workdir), 'working directory')}",
         "Environment=PYTHONUNBUFFERED=1",
+    ]
+    if user:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}\$?", user):
+            raise ValueError(f"--service-user {user!r} is not a valid user name")
+        lines.append(f"User={user}")
+    lines += [
         "SupplementaryGroups=audio",
-        "Restart=on-failure",
+        f"StateDirectory={STATE_DIR}",
+        "Restart=always",
         "RestartSec=5",
         "KillSignal=SIGTERM",
         "TimeoutStopSec=30",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectControlGroups=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
     ]
-    if user:
-        lines.append(f"User={user}")
+    for path in writable_paths(args, workdir):
+        lines.append(f"ReadWritePaths=-{plain_path(path, 'output path')}")
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 

@@ -119,6 +119,15 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "stream"
 
 
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so a rename inside it is durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ClipSink:
     """Write each finished event's audio, with ``context_s`` either side, as FLAC (atomically);
     sets ``record.clip`` (run it before the sinks that publish the end)."""
@@ -129,6 +138,8 @@ class ClipSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.history = history
         self.context_s = context_s
+        for stale in self.directory.glob(".clip.*.tmp"):  # left by a killed process
+            stale.unlink(missing_ok=True)
 
     def on_start(self, record: EventRecord) -> None:
         pass
@@ -152,6 +163,7 @@ class ClipSink:
             sf.write(tmp, np.clip(audio, -1.0, 1.0), self.history.sample_rate, format="FLAC",
                      subtype="PCM_16")
             os.replace(tmp, path)
+            fsync_dir(self.directory)  # the rename itself survives a power cut
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -10,7 +10,6 @@ import os
 import select
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,12 +19,13 @@ from typing import BinaryIO
 import numpy as np
 
 from edge_runtime import audio as audio_io
+from edge_runtime.text import printable
+from edge_runtime.watch import AUDIO_SUFFIXES, TEMP_SUFFIXES, FolderWatcher, is_candidate
+
+__all__ = ["AUDIO_SUFFIXES", "TEMP_SUFFIXES", "Stream", "file_stream", "is_candidate",
+           "pcm_stream", "watch_directory"]
 
 log = logging.getLogger("edge-detect")
-
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
-                            ".au", ".caf", ".w64", ".rf64"})
-TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
 
 PCM_FORMATS = {  # --format name → numpy dtype (little-endian)
     "s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "u8": "u1", "s8": "i1",
@@ -44,70 +44,30 @@ class Stream:
     decoded: audio_io.Decoded = field(default_factory=audio_io.Decoded)
 
 
-def file_stream(path: str | os.PathLike[str], target_rate: int) -> Stream:
+def file_stream(path: str | os.PathLike[str], target_rate: int,
+                max_seconds: float = audio_io.MAX_SECONDS) -> Stream:
     """A file as a stream. Its wall-clock start is ``mtime - duration`` (a recorder finishing
-    the file at mtime). Raises ``AudioError`` (one line) for unusable files."""
+    the file at mtime). Raises ``AudioError`` (one line) for unusable files. The stream's
+    ``source`` is the path with control characters and undecodable bytes escaped."""
     path = Path(path)
     info = audio_io.open_info(path)
     mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     decoded = audio_io.Decoded()
-    blocks = audio_io.iter_file(path, target_rate, stats=decoded)
-    return Stream(str(path), True, mtime - timedelta(seconds=info.duration), blocks, decoded)
-
-
-def is_candidate(path: Path) -> bool:
-    """An audio-looking name that is not hidden and not a temporary/partial download."""
-    name = path.name
-    return (not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
-            and path.suffix.lower() in AUDIO_SUFFIXES)
+    blocks = audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds)
+    duration = min(info.duration, max_seconds)
+    return Stream(printable(path), True, mtime - timedelta(seconds=duration), blocks, decoded)
 
 
 def watch_directory(directory: str | os.PathLike[str], once: bool = False,
                     settle_s: float = 1.0, poll_s: float = 0.5,
                     stop: threading.Event | None = None) -> Iterator[Path]:
-    """Yield existing audio files (sorted), then new ones as they appear.
-
-    A file is yielded only after its size and mtime have stayed unchanged for ``settle_s``
-    (so a file still being written is never read half). A file rewritten later (new size or
-    mtime) is yielded again. ``once``: stop after the files present at start.
-    """
-    directory = Path(directory)
-    stop = stop or threading.Event()
-    done: dict[Path, tuple[int, int]] = {}
-    seen: dict[Path, tuple[tuple[int, int], float]] = {}  # signature → first time seen
-    initial: set[Path] | None = None
-    while not stop.is_set():
-        now = time.monotonic()
-        try:
-            names = sorted(p for p in directory.iterdir() if is_candidate(p))
-        except OSError as exc:
-            log.error("%s: cannot list directory (%s)", directory, exc)
-            names = []
-        if initial is None:
-            initial = set(names)
-        for path in names:
-            try:
-                st = path.stat()
-                sig = (st.st_size, st.st_mtime_ns)
-            except FileNotFoundError:
-                sig = (-1, -1)  # broken link: report it once like any bad file
-            except OSError:
-                continue
-            if done.get(path) == sig:
-                continue
-            first = seen.get(path)
-            if first is None or first[0] != sig:
-                seen[path] = (sig, now)
-                first = seen[path]
-            age = time.time() - sig[1] / 1e9 if sig[1] > 0 else settle_s
-            if now - first[1] >= settle_s or age >= settle_s:
-                done[path] = sig
-                seen.pop(path, None)
-                yield path
-        if once and initial is not None and all(p in done for p in initial if p.exists()
-                                                or p.is_symlink()):
-            return
-        stop.wait(poll_s)
+    """Yield each complete audio file of ``directory`` once (see :mod:`edge_runtime.watch`);
+    ``once``: stop after the files present at start."""
+    watcher = FolderWatcher(directory, once=once, settle_s=settle_s, poll_s=poll_s, stop=stop)
+    try:
+        yield from watcher
+    finally:
+        watcher.close()
 
 
 def _read_available(handle: BinaryIO, size: int, stop: threading.Event) -> bytes:

@@ -137,6 +137,6 @@ def test_write_systemd_unit(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     text = unit.read_text()
     exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    assert "--device 'USB Audio'" in exec_line and "--events /var/log/e.jsonl" in exec_line
+    assert '"--device" "USB Audio"' in exec_line and '"--events" "/var/log/e.jsonl"' in exec_line
     assert "systemd-unit" not in exec_line
-    assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
+    assert "Restart=always" in text and "WantedBy=multi-user.target" in text

@@ -48,7 +48,7 @@ WINDOW_EMBEDDING = {"mn04": "whole", "cnn14": "chunked"}
 # (mn04, UrbanSound8K fold 3: 10 % vs 5 %); chunks still place events in time.
 CHUNK_DECISIONS = False
 SAFE_FILE_RATE = 0.005  # per class: share of safe files (out of group) allowed over threshold
-THRESHOLD_RANGE = (0.2, 0.995)
+THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (class_model)
 LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
 GATE_MARGIN_DB = 10.0  # level gate: this far below the quietest (1st percentile) danger window
 GATE_RANGE_DB = (-70.0, -40.0)
@@ -131,7 +131,8 @@ def group_oof(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray,
 def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
                       rate: float) -> list[float]:
     """Per class: the lowest threshold at which at most ``rate`` of the safe files (their
-    loudest window, out of group) would raise that class; within THRESHOLD_RANGE."""
+    loudest window, out of group) would raise that class; never below the default of the
+    class's evidence (few safe files cannot vouch for a low threshold)."""
     thresholds = []
     safe = (y == 0) & ~np.isnan(oof[:, 0])
     names = files[safe]
@@ -145,7 +146,8 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
             continue
         allowed = int(np.floor(rate * values.size))
         t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
-        thresholds.append(float(np.clip(t, *THRESHOLD_RANGE)))
+        floor = plan.default_thresholds()[k]  # never below the evidence's default
+        thresholds.append(float(np.clip(t, floor, THRESHOLD_RANGE[1])))
     return thresholds
 
 

@@ -254,5 +254,61 @@ def robustness_cmd(model_dir: Path, data: Path, out: Path, classifier: str | Non
     click.echo(f"seconds: {report['seconds']}")
 
 
+# --- open-world evaluation and calibration (issue 10) ---------------------------------------
+
+@main.command("evaluate")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Model dir to evaluate.")
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+              required=True, help="Labelled folder (labels.csv file,label,category[,fold], or "
+                                  "an ESC-50 layout); repeatable.")
+@click.option("--fold", type=int, help="Only this fold's clips (e.g. the held-out UrbanSound8K "
+                                       "fold).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder [default: <model>/.workbench/evaluate].")
+@click.option("--threads", type=int, help="onnxruntime threads.")
+def evaluate_cmd(model_dir: Path, data: tuple[Path, ...], fold: int | None, out: Path | None,
+                 threads: int | None) -> None:
+    """Open-world evaluation through the daemon's own path (a file is flagged if an event
+    names it): per-category recall / false alarms, class confusion, false events per hour."""
+    from training.openworld_eval import evaluate_openworld
+
+    report = evaluate_openworld(model_dir, list(data), out, fold=fold, threads=threads)
+    click.echo(report["markdown"])
+    click.echo(f"report: {report['out']}  (seconds: {report['seconds']})")
+
+
+@main.command("calibrate")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Model dir whose thresholds are calibrated (manifest updated).")
+@click.option("--ambience", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+              required=True, help="Safe recordings: every audio file in the folder, or the safe "
+                                  "rows of its labels.csv; repeatable.")
+@click.option("--budget-per-hour", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="False events per hour allowed on the ambience (all classes together).")
+@click.option("--danger", type=click.Path(file_okay=False, path_type=Path),
+              help="Labelled folder of held-out danger clips: recall before and after.")
+@click.option("--fold", type=int, help="--danger: only this fold (one the model never saw).")
+@click.option("--min-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Lowest threshold considered [default: the current one; calibration only "
+                   "raises thresholds].")
+@click.option("--dry-run", is_flag=True, help="Report only; leave the manifest as it is.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder [default: <model>/.workbench/calibrate].")
+@click.option("--threads", type=int, help="onnxruntime threads.")
+def calibrate_cmd(model_dir: Path, ambience: tuple[Path, ...], budget_per_hour: float,
+                  danger: Path | None, fold: int | None, min_threshold: float | None,
+                  dry_run: bool, out: Path | None, threads: int | None) -> None:
+    """Thresholds from a false-alarm budget: replay long safe recordings through the daemon's
+    path, pick each class's threshold, report the recall it costs, write the manifest."""
+    from training.calibrate import calibrate
+
+    report = calibrate(model_dir, list(ambience), budget_per_hour=budget_per_hour,
+                       danger=danger, fold=fold, min_threshold=min_threshold, threads=threads,
+                       write=not dry_run, out=out)
+    click.echo(report["markdown"])
+    click.echo(f"report: {report['out']}  (seconds: {report['seconds']})")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,112 @@
+"""Daemon cost and memory of model dirs side by side (same run, same machine), e.g. a binary
+model against a class model built on the same export:
+
+    python -m benchmarks.class_cost --model BINARY_DIR --model CLASS_DIR --out benchmarks/results
+
+Each model runs in its own process (its peak RSS is its own): load, then the daemon's hop — the
+runtime's own ``DetectorStream.push`` of one 1 s chunk (``engines.daemon_hop_runner``) — timed
+at 1 thread and at onnxruntime's default threads; VmHWM (peak while loading and streaming) and
+VmRSS after. Writes ``class_cost.json``, ``class_cost.md`` and ``class_cost.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Budget, measure, peak_rss_mb, stats
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def job(model_dir: Path, budget_s: float) -> dict[str, Any]:
+    """Time one model's hop (1 thread, default threads) in this process."""
+    from benchmarks import engines
+
+    out: dict[str, Any] = {"model": str(model_dir), "hop": []}
+    budget = Budget(warmup=3, min_repeats=20, max_repeats=400, budget_s=budget_s)
+    for threads in (1, None):
+        sessions = engines.onnx_sessions(model_dir, "cpu", threads)
+        out.setdefault("classes", bool(sessions.manifest.get("classes")))
+        out.setdefault("window_embedding", sessions.window_embedding)
+        run, hop_s = engines.daemon_hop_runner(sessions)
+        times, others = measure(lambda run=run: run(None), budget, quiet_cores=None)
+        row = stats(times, hop_s, 1)
+        out["hop"].append({"threads": threads or "default",
+                           "ms_per_audio_s": 1000 * row["median_s"] / hop_s,
+                           "p95_ms_per_audio_s": 1000 * row["p95_s"] / hop_s,
+                           "repeats": len(times), "other_processes_cores": others})
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["resident_mb"] = resident_mb()
+    return out
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    base = rows[0]
+    lines = ["| model | classes | window | ms / audio-s, 1 thread | default threads | "
+             "vs first (1 thread) | peak RSS MB | resident MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        one, default = r["hop"][0]["ms_per_audio_s"], r["hop"][1]["ms_per_audio_s"]
+        ratio = one / base["hop"][0]["ms_per_audio_s"]
+        lines.append(f"| {Path(r['model']).name} | {'yes' if r['classes'] else 'no'} | "
+                     f"{r['window_embedding']} | {one:.2f} | {default:.2f} | {ratio:.2f}× | "
+                     f"{r['peak_rss_mb']:.0f} | {r['resident_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [Path(r["model"]).name for r in rows]
+    ax.bar(names, [r["hop"][0]["ms_per_audio_s"] for r in rows])
+    ax.set_ylabel("ms of compute per audio-second (1 thread)")
+    ax.set_title("edge-detect daemon hop cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/class_cost"))
+    ap.add_argument("--budget-s", type=float, default=4.0, help="Timing budget per setting.")
+    ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.job:
+        print(json.dumps(job(args.job, args.budget_s)), flush=True)
+        return
+    rows = []
+    for model in args.model:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.class_cost", "--model", str(model),
+                               "--job", str(model), "--budget-s", str(args.budget_s)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{model}: {rows[-1]['hop'][0]['ms_per_audio_s']:.2f} ms/audio-s", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from benchmarks.machine import machine_info
+
+    result = {"machine": machine_info(), "models": rows}
+    (args.out / "class_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "class_cost.md").write_text(markdown(rows))
+    plot(rows, args.out / "class_cost.png")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

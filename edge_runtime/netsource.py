@@ -1,0 +1,155 @@
+"""Network audio (RTSP, HTTP(S), any URL ffmpeg reads) decoded to PCM by an ffmpeg subprocess.
+
+ffmpeg does the protocol and the codec and writes float32 mono at the model rate to a pipe;
+this module reads that pipe. One connection is one :class:`Stream`; it ends when the stream
+ends, ffmpeg exits, or no bytes arrive for ``stall_s`` seconds (ffmpeg is then killed). The
+reconnect loop with backoff is :func:`edge_runtime.live.supervise`'s job.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import re
+import select
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+
+from edge_runtime import audio as audio_io
+from edge_runtime.sources import Stream
+from edge_runtime.text import printable
+
+log = logging.getLogger("edge-detect")
+
+URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class SourceError(RuntimeError):
+    """A live source that cannot be opened now (one line; the caller retries)."""
+
+
+def is_url(spec: str) -> bool:
+    """``rtsp://…``, ``http(s)://…``, ``udp://…``… — anything with a scheme."""
+    return bool(URL_RE.match(spec))
+
+
+def redact(url: str) -> str:
+    """Text with every URL's password hidden (``rtsp://user:secret@cam`` →
+    ``rtsp://user:***@cam``); also used on ffmpeg's messages, which repeat the URL."""
+    return printable(re.sub(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url))
+
+
+def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
+    """ffmpeg reading ``url`` and writing raw float32 mono at ``rate`` to stdout."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise SourceError("ffmpeg is not installed (apt-get install ffmpeg); it decodes "
+                          "network sources")
+    timeout_us = str(int(max(1.0, stall_s) * 1e6))
+    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "1000000"]
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        args += ["-rw_timeout", timeout_us, "-reconnect", "0"]
+    elif scheme in ("rtsp", "rtsps"):
+        args += ["-rtsp_transport", "tcp", "-timeout", timeout_us]
+    return args + ["-i", url, "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(rate),
+                   "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+
+
+def _drain(pipe, tail: collections.deque) -> None:
+    """Keep the last few lines of ffmpeg's stderr (bounded) until it closes."""
+    for raw in iter(pipe.readline, b""):
+        text = redact(raw.decode("utf-8", "replace").strip())
+        if text:
+            tail.append(text)
+    pipe.close()
+
+
+def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | None = None,
+               stall_s: float = 10.0, block_s: float = 0.1) -> Stream:
+    """Start ffmpeg on ``url``; the stream's blocks are float32 mono at ``target_rate``.
+
+    Raises :class:`SourceError` when ffmpeg cannot be started or produces no audio within
+    ``stall_s`` (the caller retries with backoff)."""
+    shown = name or redact(url)
+    try:
+        proc = subprocess.Popen(ffmpeg_command(url, target_rate, stall_s),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise SourceError(f"cannot start ffmpeg ({exc})") from None
+    tail: collections.deque[str] = collections.deque(maxlen=5)
+    drainer = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True,
+                               name=f"ffmpeg-stderr {shown}")
+    drainer.start()
+    fd = proc.stdout.fileno()
+    want = max(4, int(block_s * target_rate) * 4)
+    decoded = audio_io.Decoded(sample_rate=target_rate, channels=1)
+    stream = Stream(shown, False, datetime.now(UTC), iter(()), decoded)
+
+    def stop_ffmpeg() -> None:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        proc.stdout.close()
+        drainer.join(timeout=2)
+
+    def read_some(deadline_s: float) -> bytes | None:
+        """Bytes, b'' at end of stream, None on a stall or stop."""
+        waited = 0.0
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                return os.read(fd, want)
+            waited += 0.2
+            if waited >= deadline_s:
+                return None
+        return None
+
+    first = read_some(stall_s)
+    if not first:
+        stop_ffmpeg()
+        if stop.is_set():
+            return stream
+        why = "; ".join(tail) or (f"no audio within {stall_s:.0f} s" if first is None
+                                  else "stream ended at once")
+        raise SourceError(f"cannot read the stream ({why})")
+    log.info("%s: connected (ffmpeg pid %d) → %d Hz", shown, proc.pid, target_rate)
+
+    def blocks() -> Iterator[np.ndarray]:
+        leftover = b""
+        data: bytes | None = first
+        started = time.monotonic()
+        try:
+            while data:
+                data = leftover + data
+                usable = len(data) - len(data) % 4
+                leftover = data[usable:]
+                if usable:
+                    raw = np.frombuffer(data[:usable], dtype="<f4")
+                    block, bad = audio_io.scrub(raw.astype(np.float32))
+                    decoded.frames_in += block.size
+                    decoded.nonfinite += bad
+                    yield block
+                data = read_some(stall_s)
+            if data is None and not stop.is_set():
+                decoded.problem = f"no audio for {stall_s:.0f} s (stalled)"
+            elif not stop.is_set():
+                why = "; ".join(tail)
+                decoded.problem = "stream ended" + (f" ({why})" if why else "")
+                if time.monotonic() - started < 1.0:
+                    decoded.problem += " after less than 1 s"
+        finally:
+            stop_ffmpeg()
+
+    stream.blocks = blocks()
+    return stream

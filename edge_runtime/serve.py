@@ -1,0 +1,195 @@
+"""Sources → runners: one or several named inputs served with one Detector (one set of ONNX
+sessions). Each source has its own thread, stream state, event numbering and clip history;
+the console and JSON sinks are shared (serialised by a lock). Every event names its source.
+
+Specs: ``mic`` (with ``device``), ``-`` (raw PCM on stdin), a URL (``rtsp://``, ``http(s)://``,
+anything ffmpeg reads), a directory (watched) or a file. Named: ``--input porch=rtsp://cam/a``
+(repeatable) or a TOML table ``[sources.porch] input = "rtsp://cam/a"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.audio import AudioError
+from edge_runtime.text import printable
+
+log = logging.getLogger("edge-detect")
+
+NAME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.+)$", re.S)
+MAX_SOURCES = 16
+EXIT_SOURCE_LOST = 3  # a live source could not be reopened in time
+
+
+@dataclass
+class SourceSpec:
+    """One input: its name (None: the single unnamed source), spec and device."""
+
+    name: str | None
+    input: str
+    device: str | None = None
+
+    def label(self, what: str) -> str:
+        return self.name if self.name else what
+
+
+def parse_sources(inputs: Any, device: str | None,
+                  tables: dict[str, Any] | None = None) -> list[SourceSpec]:
+    """``--input`` values (``SPEC`` or ``NAME=SPEC``, str or list) and ``[sources.NAME]``
+    tables → specs. Raises ``ValueError`` (one line) on duplicates or bad tables."""
+    values = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    specs: list[SourceSpec] = []
+    for value in values:
+        match = NAME_RE.match(str(value))
+        if match:
+            specs.append(SourceSpec(match.group(1), match.group(2), device))
+        else:
+            specs.append(SourceSpec(None, str(value), device))
+    for name, table in (tables or {}).items():
+        if not isinstance(table, dict) or not isinstance(table.get("input"), str):
+            raise ValueError(f"[sources.{name}] needs input = \"mic|DIR|FILE|-|URL\"")
+        unknown = set(table) - {"input", "device"}
+        if unknown:
+            raise ValueError(f"[sources.{name}]: unknown key(s) {', '.join(sorted(unknown))}; "
+                             "known: input, device")
+        if not NAME_RE.match(f"{name}=x"):
+            raise ValueError(f"[sources.{name}]: a name is letters, digits, _ and -")
+        specs.append(SourceSpec(name, table["input"], table.get("device", device)))
+    if tables and values == ["mic"]:  # the default --input gives way to named sources
+        specs = specs[1:]
+    if len(specs) > 1:
+        for i, spec in enumerate(specs):
+            if spec.name is None:
+                spec.name = f"input{i + 1}"
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique: {', '.join(map(str, names))}")
+    if len(specs) > MAX_SOURCES:
+        raise ValueError(f"at most {MAX_SOURCES} sources per process")
+    if sum(s.input == "-" for s in specs) > 1:
+        raise ValueError("only one source can read stdin ('-')")
+    if not specs:
+        raise ValueError("no input given")
+    return specs
+
+
+class Serialised:
+    """A sink shared by several source threads: its calls run one at a time. Attributes are
+    forwarded, so ``isinstance(wrapper, Observer)`` holds exactly when it does for the sink."""
+
+    def __init__(self, sink: Any, lock: threading.Lock) -> None:
+        self._sink, self._lock = sink, lock
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._sink, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+
+def renamed(stream: Any, spec: SourceSpec, what: str | None = None) -> Any:
+    """Prefix the stream's source with the source's name (named sources only)."""
+    if spec.name:
+        stream.source = f"{spec.name}:{what or stream.source}" if what != "" else spec.name
+    return stream
+
+
+def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
+    """Serve one source to its end (or until ``stop``); returns an exit code."""
+    from edge_runtime.live import Supervisor
+    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+
+    rate = runner.detector.sample_rate
+    source = spec.input
+    max_s = float(opts.get("max_file_duration") or 12 * 3600)
+    live = {"stop": stop, "sample_rate": rate, "on_health": runner.report_health,
+            "reopen_timeout_s": float(opts.get("reopen_timeout", 300.0)),
+            "flat_s": float(opts.get("flat_timeout", 0.0) or 0.0)}
+    stall_s = float(opts.get("stall_timeout", 10.0))
+    if source == "mic":
+        from edge_runtime.mic import PortAudioMissing, mic_stream, reset_portaudio
+
+        def open_mic(reopening: bool) -> Any:
+            if reopening:
+                reset_portaudio()
+            return renamed(mic_stream(spec.device, rate, stop, stall_s=stall_s), spec, "")
+
+        ok = Supervisor(spec.label(f"mic {spec.device or 'default'}"), open_mic,
+                        runner.run_stream, fatal_errors=(PortAudioMissing,), **live)()
+        return 0 if ok else EXIT_SOURCE_LOST
+    from edge_runtime.netsource import SourceError, is_url, redact, url_stream
+
+    if is_url(source):
+        def open_url(_reopening: bool) -> Any:
+            return url_stream(source, rate, stop, name=spec.name, stall_s=stall_s)
+
+        ok = Supervisor(spec.label(redact(source)), open_url, runner.run_stream,
+                        retry_errors=(SourceError, OSError), **live)()
+        return 0 if ok else EXIT_SOURCE_LOST
+    if source == "-":
+        runner.run_stream(renamed(pcm_stream(None, int(opts["rate"]), opts["format"],
+                                             int(opts["channels"]), rate, stop), spec, ""))
+        return 0
+    if Path(source).is_dir():
+        for path in watch_directory(source, once=bool(opts.get("once")),
+                                    settle_s=float(opts.get("settle", 1.0)), stop=stop):
+            try:
+                runner.run_stream(renamed(file_stream(path, rate, max_s), spec))
+            except AudioError as exc:
+                runner.stats.failed += 1
+                log.error("%s", exc)
+            except OSError as exc:  # vanished or changed between the checks
+                runner.stats.failed += 1
+                log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)
+            if stop.is_set():
+                break
+        return 0
+    try:
+        ok = runner.run_stream(renamed(file_stream(source, rate, max_s), spec))
+    except AudioError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("%s: cannot read (%s)", printable(source), exc.strerror or exc)
+        return 1
+    return 0 if ok else 1
+
+
+def serve_all(specs: list[SourceSpec], make_runner: Callable[[SourceSpec], Any],
+              opts: dict[str, Any], stop: threading.Event) -> tuple[int, list[Any]]:
+    """Serve every source (one thread each when several); the worst exit code and the
+    runners. A source lost for good stops the others (the process then exits non-zero)."""
+    runners = [make_runner(spec) for spec in specs]
+    if len(specs) == 1:
+        return serve(specs[0], runners[0], opts, stop), runners
+    codes: dict[int, int] = {}
+
+    def work(i: int) -> None:
+        try:
+            codes[i] = serve(specs[i], runners[i], opts, stop)
+        except Exception as exc:  # one source's bug must not silently kill the others
+            log.error("%s: source failed (%s: %s)", specs[i].name, type(exc).__name__,
+                      printable(exc))
+            codes[i] = 2
+        if codes[i] == EXIT_SOURCE_LOST:
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(i,), name=f"source {spec.name}",
+                                daemon=True) for i, spec in enumerate(specs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+    return max(codes.values(), default=0), runners

@@ -1,0 +1,263 @@
+"""A watched folder: each audio file is yielded once, when it is complete.
+
+Complete means: its size, mtime and inode have not changed for ``settle_s`` seconds, *and* a
+RIFF/AIFF header that states the file's total size is satisfied (a file copied slowly, header
+first, is not read half-written even when the writer pauses longer than ``settle_s``). A file
+whose header still promises more bytes is read anyway once it was last modified more than
+``incomplete_s`` ago (default max(30 s, 10 × settle): it is then a truncated file and is decoded
+up to where it ends). With ``once``, the files present at start are not waited for.
+
+A file is read once. If it grows later, it is not read again from the start (that would repeat
+its events); a *new* file under the same name (another inode, e.g. renamed over the old one) is
+read. Writers that pause longer than ``settle_s`` in formats without a size header (MP3, OGG,
+streamed FLAC) should write to a temporary name (``.part``, ``.tmp``, a leading dot) and rename
+when done, or raise ``--settle``.
+
+Linux: inotify wakes the loop when the folder changes, so an idle folder of 10,000 files costs
+nothing but a full listing every ``rescan_s``; elsewhere the folder's mtime is polled and the
+listing is read only when it changed. Only files still waiting to settle are stat'ed. The memory
+of read files holds only names still present (a deleted file is forgotten). A folder that
+cannot be listed (deleted, unmounted) is reported with backoff, not every poll.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import select
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from edge_runtime.backoff import RateLimitedLog
+from edge_runtime.text import printable
+
+log = logging.getLogger("edge-detect")
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                            ".au", ".caf", ".w64", ".rf64"})
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
+
+# inotify(7) event bits
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
+         | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF)
+
+
+def is_candidate(path: Path) -> bool:
+    """An audio-looking name that is not hidden and not a temporary/partial download."""
+    name = path.name
+    return (not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
+            and path.suffix.lower() in AUDIO_SUFFIXES)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library already loaded into this process (no ``ldconfig`` subprocess)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+class Inotify:
+    """Linux inotify on one directory, through libc (no thread, no dependency)."""
+
+    def __init__(self, directory: Path) -> None:
+        libc = _libc()
+        if libc is None or not hasattr(libc, "inotify_init1"):
+            raise OSError("no inotify on this platform")
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), _MASK) < 0:
+            err = ctypes.get_errno()
+            os.close(self.fd)
+            raise OSError(err, os.strerror(err))
+        self.lost = False  # the watched directory itself went away
+
+    def wait(self, timeout: float) -> bool:
+        """True if anything happened in the directory within ``timeout`` seconds."""
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            offset = 0
+            while offset + 16 <= len(data):
+                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED):
+                    self.lost = True
+                offset += 16 + length
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def header_incomplete(path: Path, size: int) -> bool:
+    """A RIFF/RIFX/RF64-less WAV or AIFF header states a total size larger than the file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    if len(head) < 8:
+        return False
+    if head[:4] == b"RIFF":
+        declared = struct.unpack("<I", head[4:8])[0]
+    elif head[:4] in (b"RIFX", b"FORM"):
+        declared = struct.unpack(">I", head[4:8])[0]
+    else:
+        return False
+    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared < 4:  # streaming writers: unknown
+        return False
+    return declared + 8 > size
+
+
+class FolderWatcher:
+    """Yields each complete audio file of ``directory`` once (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike[str], once: bool = False,
+                 settle_s: float = 1.0, poll_s: float = 0.5, rescan_s: float = 30.0,
+                 incomplete_s: float | None = None, stop: threading.Event | None = None,
+                 use_inotify: bool = True) -> None:
+        self.directory = Path(directory)
+        self.name = printable(self.directory)
+        self.once, self.settle_s, self.poll_s, self.rescan_s = once, settle_s, poll_s, rescan_s
+        self.incomplete_s = (max(30.0, 10 * settle_s) if incomplete_s is None
+                             else incomplete_s)
+        self.stop = stop or threading.Event()
+        self.use_inotify = use_inotify and not once
+        self.done: dict[str, int] = {}  # name → inode of the file that was read
+        self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
+        self.initial: set[str] | None = None
+        self.errors = RateLimitedLog()
+        self._notify: Inotify | None = None
+        self._dir_mtime = -1
+        self._next_scan = 0.0
+
+    def _scan(self, now: float) -> bool:
+        """Read the listing; False if the directory cannot be listed."""
+        try:
+            with os.scandir(self.directory) as it:
+                entries = {e.name: e.inode() for e in it if is_candidate(Path(e.name))}
+        except OSError as exc:
+            self.errors.error("%s: cannot list the watched folder (%s)", self.name,
+                              exc.strerror or exc)
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
+            return False
+        self.errors.ok("%s: the watched folder can be listed again", self.name)
+        if self.initial is None:
+            self.initial = set(entries)
+        for gone in [n for n in self.done if n not in entries]:
+            del self.done[gone]
+        for gone in [n for n in self.pending if n not in entries]:
+            del self.pending[gone]
+        for name, inode in entries.items():
+            if self.done.get(name, inode) != inode:  # replaced by a new file: read it
+                del self.done[name]
+            if name not in self.done and name not in self.pending:
+                self.pending[name] = (None, now)
+        self._next_scan = now + self.rescan_s
+        return True
+
+    def _ready(self, now: float) -> list[str]:
+        """Names of pending files that are complete now (stat'ing only those)."""
+        out = []
+        for name in sorted(self.pending):
+            path = self.directory / name
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                if path.is_symlink():
+                    out.append(name)  # a broken link: reported once by the decoder
+                else:
+                    del self.pending[name]
+                continue
+            except OSError:
+                out.append(name)  # a symlink loop, an unreadable entry: reported once
+                continue
+            sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+            last, since = self.pending[name]
+            if sig != last:
+                self.pending[name] = (sig, now)
+                if last is not None:
+                    continue  # still changing
+            age = time.time() - st.st_mtime
+            if now - since < self.settle_s and age < self.settle_s:
+                continue
+            initial = self.once and self.initial is not None and name in self.initial
+            if (not initial and stat.S_ISREG(st.st_mode)  # never open a FIFO: it blocks
+                    and header_incomplete(path, st.st_size)
+                    and age < self.incomplete_s):
+                continue  # header promises more: a slow writer, wait
+            out.append(name)
+        return out
+
+    def _wait(self, started: float) -> bool:
+        """Sleep until the next poll; True if inotify saw a change."""
+        remaining = self.poll_s - (time.monotonic() - started)
+        if self._notify is None:
+            self.stop.wait(max(0.0, remaining))
+            return False
+        woke = self._notify.wait(max(0.0, min(remaining, self.poll_s)))
+        if self._notify.lost:
+            self._notify.close()
+            self._notify = None
+            return True
+        if woke:  # at most one pass per poll_s, however busy the folder
+            self.stop.wait(max(0.0, self.poll_s - (time.monotonic() - started)))
+        return woke
+
+    def _changed(self) -> bool:
+        """Polling fallback: did the folder's own mtime change (a name added/removed)?"""
+        try:
+            mtime = self.directory.stat().st_mtime_ns
+        except OSError:
+            return True
+        changed, self._dir_mtime = mtime != self._dir_mtime, mtime
+        return changed
+
+    def __iter__(self) -> Iterator[Path]:
+        woke = True
+        while not self.stop.is_set():
+            started = now = time.monotonic()
+            if self.use_inotify and self._notify is None and (woke or now >= self._next_scan):
+                try:
+                    self._notify = Inotify(self.directory)
+                    woke = True
+                except OSError:
+                    self._notify = None
+            due = now >= self._next_scan or woke or (self._notify is None and self._changed())
+            if due and not self._scan(now) and self.once:
+                return
+            for name in self._ready(now):
+                del self.pending[name]
+                path = self.directory / name
+                try:
+                    self.done[name] = path.lstat().st_ino
+                except OSError:
+                    self.done[name] = -1
+                yield path
+                if self.stop.is_set():
+                    return
+            if self.once and self.initial is not None and not (self.initial & set(self.pending)):
+                return
+            woke = self._wait(started)
+
+    def close(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None

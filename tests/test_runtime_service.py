@@ -1,0 +1,133 @@
+"""The generated systemd unit: a dedicated user, sandboxing, Restart=always, and arguments that
+cannot add a directive. ``systemd-analyze verify`` checks it where systemd is installed."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import service
+from tests.runtime_model import SR, build_tiny_model, hiss
+
+DIRECTIVE = "ExecStartPre=/bin/touch /tmp/pwned"
+
+
+def unit_for(*args: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args,
+                          "--print-systemd-unit"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_unit_runs_sandboxed_as_a_dedicated_user() -> None:
+    text = unit_for("--input", "mic", "--events", "/var/lib/edge-detect/events.jsonl",
+                    "--service-user", "edgeuser")
+    lines = text.splitlines()
+    for directive in ("User=edgeuser", "Restart=always", "NoNewPrivileges=yes",
+                      "PrivateTmp=yes", "ProtectSystem=strict", "StateDirectory=edge-detect",
+                      "ReadWritePaths=-/var/lib/edge-detect"):
+        assert directive in lines, (directive, text)
+    exec_line = next(line for line in lines if line.startswith("ExecStart="))
+    assert "service-user" not in exec_line and "edgeuser" not in exec_line
+    assert "User=edge-detect" in unit_for("--input", "mic").splitlines()  # the default
+
+
+def test_an_argument_cannot_add_a_directive() -> None:
+    text = unit_for("--input", f"x\n{DIRECTIVE}", "--device", "a \"b\" $HOME %n \\ c\td")
+    lines = text.splitlines()
+    assert not any(line.startswith("ExecStartPre") for line in lines), text
+    exec_lines = [line for line in lines if line.startswith("ExecStart=")]
+    assert len(exec_lines) == 1
+    assert '"x\\nExecStartPre=/bin/touch /tmp/pwned"' in exec_lines[0]
+    assert '"a \\"b\\" $$HOME %%n \\\\ c\\td"' in exec_lines[0]
+    with pytest.raises(ValueError, match="not a valid user name"):
+        service.unit_text([], user="root\nUser=root")
+    with pytest.raises(ValueError, match="control characters"):
+        service.unit_text([], workdir="/tmp/a\nb")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd not installed")
+def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+    unit = tmp_path / "edge-detect.service"
+    unit.write_text(service.unit_text(["--input", f"x\n{DIRECTIVE}", "--events",
+                                       "/var/lib/edge-detect/e.jsonl"], user="edge-detect",
+                                      workdir=tmp_path))
+    res = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                         text=True, timeout=60)
+    problems = [line for line in (res.stdout + res.stderr).splitlines()
+                if "edge-detect.service" in line]
+    assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_sighup_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    model = build_tiny_model(tmp_path / "tiny")
+    (tmp_path / "in").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model", str(model),
+                             "--input", str(tmp_path / "in")], stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None
+        import soundfile as sf
+
+        sf.write(tmp_path / "in" / "after.wav", hiss(1.0), SR)
+        time.sleep(3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 0, err
+    assert "SIGHUP received" in err and "after.wav: 1.0 s" in err
+
+
+def test_stale_temporary_clips_are_removed_at_start(tmp_path: Path) -> None:
+    from edge_runtime.sinks import AudioHistory, ClipSink
+
+    (tmp_path / ".clip.x1y2.flac.tmp").write_bytes(b"half a clip")
+    (tmp_path / "20240101T000000.000Z_a.flac").write_bytes(b"a finished clip")
+    ClipSink(tmp_path, AudioHistory(SR))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20240101T000000.000Z_a.flac"]
+
+
+def test_clip_retention_by_age_then_size(tmp_path: Path) -> None:
+    import os
+
+    from edge_runtime.retention import prune
+
+    now = time.time()
+    for i, (days, kib) in enumerate([(10, 100), (5, 300), (3, 300), (1, 300), (0, 300)]):
+        path = tmp_path / f"clip{i}.flac"
+        path.write_bytes(b"\0" * kib * 1024)
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    (tmp_path / ".clip.x.flac.tmp").write_bytes(b"\0" * 1024 * 1024)  # not a clip: untouched
+    removed = prune(tmp_path, max_mb=0.7, keep_days=7, now=now)
+    assert [p.name for p in removed] == ["clip0.flac", "clip1.flac", "clip2.flac"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clip.x.flac.tmp", "clip3.flac",
+                                                          "clip4.flac"]
+
+
+def test_clip_retention_in_the_daemon(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from tests.runtime_model import tone
+
+    model = build_tiny_model(tmp_path / "tiny")
+    d, clips = tmp_path / "in", tmp_path / "clips"
+    d.mkdir()
+    for i in range(3):
+        sf.write(d / f"{i}.wav", np.concatenate([hiss(1.0), tone(3.0), hiss(1.0)]), SR)
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(model),
+                          "--input", str(d), "--once", "--save-clips", str(clips),
+                          "--clips-max-mb", "0.3"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    kept = list(clips.glob("*.flac"))
+    assert kept and sum(p.stat().st_size for p in kept) <= 0.3 * 1024 * 1024
+    assert "clip retention: removed" in res.stderr
