@@ -26,15 +26,17 @@ import numpy as np
 import onnx
 import torch
 
-from edge_runtime.manifest import FORMAT, FORMAT_VERSION, file_entry, write_json_atomic
+from edge_runtime.manifest import FORMAT, FORMAT_VERSION, write_json_atomic
 from export.backbones import BackboneSpec
 from export.panns import audioset_labels
+from export.reproducible import data_path, manifest_entries, save_reproducible
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
 DEFAULT_CHUNK_SECONDS = 1.0
 DEFAULT_WINDOW_CHUNKS = 5
+WORKBENCH = ".workbench"  # workbench-only files of a model dir; never deployed
 FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
 
 
@@ -63,7 +65,10 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
             output_names=[output_name], dynamic_shapes=({k: v for k, v in dynamic.items()},),
             verbose=False,
         )
-    program.save(str(path), external_data=False)  # one self-contained file per graph
+    program.save(str(path), external_data=False)
+    # Same checkpoint and code → same bytes: drop the exporter's per-process debug metadata.
+    # Weights of big graphs go to <name>.data, memory-mapped by onnxruntime at load.
+    save_reproducible(onnx.load(str(path)), path)
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -94,11 +99,14 @@ def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, f
 def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                    checkpoint: dict[str, Any], chunk_samples: int, window_chunks: int,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest dict for the files of ``roles`` already present in ``out_dir``."""
+    """The manifest dict for the files of ``roles`` already present in ``out_dir``.
+
+    Nothing time- or machine-dependent goes in (no timestamps, no timings): the same checkpoint
+    and code give the same manifest; those go to ``.workbench/export.json``.
+    """
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": {"name": spec.name, "description": spec.description,
                      "checkpoint": checkpoint, "frame_dim": spec.frame_dim,
                      "embedding_dim": spec.embedding_dim},
@@ -110,7 +118,8 @@ def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                       "note": "backbone runs once per chunk (the hop); a window pools the frame "
                               "features of its last window_chunks chunks"},
         "opset": OPSET,
-        "files": {role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
+        "files": {role: entry for r, name in roles_files(roles).items()
+                  for role, entry in manifest_entries(out_dir, r, name).items()},
         "tools": tool_versions(),
     }
     if extra:
@@ -138,16 +147,30 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
         seconds = export_parts(spec, parts, tmp)
         (tmp / "labels.txt").write_text("\n".join(audioset_labels()) + "\n", encoding="utf-8")
         for name in [*FILES.values(), "labels.txt"]:
+            if data_path(tmp / name).is_file():
+                os.replace(data_path(tmp / name), data_path(out_dir / name))
+            else:
+                data_path(out_dir / name).unlink(missing_ok=True)  # an older export's weights
             os.replace(tmp / name, out_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     chunk_samples = int(round(chunk_seconds * spec.sample_rate))
     manifest = build_manifest(spec, out_dir, ["backbone", "pooling", "head", "labels"],
                               checkpoint=checkpoint, chunk_samples=chunk_samples,
-                              window_chunks=window_chunks,
-                              extra={"export_seconds": seconds})
+                              window_chunks=window_chunks)
+    write_json_atomic(out_dir / WORKBENCH / "export.json",
+                      {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+                       "export_seconds": seconds})
     write_json_atomic(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def export_log(model_dir: Path) -> dict[str, Any]:
+    """``.workbench/export.json`` of the last export (when and how long), or {}."""
+    import json
+
+    path = Path(model_dir) / WORKBENCH / "export.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def check_against_torch(parts: tuple, out_dir: Path, seconds: float = 2.0) -> dict[str, float]:

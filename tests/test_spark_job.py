@@ -76,14 +76,14 @@ PROBABILITIES = ("peak_probability", "mean_probability")
 
 
 def test_spark_batch_writes_exactly_the_daemons_events(spark_ready: None, esc10_dir: Path,
-                                                       mn04_model_dir: Path,
+                                                       mn04_class_model_dir: Path,
                                                        tmp_path: Path) -> None:
     folder = copy_into(clips(esc10_dir, 80, 5), tmp_path / "clips")
     single, spark = tmp_path / "single.jsonl", tmp_path / "spark.jsonl"
-    ref = run("--model", str(mn04_model_dir), "--input", str(folder), "--once", "-q",
+    ref = run("--model", str(mn04_class_model_dir), "--input", str(folder), "--once", "-q",
               "--events", str(single))
     assert ref.returncode == 0, ref.stderr
-    res = run("--model", str(mn04_model_dir), "--input", str(folder), "--once",
+    res = run("--model", str(mn04_class_model_dir), "--input", str(folder), "--once",
               "--spark", "local[2]", "--events", str(spark))
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "80 file(s), 0 failed" in res.stderr, res.stderr
@@ -103,7 +103,8 @@ def test_spark_batch_writes_exactly_the_daemons_events(spark_ready: None, esc10_
 
     # SIGTERM mid-job: the job is cancelled, exit 130, no events file (not even a partial one)
     cancelled = tmp_path / "cancelled.jsonl"
-    proc = subprocess.Popen(cli("--model", str(mn04_model_dir), "--input", str(folder), "--once",
+    proc = subprocess.Popen(cli("--model", str(mn04_class_model_dir), "--input", str(folder),
+                                "--once",
                                 "--spark", "local[2]", "--events", str(cancelled)),
                             stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
     err = ""
@@ -119,7 +120,7 @@ def test_spark_batch_writes_exactly_the_daemons_events(spark_ready: None, esc10_
 
 
 def test_spark_batch_reports_bad_files_and_writes_parquet(spark_ready: None, esc10_dir: Path,
-                                                          mn04_model_dir: Path,
+                                                          mn04_class_model_dir: Path,
                                                           tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     folder = copy_into(clips(esc10_dir, 2, 40), tmp_path / "in")
@@ -128,7 +129,7 @@ def test_spark_batch_reports_bad_files_and_writes_parquet(spark_ready: None, esc
     (folder / "notes.txt").write_text("not audio")
     (folder / ".partial.flac").write_bytes(b"hidden: ignored")
     out = tmp_path / "events.parquet"
-    res = run("--model", str(mn04_model_dir), "--input", str(folder), "--once",
+    res = run("--model", str(mn04_class_model_dir), "--input", str(folder), "--once",
               "--spark", "local[2]", "--events", str(out))
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
@@ -138,7 +139,7 @@ def test_spark_batch_reports_bad_files_and_writes_parquet(spark_ready: None, esc
     table = pq.read_table(out).to_pylist()
     ref = tmp_path / "ref.jsonl"
     for sub in (folder, folder / "nested" / "deeper"):
-        assert run("--model", str(mn04_model_dir), "--input", str(sub), "--once", "-q",
+        assert run("--model", str(mn04_class_model_dir), "--input", str(sub), "--once", "-q",
                    "--events", str(ref)).returncode == 0
     assert sorted(map(key, table)) == sorted(map(key, read_jsonl(ref)))
     assert any("nested" in r["source"] for r in table)
@@ -185,13 +186,13 @@ def land(paths: list[Path], landing: Path) -> None:
 
 
 def test_streaming_each_landed_file_once_across_kill_and_replay(
-        spark_ready: None, esc10_dir: Path, mn04_model_dir: Path, tmp_path: Path) -> None:
+        spark_ready: None, esc10_dir: Path, mn04_class_model_dir: Path, tmp_path: Path) -> None:
     # dog / crying baby / chainsaw clips; the nine first that the model flags
     candidates = [p for p in sorted((esc10_dir / "audio").glob("*.flac"))
                   if p.stem.rsplit("-", 1)[1] in {"0", "20", "41"}][::5][:20]
     ref_dir = copy_into(candidates, tmp_path / "ref")
     ref = tmp_path / "ref.jsonl"
-    assert run("--model", str(mn04_model_dir), "--input", str(ref_dir), "--once", "-q",
+    assert run("--model", str(mn04_class_model_dir), "--input", str(ref_dir), "--once", "-q",
                "--events", str(ref)).returncode == 0
     flagged = {Path(r["source"]).name for r in read_jsonl(ref)}
     danger = [p for p in candidates if p.name in flagged][:9]
@@ -210,7 +211,7 @@ def test_streaming_each_landed_file_once_across_kill_and_replay(
         got = Counter(Path(r["source"]).name for r in read_jsonl(events))
         return all(got[p.name] >= per_file[p.name] for p in names)
 
-    q = Query(mn04_model_dir, landing, events, log)
+    q = Query(mn04_class_model_dir, landing, events, log)
     q.wait_for("the query to start", lambda: "watching" in log.read_text())
     land(danger[:3], landing)
     q.wait_for("the first files' events", lambda: have(danger[:3]))
@@ -218,7 +219,7 @@ def test_streaming_each_landed_file_once_across_kill_and_replay(
     time.sleep(1.0)  # likely mid-batch; whatever the moment, nothing may be lost or doubled
     q.kill()
 
-    q = Query(mn04_model_dir, landing, events, log)
+    q = Query(mn04_class_model_dir, landing, events, log)
     q.wait_for("the restarted query", lambda: log.read_text().count("watching") == 2)
     land(danger[6:], landing)
     (landing / "broken.flac").write_bytes(b"fLaC garbage")
@@ -233,7 +234,7 @@ def test_streaming_each_landed_file_once_across_kill_and_replay(
     commits[-1].unlink()  # with its Hadoop checksum: a crash would have written neither
     (commits[-1].parent / f".{commits[-1].name}.crc").unlink(missing_ok=True)
     replays = log.read_text().count("(already written)")  # the kill may have caused one
-    q = Query(mn04_model_dir, landing, events, log)
+    q = Query(mn04_class_model_dir, landing, events, log)
     q.wait_for("the replayed batch",
                lambda: log.read_text().count("(already written)") > replays)
     assert q.stop() == 0

@@ -1,10 +1,11 @@
 """``edge-train build``: export → embed → fold-CV → fit → classifier.onnx → end_to_end.onnx.
 
-Writes into the model dir: ``classifier.onnx``, ``end_to_end.onnx``, ``report.json``,
-``report.md``, ``confusion_matrix.png``, ``roc_pr.png`` and the updated ``manifest.json``
-(roles ``classifier`` and ``end_to_end`` plus a top-level ``classifier`` section). Workbench-only
-files (embedding cache, a joblib of the fitted pipeline) go to ``<model dir>/.workbench/``;
-the manifest does not list them and the device never loads them — deploy the manifest's files.
+Writes into the model dir: ``classifier.onnx`` (manifest role ``classifier``, a device file),
+``report.json``, ``report.md``, ``confusion_matrix.png``, ``roc_pr.png`` and the updated
+``manifest.json`` (plus a top-level ``classifier`` section). Workbench-only files go to
+``<model dir>/.workbench/``: the embedding cache, a joblib of the fitted pipeline and
+``end_to_end.onnx`` (listed in the manifest's ``workbench`` section, not in ``files``). The device
+never loads them; ``edge-train bundle`` packs exactly the device files (``training.bundle``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
 from training import classifiers, evaluate
+from training.bundle import END_TO_END, set_workbench_file
 from training.dataset import load_audio, read_dataset
 from training.embed import Embeddings, cosine_summary, embed_clips
 from training.mapping import CLASSES, Mapping, load_mapping
@@ -75,7 +77,7 @@ def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
     from edge_runtime.sessions import load_sessions, run1
 
     sessions = load_sessions(model_dir, provider="cpu")
-    e2e = ort.InferenceSession(str(model_dir / "end_to_end.onnx"),
+    e2e = ort.InferenceSession(str(model_dir / END_TO_END),
                                providers=["CPUExecutionProvider"])
     diffs = []
     for clip in clips[:n]:
@@ -92,7 +94,7 @@ def update_manifest(out: Path, section: dict[str, Any]) -> dict[str, Any]:
     """Add the classifier and end_to_end files and the ``classifier`` section; write atomically."""
     manifest = load_manifest(out)
     manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
-    manifest["files"]["end_to_end"] = file_entry(out, "end_to_end.onnx")
+    set_workbench_file(manifest, out, "end_to_end", END_TO_END)  # not a device file
     manifest["classifier"] = section
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
@@ -211,8 +213,8 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     save_atomic(to_onnx(final, emb.x.shape[1]), out / "classifier.onnx")
     par = parity(final, out / "classifier.onnx", emb.x, threshold)
     log.info("classifier.onnx parity: %s", par)
-    save_atomic(merge_end_to_end(out, load_onnx(out / "classifier.onnx")),
-                out / "end_to_end.onnx")
+    save_atomic(merge_end_to_end(out, load_onnx(out / "classifier.onnx")), out / END_TO_END)
+    (out / "end_to_end.onnx").unlink(missing_ok=True)  # where older builds put it
     seconds["fit_export"] = round(time.perf_counter() - t, 1)
 
     res = results[classifier]

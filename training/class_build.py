@@ -256,6 +256,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     manifest = load_manifest(out)
     manifest["files"]["classifier"] = file_entry(out, "classifier.onnx")
     manifest["files"].pop("end_to_end", None)
+    (manifest.get("workbench") or {}).pop("end_to_end", None)  # a binary build's, now stale
     manifest["classes"] = {**spec.as_dict(), "level_gate": gate,
                            "calibration": {"method": "out-of-group safe files",
                                            "safe_file_rate_per_class": SAFE_FILE_RATE}}

@@ -16,14 +16,14 @@ trained on. Longer input is pooled as one long window.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, version_converter
 from sklearn.pipeline import Pipeline
+
+from export.reproducible import save_reproducible
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,9 @@ def normalise_opsets(model: onnx.ModelProto, opset: int = OPSET) -> onnx.ModelPr
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write an ONNX file through a temporary name (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write one self-contained ONNX file through a temporary name (never half-written),
+    reproducibly."""
+    save_reproducible(model, path, external=False)
 
 
 def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:

@@ -46,7 +46,9 @@ from tqdm import tqdm
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
 from edge_runtime.manifest import file_entry, load_manifest, write_json_atomic
-from edge_runtime.sessions import load_sessions
+from edge_runtime.sessions import data_role, load_sessions
+from export.reproducible import manifest_entries, save_reproducible
+from training.bundle import END_TO_END, WORKBENCH_SECTION, set_workbench_file, workbench_file
 from training.dataset import load_audio as training_load_audio
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ MIN_MEAN_COSINE = 0.97
 MIN_MIN_COSINE = 0.90
 STOP_OPS = ("Conv",)
 REBUILT_ROLES = ("end_to_end",)  # graphs embedding the backbone: rebuilt from the int8 one
+REPLACED_ROLES = ("backbone", data_role("backbone"))  # written by the quantizer
 
 
 class QuantizationRefused(ValueError):
@@ -205,6 +208,8 @@ def quantize_backbone(src: Path, dst: Path, reader: ChunkReader,
         nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )
+    # as exported backbones: no debug metadata, big weights in a memory-mapped <dst>.data
+    save_reproducible(onnx.load(str(dst)), dst)
     onnx.checker.check_model(str(dst))
 
 
@@ -293,18 +298,22 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, section: dict[s
 
 
 def _stage(model_dir: Path, manifest: dict[str, Any], tmp: Path) -> list[str]:
-    """Copy every listed file except the backbone into ``tmp``; rebuild end_to_end from it."""
+    """Copy every device file except the backbone into ``tmp``; rebuild end_to_end from it.
+
+    Returns the device roles; a rebuilt ``end_to_end`` lies at ``tmp/.workbench/``.
+    """
     files = manifest["files"]
     for role, entry in files.items():
-        if role != "backbone" and role not in REBUILT_ROLES:
+        if role not in REPLACED_ROLES and role not in REBUILT_ROLES:
             shutil.copy2(model_dir / entry["path"], tmp / entry["path"])
-    if "end_to_end" in files:
+    if workbench_file(model_dir, manifest, "end_to_end") is not None and "classifier" in files:
         from training.onnx_classifier import merge_end_to_end, save_atomic
 
         merged = merge_end_to_end(tmp, onnx.load(str(tmp / files["classifier"]["path"])),
                                   manifest)
-        save_atomic(merged, tmp / files["end_to_end"]["path"])
-    return list(files)
+        (tmp / END_TO_END).parent.mkdir(exist_ok=True)
+        save_atomic(merged, tmp / END_TO_END)
+    return [role for role in files if role not in REBUILT_ROLES + REPLACED_ROLES]
 
 
 def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_files: int = 64,
@@ -332,7 +341,13 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
         quantize_backbone(src, tmp / backbone_name, reader, exclude)
         roles = _stage(model_dir, manifest, tmp)
         new = copy.deepcopy(manifest)
-        new["files"] = {role: file_entry(tmp, manifest["files"][role]["path"]) for role in roles}
+        new["files"] = {**manifest_entries(tmp, "backbone", backbone_name),
+                        **{role: file_entry(tmp, manifest["files"][role]["path"])
+                           for role in roles}}
+        roles = list(new["files"])
+        new.pop(WORKBENCH_SECTION, None)
+        if (tmp / END_TO_END).is_file():
+            set_workbench_file(new, tmp, "end_to_end", END_TO_END)
         write_json_atomic(tmp / "manifest.json", new)
         result = compare_embeddings(model_dir, tmp, check)
         log.info("int8 vs fp32 cosine on %d held-out windows: mean %.4f, min %.4f",
@@ -369,6 +384,9 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
         write_json_atomic(tmp / "manifest.json", new)
         for role in roles:
             os.replace(tmp / new["files"][role]["path"], out_dir / new["files"][role]["path"])
+        if (tmp / END_TO_END).is_file():
+            (out_dir / END_TO_END).parent.mkdir(exist_ok=True)
+            os.replace(tmp / END_TO_END, out_dir / END_TO_END)
         os.replace(tmp / "manifest.json", out_dir / "manifest.json")
         return new
     finally:

@@ -45,7 +45,8 @@ from training.onnx_classifier import save_atomic, to_onnx
 
 log = logging.getLogger(__name__)
 
-BASE_ROLES = ("backbone", "pooling", "head", "labels")
+BASE_ROLES = ("backbone", "pooling", "head", "labels", "backbone_data", "pooling_data",
+              "head_data")
 
 
 def manifest_mapping(manifest: dict[str, Any]) -> Mapping:
