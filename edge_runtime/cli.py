@@ -104,6 +104,9 @@ def install_signals(stop: threading.Event) -> None:
                    "diluted; class models decide on windows.")
 @click.option("--events", default=None, metavar="FILE.jsonl",
               help="Append a JSON line when an event starts and when it ends (fsynced).")
+@click.option("--privacy", is_flag=True,
+              help="--save-clips: keep no clip in which speech is heard (the AudioSet head "
+                   "decides); the event is still reported.")
 @click.option("--save-clips", default=None, metavar="DIR",
               help="Write each event's audio (±1 s context) as FLAC.")
 @click.option("--clips-max-mb", default=None, type=float,
@@ -241,11 +244,17 @@ def run(opts: dict[str, Any]) -> int:
     wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
     runners: list[Runner] = []
 
+    speech = None
+    if opts["privacy"] and opts["save_clips"]:
+        from edge_runtime.privacy import speech_guard
+
+        speech = speech_guard(detector)
+
     def make_runner(_spec: Any) -> Runner:
         sinks, history = list(wrapped), None
         if opts["save_clips"]:
             history = AudioHistory(detector.sample_rate)
-            sinks.append(ClipSink(opts["save_clips"], history))
+            sinks.append(ClipSink(opts["save_clips"], history, speech=speech))
         runners.append(Runner(detector, events, sinks, history=history, stop=stop))
         return runners[-1]
 

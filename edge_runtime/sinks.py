@@ -8,12 +8,14 @@ import os
 import re
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from edge_runtime.lifecycle import EventRecord, StreamInfo, rfc3339
+from edge_runtime.privacy import SPEECH_THRESHOLD
 
 __all__ = ["AudioHistory", "ClipSink", "ConsoleSink", "JsonlSink", "StreamInfo", "rfc3339"]
 
@@ -133,7 +135,13 @@ class ClipSink:
     sets ``record.clip`` (run it before the sinks that publish the end)."""
 
     def __init__(self, directory: str | os.PathLike[str], history: AudioHistory,
-                 context_s: float = 1.0) -> None:
+                 context_s: float = 1.0,
+                 speech: Callable[[np.ndarray], float] | None = None,
+                 speech_threshold: float = SPEECH_THRESHOLD) -> None:
+        """``speech`` (``--privacy``): audio → speech probability; a clip at or above
+        ``speech_threshold`` is not kept (the event is still reported)."""
+        self.speech = speech
+        self.speech_threshold = speech_threshold
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.history = history
@@ -155,6 +163,12 @@ class ClipSink:
                                  record.stream_end_s + self.context_s)
         if audio.size == 0:
             return
+        if self.speech is not None:
+            p = self.speech(audio)
+            if p >= self.speech_threshold:
+                log.info("clip not kept (--privacy): speech heard, p=%.2f — %s", p,
+                         record.source)
+                return
         stamp = record.start.replace(":", "").replace("-", "")
         path = self.directory / f"{stamp}_{_safe_name(Path(record.source).name)}.flac"
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".clip.", suffix=".flac.tmp")
