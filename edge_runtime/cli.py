@@ -113,6 +113,8 @@ def install_signals(stop: threading.Event) -> None:
               help="Keep the clip folder under this many MB (oldest clips removed first).")
 @click.option("--clips-keep-days", default=None, type=float,
               help="Remove clips older than this many days.")
+@click.option("--clips-keep-best", default=0, show_default=True, type=click.IntRange(0, 10000),
+              help="Retention spares the N clips of each class with the highest peak.")
 @click.option("--mqtt", default=None, metavar="URL",
               help="Publish events to MQTT with Home Assistant discovery: "
                    "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).")
@@ -239,7 +241,7 @@ def run(opts: dict[str, Any]) -> int:
         from edge_runtime.retention import RetentionSink
 
         shared.append(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
-                                    opts["clips_keep_days"]))
+                                    opts["clips_keep_days"], int(opts["clips_keep_best"])))
     lock = threading.Lock()  # several source threads share these sinks
     wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
     runners: list[Runner] = []

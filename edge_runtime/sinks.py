@@ -130,6 +130,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def clip_name(stamp: str, label: str, peak: float, source: str) -> str:
+    """``<UTC start>_<class>_p<peak>_<source>.flac``: retention reads class and peak back
+    (:data:`edge_runtime.retention.CLIP_NAME`)."""
+    return f"{stamp}_{label}_p{min(max(peak, 0.0), 1.0):.3f}_{source}.flac"
+
+
 class ClipSink:
     """Write each finished event's audio, with ``context_s`` either side, as FLAC (atomically);
     sets ``record.clip`` (run it before the sinks that publish the end)."""
@@ -170,7 +176,8 @@ class ClipSink:
                          record.source)
                 return
         stamp = record.start.replace(":", "").replace("-", "")
-        path = self.directory / f"{stamp}_{_safe_name(Path(record.source).name)}.flac"
+        path = self.directory / clip_name(stamp, record.event_type, record.peak_probability,
+                                          _safe_name(Path(record.source).name))
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".clip.", suffix=".flac.tmp")
         os.close(fd)
         try:
