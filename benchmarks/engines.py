@@ -117,13 +117,15 @@ def model_info(model_dir: Path) -> dict[str, Any]:
     manifest = load_manifest(model_dir)
     files = manifest.files
     graph_roles = [r for r in ("backbone", "pooling", "head", "classifier") if r in files]
+    data_roles = [f"{r}_data" for r in graph_roles if f"{r}_data" in files]  # external weights
     return {
         "model_dir": str(model_dir),
         "backbone": manifest.backbone.name,
         "precision": "int8" if manifest.quantized else "fp32",
         "checkpoint": manifest.backbone.checkpoint,
-        "backbone_mb": files["backbone"].bytes / 1e6,
-        "runtime_mb": sum(files[r].bytes for r in graph_roles) / 1e6,
+        "backbone_mb": sum(files[r].bytes for r in ("backbone", "backbone_data")
+                           if r in files) / 1e6,
+        "runtime_mb": sum(files[r].bytes for r in graph_roles + data_roles) / 1e6,
         "has_classifier": "classifier" in files,
     }
 

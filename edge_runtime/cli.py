@@ -143,9 +143,13 @@ def run(opts: dict[str, Any]) -> int:
     from edge_runtime.detector import Detector
     from edge_runtime.serve import Serialised, parse_sources, serve_all
 
-    specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
     stop = threading.Event()
     install_signals(stop)
+    if opts.get("spark"):
+        from edge_runtime.spark_job import run_spark
+
+        return run_spark(opts, stop)
+    specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
                         threshold=opts["threshold"],
                         chunk_decisions=False if opts["window_only"] else None,
@@ -191,16 +195,22 @@ def run(opts: dict[str, Any]) -> int:
         from edge_runtime.retention import RetentionSink
 
         shared.append(RetentionSink(opts["save_clips"], opts["clips_max_mb"],
-                                    opts["clips_keep_days"]))
+                                    opts["clips_keep_days"], int(opts["clips_keep_best"])))
     lock = threading.Lock()  # several source threads share these sinks
     wrapped = [Serialised(sink, lock) for sink in shared] if len(specs) > 1 else shared
     runners: list[Runner] = []
+
+    speech = None
+    if opts["privacy"] and opts["save_clips"]:
+        from edge_runtime.privacy import speech_guard
+
+        speech = speech_guard(detector)
 
     def make_runner(_spec: Any) -> Runner:
         sinks, history = list(wrapped), None
         if opts["save_clips"]:
             history = AudioHistory(detector.sample_rate)
-            sinks.append(ClipSink(opts["save_clips"], history))
+            sinks.append(ClipSink(opts["save_clips"], history, speech=speech))
         runners.append(Runner(detector, events, sinks, history=history, stop=stop))
         return runners[-1]
 

@@ -35,7 +35,9 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-detect-model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-VOLATILE = ("created", "export_seconds")
+VOLATILE = ("created", "export_seconds")  # format 1 only: now in .workbench/export.json
+WORKBENCH_DIR = ".workbench"  # inside a model dir: files the device never loads
+WORKBENCH_SECTION = "workbench"  # manifest section listing tracked workbench files
 
 DEFAULT_CHUNK_SECONDS = 1.0  # the hop: the backbone runs once per chunk
 DEFAULT_WINDOW_CHUNKS = 5  # a window pools its last 5 chunks (5 s)
@@ -412,9 +414,11 @@ class Manifest(_Replace):
     export_seconds: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    workbench: dict[str, FileEntry] = field(default_factory=dict)
 
     KNOWN = ("format", "format_version", "backbone", "input", "streaming", "files", "classifier",
-             "classes", "quantization", "opset", "tools", "created", "export_seconds")
+             "classes", "quantization", "opset", "tools", "created", "export_seconds",
+             WORKBENCH_SECTION)
 
     # reading
     @classmethod
@@ -436,15 +440,12 @@ class Manifest(_Replace):
             f = _Fields(data, where)
         inp = InputSpec.parse(f.sub("input"))
         files_f = f.sub("files")
-        files = {}
-        for role in files_f.data:
-            if not isinstance(role, str) or not ROLE_RE.match(role):
-                raise files_f.fail(str(role)[:40], "is not a valid role name ([a-z0-9_])")
-            files[role] = FileEntry.parse(files_f.sub(role))
+        files = _file_entries(files_f)
         for role in ("backbone", "pooling"):
             if role not in files:
                 raise files_f.fail(role, "is missing")
-        paths = [e.path for e in files.values()]
+        workbench = _file_entries(f.sub(WORKBENCH_SECTION)) if f.has(WORKBENCH_SECTION) else {}
+        paths = [e.path for e in (*files.values(), *workbench.values())]
         if len(set(paths)) != len(paths):
             raise ManifestError(f"{where}: files lists one path for two roles")
         opset = f.integer("opset", 1, 1000, required=False)
@@ -458,7 +459,7 @@ class Manifest(_Replace):
             quantization=f.obj("quantization"), opset=opset, tools=tools,
             created=f.string("created", required=False, max_len=100),
             export_seconds=f.obj("export_seconds"), extra=f.rest(set(cls.KNOWN)),
-            format_version=FORMAT_VERSION)
+            format_version=FORMAT_VERSION, workbench=workbench)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str]) -> Manifest:
@@ -485,6 +486,8 @@ class Manifest(_Replace):
             out["classes"] = self.classes.to_dict()
         if self.quantization is not None:
             out["quantization"] = self.quantization
+        if self.workbench:
+            out[WORKBENCH_SECTION] = {role: e.to_dict() for role, e in self.workbench.items()}
         return {**out, **self.extra}
 
     def write(self, model_dir: str | os.PathLike[str]) -> Path:
@@ -499,10 +502,31 @@ class Manifest(_Replace):
         name = name or self.files[role].path
         return self.replace(files={**self.files, role: file_entry(Path(model_dir), name)})
 
+    def with_workbench_file(self, model_dir: str | os.PathLike[str], role: str,
+                            name: str) -> Manifest:
+        """A copy listing ``model_dir/name`` as workbench file ``role`` (never deployed; an
+        older listing of ``role`` among the device ``files`` is dropped)."""
+        files = {r: e for r, e in self.files.items() if r != role}
+        return self.replace(files=files, workbench={**self.workbench,
+                                                    role: file_entry(Path(model_dir), name)})
+
+    def without_workbench_file(self, role: str) -> Manifest:
+        """A copy without workbench file ``role`` (nor a legacy device-file listing of it)."""
+        return self.replace(files={r: e for r, e in self.files.items() if r != role},
+                            workbench={r: e for r, e in self.workbench.items() if r != role})
+
+    def workbench_path(self, model_dir: str | os.PathLike[str], role: str) -> Path | None:
+        """Where workbench file ``role`` lies (``workbench`` section, else a legacy ``files``
+        listing), unverified; None when not listed."""
+        entry = self.workbench.get(role) or self.files.get(role)
+        return None if entry is None else Path(model_dir) / entry.path
+
     # reading values
     def model_id(self) -> str:
-        """sha256 of the canonical JSON without :data:`VOLATILE` fields (files' sha256 in)."""
-        data = {k: v for k, v in json_safe(self.to_dict()).items() if k not in VOLATILE}
+        """sha256 of the canonical JSON without :data:`VOLATILE` fields and the workbench
+        section (files' sha256 in): a model dir and its device bundle have the same id."""
+        data = {k: v for k, v in json_safe(self.to_dict()).items()
+                if k not in VOLATILE and k != WORKBENCH_SECTION}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -526,6 +550,15 @@ class Manifest(_Replace):
         """Where ``role``'s file lies (unverified) or None when not listed."""
         entry = self.files.get(role)
         return None if entry is None else Path(model_dir) / entry.path
+
+
+def _file_entries(f: _Fields) -> dict[str, FileEntry]:
+    entries = {}
+    for role in f.data:
+        if not isinstance(role, str) or not ROLE_RE.match(role):
+            raise f.fail(str(role)[:40], "is not a valid role name ([a-z0-9_])")
+        entries[role] = FileEntry.parse(f.sub(role))
+    return entries
 
 
 def json_safe(value: Any) -> Any:

@@ -150,7 +150,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("input", str, ("mic",), "Microphone, a directory to watch, one audio file, raw PCM "
            "on stdin, or a stream URL (rtsp://, http(s)://, anything ffmpeg reads). Repeat with "
            "NAME=SPEC for several named sources in one process (TOML: a string or a list; "
-           "[sources.NAME] tables too).", metavar="[NAME=]mic|DIR|FILE|-|URL", multiple=True),
+           "[sources.NAME] tables too). With --spark: one DIR or URI (hdfs://, s3a://, ...).",
+           metavar="[NAME=]mic|DIR|FILE|-|URL", multiple=True),
     Option("model", str, "models_onnx", "Model dir (manifest.json + ONNX files, each "
            "sha256-verified).", metavar="DIR"),
     Option("expect_model", str, None, "Refuse any model dir whose id (64 hex digits, logged at "
@@ -189,12 +190,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("events", str, None, "Append a JSON line when an event starts and when it ends "
            "(fsynced); with --once the file is started afresh, so a batch run can be repeated.",
            metavar="FILE.jsonl", check=_not_a_dir),
+    Option("privacy", bool, False, "--save-clips: keep no clip in which speech is heard (the "
+           "AudioSet head decides); the event is still reported."),
     Option("save_clips", str, None, "Write each event's audio (±1 s context) as FLAC.",
            metavar="DIR", check=_dir_or_new),
     Option("clips_max_mb", float, None, "Keep the clip folder under this many MB (oldest clips "
            "removed first).", lo=0.0, hi=1e7, open_lo=True),
     Option("clips_keep_days", float, None, "Remove clips older than this many days.", lo=0.0,
            hi=36500.0, open_lo=True),
+    Option("clips_keep_best", int, 0, "Retention spares the N clips of each class with the "
+           "highest peak.", lo=0, hi=10000),
     Option("mqtt", str, None, "Publish events to MQTT with Home Assistant discovery: "
            "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).",
            metavar="URL"),
@@ -221,6 +226,11 @@ OPTIONS: tuple[Option, ...] = (
            "other options; exit.", metavar="PATH", in_config=False),
     Option("print_systemd_unit", bool, False, "Print that unit instead; exit.",
            in_config=False),
+    Option("spark", str, None, "Run DIR_OR_URI on Apache Spark (local[N], spark://HOST:PORT, "
+           "yarn, k8s://URL): --once scores it once, else streams new files; needs the 'spark' "
+           "extra and Java 17.", metavar="MASTER"),
+    Option("spark_checkpoint", str, None, "--spark streaming: checkpoint dir.", metavar="DIR",
+           check=_dir_or_new, default_text="beside --events"),
     Option("service_user", str, "edge-detect", "The unit's User= (a dedicated, unprivileged "
            "account).", metavar="USER"),
     Option("verbose", bool, False, "Debug logging.", short="-v"),

@@ -21,6 +21,7 @@ _NAMES = {
 # power, mel MatMul, clamp and Log, whose range (power up to ~1e5, quiet bins ~1e-10) fp16 cannot
 # hold. The STFT convs and mn04's power Mul share op types with the network and do run fp16.
 TRT_FP32_OPS = "Pow,MatMul,Clip,Log"
+LEAN_LOAD_MIN_BYTES = 64 << 20  # weights at least this big load without NCHWc (see below)
 
 
 def available() -> list[str]:
@@ -81,10 +82,27 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return opts
 
 
+def disabled_optimizers(path: str | os.PathLike[str]) -> list[str]:
+    """Graph optimisers to skip for ``path``: NCHWc for graphs with big weights.
+
+    onnxruntime's NchwcTransformer (level 3) rewrites every float Conv into its blocked NCHWc
+    layout at load, making reordered copies of the conv weights while the originals and the
+    session's own copies are alive: Cnn14 fp32 (306 MB of weights) peaked at 1140 MB while
+    loading for 432 MB resident (benchmarks/README.md, load-time memory). Without it, with the
+    weights memory-mapped from ``<graph>.onnx.data``, the load peak is the resident size. It buys
+    speed (mn04 ~20 %, Cnn14 ~13 % on one x86 core, shared machine), so it is kept for graphs
+    whose weights are under LEAN_LOAD_MIN_BYTES, where the copies cost little.
+    """
+    data = Path(f"{path}.data")
+    size = data.stat().st_size if data.is_file() else Path(path).stat().st_size
+    return ["NchwcTransformer"] if size >= LEAN_LOAD_MIN_BYTES else []
+
+
 def open_session(path: str | os.PathLike[str], providers: list,
                  threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession for ``path``; the log names the provider that actually runs."""
     sess = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                providers=providers)
+                                providers=providers,
+                                disabled_optimizers=disabled_optimizers(path))
     log.debug("%s runs on %s", Path(path).name, sess.get_providers()[0])
     return sess

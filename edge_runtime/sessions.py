@@ -22,6 +22,18 @@ from edge_runtime.manifest import (
 
 log = logging.getLogger(__name__)
 
+GRAPH_ROLES = ("backbone", "pooling", "head", "classifier")
+DATA_SUFFIX = "_data"  # role of a graph's external initializers: backbone → backbone_data
+
+
+def data_role(role: str) -> str:
+    """Manifest role of the external-data file (``<graph>.onnx.data``) of graph ``role``."""
+    return f"{role}{DATA_SUFFIX}"
+
+
+# Every manifest role the device loads (load_sessions below); a deployment ships these only.
+DEVICE_ROLES = (*GRAPH_ROLES, *(data_role(r) for r in GRAPH_ROLES), "labels")
+
 
 @dataclass
 class ModelSessions:
@@ -88,6 +100,8 @@ def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
     files = manifest.files
 
     def opened(role: str) -> ort.InferenceSession:
+        if data_role(role) in files:  # weights beside the graph, memory-mapped by onnxruntime
+            verify_file(model_dir, manifest, data_role(role))
         path = verify_file(model_dir, manifest, role)
         try:
             return eps.open_session(path, chosen, threads)

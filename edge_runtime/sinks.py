@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import soundfile as sf
 
 from edge_runtime.atomic import atomic_path
 from edge_runtime.lifecycle import EventRecord, StreamInfo, rfc3339
+from edge_runtime.privacy import SPEECH_THRESHOLD
 
 __all__ = ["AudioHistory", "ClipSink", "ConsoleSink", "JsonlSink", "StreamInfo", "rfc3339"]
 
@@ -128,17 +130,29 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def clip_name(stamp: str, label: str, peak: float, source: str) -> str:
+    """``<UTC start>_<class>_p<peak>_<source>.flac``: retention reads class and peak back
+    (:data:`edge_runtime.retention.CLIP_NAME`)."""
+    return f"{stamp}_{label}_p{min(max(peak, 0.0), 1.0):.3f}_{source}.flac"
+
+
 class ClipSink:
     """Write each finished event's audio, with ``context_s`` either side, as FLAC (atomically);
     sets ``record.clip`` (run it before the sinks that publish the end)."""
 
     def __init__(self, directory: str | os.PathLike[str], history: AudioHistory,
-                 context_s: float = 1.0) -> None:
+                 context_s: float = 1.0,
+                 speech: Callable[[np.ndarray], float] | None = None,
+                 speech_threshold: float = SPEECH_THRESHOLD) -> None:
+        """``speech`` (``--privacy``): audio → speech probability; a clip at or above
+        ``speech_threshold`` is not kept (the event is still reported)."""
+        self.speech = speech
+        self.speech_threshold = speech_threshold
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.history = history
         self.context_s = context_s
-        for stale in self.directory.glob(".clip.*.tmp"):  # left by a killed process
+        for stale in self.directory.glob(".*.flac.*.tmp"):  # left by a killed process
             stale.unlink(missing_ok=True)
 
     def on_start(self, record: EventRecord) -> None:
@@ -155,8 +169,15 @@ class ClipSink:
                                  record.stream_end_s + self.context_s)
         if audio.size == 0:
             return
+        if self.speech is not None:
+            p = self.speech(audio)
+            if p >= self.speech_threshold:
+                log.info("clip not kept (--privacy): speech heard, p=%.2f — %s", p,
+                         record.source)
+                return
         stamp = record.start.replace(":", "").replace("-", "")
-        path = self.directory / f"{stamp}_{_safe_name(Path(record.source).name)}.flac"
+        path = self.directory / clip_name(stamp, record.event_type, record.peak_probability,
+                                          _safe_name(Path(record.source).name))
         with atomic_path(path) as tmp:  # umask honoured; the rename is fsynced with its folder
             sf.write(tmp, np.clip(audio, -1.0, 1.0), self.history.sample_rate, format="FLAC",
                      subtype="PCM_16")

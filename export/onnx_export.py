@@ -32,18 +32,20 @@ from edge_runtime import atomic
 from edge_runtime.manifest import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_WINDOW_CHUNKS,
+    WORKBENCH_DIR,
     Backbone,
     InputSpec,
     Manifest,
     Streaming,
-    file_entry,
 )
 from export.backbones import BackboneSpec
 from export.panns import audioset_labels
+from export.reproducible import data_path, manifest_entries, save_reproducible
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
+WORKBENCH = WORKBENCH_DIR  # workbench-only files of a model dir; never deployed
 FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
 
 
@@ -94,7 +96,10 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
             output_names=[output_name], dynamic_shapes=({k: v for k, v in dynamic.items()},),
             verbose=False,
         )
-    program.save(str(path), external_data=False)  # one self-contained file per graph
+    program.save(str(path), external_data=False)
+    # Same checkpoint and code → same bytes: drop the exporter's per-process debug metadata.
+    # Weights of big graphs go to <name>.data, memory-mapped by onnxruntime at load.
+    save_reproducible(onnx.load(str(path)), path)
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -124,10 +129,13 @@ def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, f
 
 def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                    checkpoint: dict[str, Any], chunk_samples: int, window_chunks: int,
-                   export_seconds: dict[str, float] | None = None) -> Manifest:
-    """The manifest for the files of ``roles`` already present in ``out_dir``."""
+                   ) -> Manifest:
+    """The manifest for the files of ``roles`` already present in ``out_dir``.
+
+    Nothing time- or machine-dependent goes in (no timestamps, no timings): the same checkpoint
+    and code give the same manifest; those go to ``.workbench/export.json``.
+    """
     return Manifest(
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
         backbone=Backbone(spec.name, spec.frame_dim, spec.embedding_dim, spec.description,
                           checkpoint),
         input=InputSpec(spec.sample_rate, spec.min_samples, extra={
@@ -137,9 +145,9 @@ def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
             "note": "backbone runs once per chunk (the hop); a window pools the frame "
                     "features of its last window_chunks chunks"}),
         opset=OPSET,
-        files={role: file_entry(out_dir, name) for role, name in roles_files(roles).items()},
+        files={role: entry for r, name in roles_files(roles).items()
+               for role, entry in manifest_entries(out_dir, r, name).items()},
         tools=tool_versions(),
-        export_seconds=export_seconds,
     )
 
 
@@ -163,15 +171,30 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
         seconds = export_parts(spec, parts, tmp)
         atomic.write_text(tmp / "labels.txt", "\n".join(audioset_labels()) + "\n")
         for name in [*FILES.values(), "labels.txt"]:
+            if data_path(tmp / name).is_file():
+                os.replace(data_path(tmp / name), data_path(out_dir / name))
+            else:
+                data_path(out_dir / name).unlink(missing_ok=True)  # an older export's weights
             os.replace(tmp / name, out_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     chunk_samples = int(round(chunk_seconds * spec.sample_rate))
     manifest = build_manifest(spec, out_dir, ["backbone", "pooling", "head", "labels"],
                               checkpoint=checkpoint, chunk_samples=chunk_samples,
-                              window_chunks=window_chunks, export_seconds=seconds)
+                              window_chunks=window_chunks)
+    atomic.write_json(out_dir / WORKBENCH / "export.json",
+                      {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+                       "export_seconds": seconds})
     manifest.write(out_dir)
     return manifest
+
+
+def export_log(model_dir: Path) -> dict[str, Any]:
+    """``.workbench/export.json`` of the last export (when and how long), or {}."""
+    import json
+
+    path = Path(model_dir) / WORKBENCH / "export.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def check_against_torch(parts: tuple, out_dir: Path, seconds: float = 2.0) -> dict[str, float]:

@@ -12,6 +12,18 @@ import pytest
 
 from tests.helpers import shared_path
 
+# Tests that need one of these build a model (export ≈ 10 s to 2 min, or a whole training
+# build): they are the slow tier, ``pytest -m "not slow"`` leaves them out (.ci/run runs all).
+HEAVY_FIXTURES = {"cnn14_checkpoint", "cnn14_model_dir", "trained_model_dir", "mn04_weights",
+                  "mn04_model_dir", "mn04_class_model_dir"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test whose fixtures include a model build (HEAVY_FIXTURES)."""
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def esc10_dir() -> Path:
@@ -52,9 +64,8 @@ def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``edge-train build`` output on ESC-10 danger/safe with the seed's binary mapping (2 clips
     per category and fold, 60 clips), LogReg, over a copy of ``cnn14_model_dir``: adds
-    classifier.onnx, end_to_end.onnx, report.json/.md, PNGs, and ``.workbench/`` (embedding cache
-    + joblib). Random-init backbone:
-    plumbing and parity only, no quality claim."""
+    classifier.onnx, report.json/.md, PNGs, and ``.workbench/`` (embedding cache, joblib,
+    end_to_end.onnx). Random-init backbone: plumbing and parity only, no quality claim."""
     import shutil
 
     from training.build import build
@@ -63,5 +74,34 @@ def trained_model_dir(cnn14_model_dir: Path, esc10_dir: Path,
     out = tmp_path_factory.mktemp("model_trained") / "model"
     shutil.copytree(cnn14_model_dir, out)
     build(esc10_dir, out, classifier="logreg", mapping=binary_mapping(), per_fold_limit=2,
+          measure_offline=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mn04_model_dir(mn04_weights: Path, esc10_dir: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edge-train build`` of the real mn04 weights on ESC-10 with the seed's binary mapping
+    (2 clips per category and fold, LogReg): one shared build for the tests that only read it
+    (mn04 pipeline, bundle, aarch64, quantize, reproducibility)."""
+    from training.build import build
+    from training.mapping import binary_mapping
+
+    out = tmp_path_factory.mktemp("mn04_session") / "model"
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", mapping=binary_mapping(),
+          per_fold_limit=2, measure_offline=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mn04_class_model_dir(mn04_weights: Path, esc10_dir: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edge-train build`` with the real mn04 weights and the default mapping (a class model:
+    events carry their class) on ESC-10, 2 clips per category and fold: a real model dir that
+    builds in about a minute, for end-to-end tests."""
+    from training.build import build
+
+    out = tmp_path_factory.mktemp("mn04_class_model") / "model"
+    build(esc10_dir, out, str(mn04_weights), classifier="logreg", per_fold_limit=2,
           measure_offline=False)
     return out

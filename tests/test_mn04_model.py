@@ -201,6 +201,7 @@ def test_min_samples_is_the_torch_stft_limit() -> None:
 # ------------------------------------------------------------------ split parity
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores: torch on real clips
 def test_parts_compose_to_full_model(any_state_dict: Mapping[str, torch.Tensor]) -> None:
     frames, pooling, head = build_mn04_parts(any_state_dict)
     full = MN04Tagger(build_mn04(any_state_dict)).eval()
@@ -261,6 +262,7 @@ def test_white_noise_is_tagged_as_noise(real_parts, labels: list[str]) -> None:
     assert {"White noise", "Static", "Noise"} & set(top3)
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores: torch on real clips
 @needs_weights
 @needs_labels
 def test_esc10_dogs_are_tagged_as_dog(real_parts, labels: list[str]) -> None:

@@ -191,6 +191,7 @@ def test_safe_clip_alone_publishes_no_event(broker: Broker, tiny_model: Path,
     assert events_of(live.messages) == []
 
 
+@pytest.mark.slow  # > 20 s: waits out a broker outage
 def test_event_decided_while_the_broker_is_down_arrives_when_it_is_back(
         tmp_path: Path, tiny_model: Path) -> None:
     broker = Broker(tmp_path / "broker")

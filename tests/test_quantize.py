@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from edge_runtime.manifest import load_manifest
 from training import quantize as q
-from training.mapping import binary_mapping
 
 
 def toy_backbone() -> onnx.ModelProto:
@@ -103,8 +103,11 @@ def test_quantized_mn04_passes_the_gate_and_loads(mn04_dir: Path, esc10_dir: Pat
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     front = [n for n in graph.graph.node if n.name in set(section["excluded_nodes"])]
     assert front and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in front)
-    assert json.loads((out / "manifest.json").read_text())["files"]["backbone"]["bytes"] < \
-        json.loads((mn04_dir / "manifest.json").read_text())["files"]["backbone"]["bytes"]
+    def backbone_bytes(model_dir: Path) -> int:  # the graph and its external weights
+        files = json.loads((model_dir / "manifest.json").read_text())["files"]
+        return sum(files[r]["bytes"] for r in ("backbone", "backbone_data") if r in files)
+
+    assert backbone_bytes(out) < backbone_bytes(mn04_dir)
     sessions = load_sessions(out, "cpu")  # the runtime loads it like any model (sha256 checked)
     emb, spans = embed_audio(sessions, np.zeros(32000 * 5, np.float32))
     assert emb.shape == (1, 384) and spans == [(0, 5)]
@@ -133,25 +136,25 @@ def test_unreadable_calibration_file_is_skipped_with_a_warning(tmp_path: Path, c
         q.ChunkReader([bad], 32000, 32000)
 
 
-def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_weights: Path, esc10_dir: Path,
+def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_model_dir: Path,
+                                                          esc10_dir: Path,
                                                           tmp_path: Path) -> None:
     """A built model dir (classifier + end_to_end) → int8 dir whose rebuilt end_to_end.onnx
     runs the int8 backbone, and the Detector loads it (every sha256 verified)."""
     import onnxruntime as ort
 
     from edge_runtime.detector import Detector
-    from training.build import build
 
-    fp32 = tmp_path / "fp32"
-    build(esc10_dir, fp32, str(mn04_weights), mapping=binary_mapping(), per_fold_limit=1,
-          measure_offline=False)
     out = tmp_path / "int8"
-    manifest = q.quantize_model_dir(fp32, esc10_dir / "audio", out, calib_files=8,
+    manifest = q.quantize_model_dir(mn04_model_dir, esc10_dir / "audio", out, calib_files=8,
                                     check_files=4)
-    assert {"classifier", "end_to_end"} <= set(manifest.files)
-    e2e = onnx.load(str(out / "end_to_end.onnx"))
+    assert "classifier" in manifest.files and "end_to_end" not in manifest.files
+    e2e_path = out / manifest.workbench["end_to_end"].path
+    assert manifest.workbench["end_to_end"].sha256 != \
+        load_manifest(mn04_model_dir).workbench["end_to_end"].sha256
+    e2e = onnx.load(str(e2e_path))
     assert "QuantizeLinear" in {n.op_type for n in e2e.graph.node}
-    sess = ort.InferenceSession(str(out / "end_to_end.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(e2e_path), providers=["CPUExecutionProvider"])
     p = sess.run(["p_danger"], {"waveform": np.zeros((1, 32000 * 5), np.float32)})[0]
     assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
     dog = sorted((esc10_dir / "audio").glob("1-100032-A-0.*"))[0]  # an ESC-10 dog clip

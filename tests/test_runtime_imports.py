@@ -10,7 +10,8 @@ import sys
 import edge_runtime
 
 FORBIDDEN = ["torch", "sklearn", "librosa", "panns_inference", "torchlibrosa", "skl2onnx",
-             "onnx", "export", "training"]
+             "onnx", "export", "training",
+             "pyspark", "py4j", "pandas", "pyarrow"]  # the spark extra: only with --spark
 
 
 def test_edge_runtime_imports_no_training_stack() -> None:

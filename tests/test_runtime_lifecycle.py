@@ -32,6 +32,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.mark.slow  # > 20 s: 60 s of audio at real-time pace
 def test_sixty_second_alarm_starts_within_a_second_of_audio(tiny_model: Path,
                                                             tmp_path: Path) -> None:
     quiet_s, alarm_s = 5.0, 60.0

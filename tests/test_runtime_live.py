@@ -100,6 +100,7 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                   reason="ffmpeg not installed (apt-get install ffmpeg)")
 
 
+@pytest.mark.slow  # 14-21 s each: a live stream, a server restart, a reconnect
 @needs_ffmpeg
 @pytest.mark.parametrize("server_kind", ["ffmpeg", "python"])
 def test_http_stream_event_then_reconnect_after_server_restart(tmp_path: Path, tiny_model: Path,

@@ -112,6 +112,27 @@ def test_clip_retention_by_age_then_size(tmp_path: Path) -> None:
                                                           "clip4.flac"]
 
 
+def test_clip_retention_keeps_the_best_clips_of_each_class(tmp_path: Path) -> None:
+    import os
+
+    from edge_runtime.retention import prune
+    from edge_runtime.sinks import clip_name
+
+    now = time.time()
+    specs = [("dog_bark", 0.99, 9), ("dog_bark", 0.70, 8), ("siren", 0.80, 7),
+             ("dog_bark", 0.95, 6), ("siren", 0.60, 5), ("dog_bark", 0.75, 1)]
+    for i, (label, peak, days) in enumerate(specs):
+        path = tmp_path / clip_name(f"2024010{i}T000000.000Z", label, peak, "mic")
+        path.write_bytes(b"\0" * 200 * 1024)
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    removed = prune(tmp_path, max_mb=0.65, keep_days=3, now=now, keep_best=1)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    # spared: the best dog_bark (0.99, 9 days old) and the best siren (0.80, 7 days old)
+    assert any("dog_bark_p0.990" in k for k in kept) and any("siren_p0.800" in k for k in kept)
+    assert not any("siren_p0.600" in k for k in kept)
+    assert len(removed) == 3 and len(kept) == 3  # the newest one (1 day) stays: 600 KB fits
+
+
 def test_clip_retention_in_the_daemon(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf

@@ -13,6 +13,7 @@ import pytest
 
 from edge_runtime.manifest import load_manifest, verify_file
 from edge_runtime.sessions import load_sessions
+from training.bundle import END_TO_END
 from training.classifiers import make_pipeline
 from training.dataset import load_audio, read_dataset
 from training.evaluate import choose_threshold, cross_validate
@@ -74,8 +75,11 @@ def test_skl2onnx_parity_per_kind(trained_model_dir: Path, tmp_path: Path, kind:
 
 def test_manifest_lists_classifier_and_threshold(trained_model_dir: Path) -> None:
     manifest = load_manifest(trained_model_dir)
-    for role in ("classifier", "end_to_end"):
-        verify_file(trained_model_dir, manifest, role)
+    verify_file(trained_model_dir, manifest, "classifier")
+    e2e = manifest.workbench["end_to_end"]  # a workbench file, not a device file
+    assert "end_to_end" not in manifest.files and e2e.path == ".workbench/end_to_end.onnx"
+    assert verify_file(trained_model_dir, manifest.replace(files=dict(manifest.workbench)),
+                       "end_to_end")
     section = manifest.classifier
     assert section.kind == "logreg"
     assert section.classes == ("safe", "danger")
@@ -98,7 +102,7 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
 
     from export import backbones, weights
 
-    model = onnx.load(str(trained_model_dir / "end_to_end.onnx"), load_external_data=False)
+    model = onnx.load(str(trained_model_dir / END_TO_END), load_external_data=False)
     assert opsets(model) == {"": 18, "ai.onnx.ml": 3}
     assert [o.name for o in model.graph.output] == ["p_danger", "embedding", "audioset_probs"]
 
@@ -116,7 +120,7 @@ def test_end_to_end_matches_torch_then_sklearn(trained_model_dir: Path, cnn14_ch
         tags_t = head_m(emb_t).numpy()
     ref = pipeline.predict_proba(emb_t.numpy())[:, 1]
 
-    sess = ort.InferenceSession(str(trained_model_dir / "end_to_end.onnx"),
+    sess = ort.InferenceSession(str(trained_model_dir / END_TO_END),
                                 providers=["CPUExecutionProvider"])
     p, emb, tags = sess.run(None, {"waveform": audio})
     assert p.shape == (3,)
@@ -133,7 +137,7 @@ def test_end_to_end_computes_the_device_features(trained_model_dir: Path, second
     sessions = load_sessions(trained_model_dir, provider="cpu")
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal((2, int(seconds * 32_000)))).astype(np.float32)
-    sess = ort.InferenceSession(str(trained_model_dir / "end_to_end.onnx"),
+    sess = ort.InferenceSession(str(trained_model_dir / END_TO_END),
                                 providers=["CPUExecutionProvider"])
     p, emb, _ = sess.run(None, {"waveform": audio})
     for row in range(2):

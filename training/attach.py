@@ -14,11 +14,12 @@ import onnx
 
 from edge_runtime import atomic
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
+from training.bundle import END_TO_END
 from training.onnx_classifier import merge_end_to_end, save_atomic
 
 CLASSIFIER_FILE = "classifier.onnx"
-END_TO_END_FILE = "end_to_end.onnx"
 CLASSIFIER_ROLES = ("classifier", "end_to_end")
+LEGACY_END_TO_END = "end_to_end.onnx"  # where builds before the workbench section put it
 
 
 def attach_classifier(base: str | Path, dest: str | Path, classifier: onnx.ModelProto,
@@ -29,8 +30,9 @@ def attach_classifier(base: str | Path, dest: str | Path, classifier: onnx.Model
     ``classifier`` section, ``classes`` as its named classes — None: binary only).
 
     ``dest`` may be ``base`` itself; otherwise ``base``'s files (``roles``, default: all but a
-    previous classifier) are hard-linked into it. ``end_to_end``: also merge and list
-    ``end_to_end.onnx``; without it a stale end_to_end entry is dropped. Returns the manifest.
+    previous classifier) are hard-linked into it. ``end_to_end``: also merge
+    ``.workbench/end_to_end.onnx`` and list it in the manifest's ``workbench`` section (never
+    deployed); without it a stale end_to_end entry is dropped. Returns the manifest.
     """
     base, dest = Path(base), Path(dest)
     manifest = load_manifest(base)
@@ -42,10 +44,13 @@ def attach_classifier(base: str | Path, dest: str | Path, classifier: onnx.Model
         for entry in files.values():
             atomic.link_or_copy(base / entry.path, dest / entry.path)
     save_atomic(classifier, dest / CLASSIFIER_FILE)
-    manifest = manifest.replace(files=files, classifier=spec, classes=classes)
+    workbench = manifest.workbench if dest.resolve() == base.resolve() else {}
+    manifest = manifest.replace(files=files, classifier=spec, classes=classes,
+                                workbench=workbench).without_workbench_file("end_to_end")
     manifest = manifest.with_file(dest, "classifier", CLASSIFIER_FILE)
     if end_to_end:
-        save_atomic(merge_end_to_end(dest, classifier, manifest), dest / END_TO_END_FILE)
-        manifest = manifest.with_file(dest, "end_to_end", END_TO_END_FILE)
+        save_atomic(merge_end_to_end(dest, classifier, manifest), dest / END_TO_END)
+        manifest = manifest.with_workbench_file(dest, "end_to_end", END_TO_END)
+    (dest / LEGACY_END_TO_END).unlink(missing_ok=True)
     manifest.write(dest)
     return manifest

@@ -1,10 +1,11 @@
 """``edge-train build``: export → embed → fold-CV → fit → classifier.onnx → end_to_end.onnx.
 
-Writes into the model dir: ``classifier.onnx``, ``end_to_end.onnx``, ``report.json``,
-``report.md``, ``confusion_matrix.png``, ``roc_pr.png`` and the updated ``manifest.json``
-(roles ``classifier`` and ``end_to_end`` plus a top-level ``classifier`` section). Workbench-only
-files (embedding cache, a joblib of the fitted pipeline) go to ``<model dir>/.workbench/``;
-the manifest does not list them and the device never loads them — deploy the manifest's files.
+Writes into the model dir: ``classifier.onnx`` (manifest role ``classifier``, a device file),
+``report.json``, ``report.md``, ``confusion_matrix.png``, ``roc_pr.png`` and the updated
+``manifest.json`` (plus a top-level ``classifier`` section). Workbench-only files go to
+``<model dir>/.workbench/``: the embedding cache, a joblib of the fitted pipeline and
+``end_to_end.onnx`` (listed in the manifest's ``workbench`` section, not in ``files``). The device
+never loads them; ``edge-train bundle`` packs exactly the device files (``training.bundle``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def end_to_end_check(model_dir: Path, clips, n: int = 2) -> dict[str, Any]:
     from edge_runtime.sessions import load_sessions, run1
 
     sessions = load_sessions(model_dir, provider="cpu")
-    e2e = ort.InferenceSession(str(model_dir / "end_to_end.onnx"),
+    e2e = ort.InferenceSession(str(sessions.manifest.workbench_path(model_dir, "end_to_end")),
                                providers=["CPUExecutionProvider"])
     diffs = []
     for clip in clips[:n]:

@@ -85,6 +85,7 @@ def init_weights(out: Path, seed: int) -> None:
 def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
                window_chunks: int) -> None:
     """Export backbone, pooling and AudioSet head to ONNX with a manifest."""
+    from export.onnx_export import export_log
     from export.pipeline import export_from_checkpoint
 
     manifest = export_from_checkpoint(weights, out, backbone=backbone,
@@ -92,7 +93,7 @@ def export_cmd(weights: str, out: Path, backbone: str, chunk_seconds: float,
     for role, entry in manifest.files.items():
         click.echo(f"{role:9s} {entry.path:14s} {entry.bytes / 1e6:8.1f} MB  "
                    f"{entry.sha256[:16]}")
-    click.echo(f"export seconds: {manifest.export_seconds}")
+    click.echo(f"export seconds: {export_log(out).get('export_seconds')}")
 
 
 @main.command("fetch-esc50")
@@ -186,6 +187,25 @@ def quantize_cmd(model_dir: Path, data: Path, out: Path, calib_files: int,
     for role, entry in manifest.files.items():
         click.echo(f"{role:10s} {entry.path:16s} {entry.bytes / 1e6:8.1f} MB")
     click.echo(f"model dir: {out}")
+
+
+@main.command("bundle")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Model dir (manifest.json + ONNX files).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Archive to write (.tar.gz); its sha256 goes beside it (.sha256).")
+@click.option("--name", help="Folder inside the archive [default: <backbone>-<model id>].")
+def bundle_cmd(model_dir: Path, out: Path, name: str | None) -> None:
+    """One archive of exactly the files the device loads, with SHA256SUMS."""
+    from training.bundle import bundle
+
+    info = bundle(model_dir, out, name)
+    for role, entry in info["files"].items():
+        click.echo(f"{role:10s} {entry['path']:16s} {entry['bytes'] / 1e6:8.2f} MB")
+    click.echo(f"{info['archive']}: {info['bytes'] / 1e6:.2f} MB "
+               f"({info['unpacked_bytes'] / 1e6:.2f} MB unpacked), "
+               f"sha256 {info['sha256'][:16]}, model {info['model_id'][:12]}")
+    click.echo(f"device: tar -xzf {out.name} && cd {info['folder']} && sha256sum -c SHA256SUMS")
 
 
 # --- stream-eval / robustness (issue 6) -----------------------------------------------------

@@ -60,10 +60,13 @@ class Embeddings:
 
 
 def embedding_model_id(sessions: ModelSessions) -> str:
-    """Id of what shapes an embedding: backbone + pooling sha256 and the streaming settings."""
+    """Id of what shapes an embedding: backbone + pooling sha256 (with their external weights)
+    and the streaming settings."""
     files = sessions.manifest.files
+    roles = sorted(r for r in files
+                   if r in ("backbone", "pooling", "backbone_data", "pooling_data"))
     pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
-                                   for role in ("backbone", "pooling")).encode()).hexdigest()
+                                   for role in roles).encode()).hexdigest()
     mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
     streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}{mode}"
     return hashlib.sha256(f"{pairs}:{streaming}".encode()).hexdigest()
@@ -182,7 +185,18 @@ def embed_clips(model_dir: str | Path, clips: list[Clip], cache_dir: Path | None
                         filename=everything.filename, fold=everything.fold,
                         label=everything.label, category=everything.category,
                         window=everything.window, cosine=everything.cosine)
+        remove_stale_caches(path)
     return result
+
+
+def remove_stale_caches(current: Path) -> list[Path]:
+    """Delete the other ``embeddings-*.npz`` beside ``current``: made by models this dir no
+    longer holds (a model dir holds one embedding model), they would only pile up."""
+    stale = [p for p in current.parent.glob("embeddings-*.npz") if p != current]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed stale embedding cache %s", path.name)
+    return stale
 
 
 def cosine_summary(emb: Embeddings) -> dict[str, float | int]:

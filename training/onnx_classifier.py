@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, compose, helper, version_converter
 from sklearn.pipeline import Pipeline
 
-from edge_runtime import atomic
+from export.reproducible import save_reproducible
 
 if TYPE_CHECKING:
     from edge_runtime.manifest import Manifest
@@ -117,8 +117,9 @@ def normalise_opsets(model: onnx.ModelProto, opset: int = OPSET) -> onnx.ModelPr
 
 
 def save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write an ONNX file through a temporary name (never half-written; umask honoured)."""
-    atomic.write_with(path, lambda tmp: onnx.save_model(model, str(tmp)))
+    """Write one self-contained ONNX file through a temporary name (never half-written; umask
+    honoured), reproducibly."""
+    save_reproducible(model, path, external=False)
 
 
 def p_danger_tail(ir_version: int, opsets: list) -> onnx.ModelProto:

@@ -46,8 +46,10 @@ from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
 from edge_runtime.manifest import Manifest, data_name, file_entry, load_manifest
 from edge_runtime.options import THRESHOLD_FALLBACK
-from edge_runtime.sessions import load_sessions
+from edge_runtime.sessions import data_role, load_sessions
 from edge_runtime.sources import AUDIO_SUFFIXES
+from export.reproducible import manifest_entries, save_reproducible
+from training.bundle import END_TO_END
 from training.dataset import load_audio as training_load_audio
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ MIN_MEAN_COSINE = 0.97
 MIN_MIN_COSINE = 0.90
 STOP_OPS = ("Conv",)
 REBUILT_ROLES = ("end_to_end",)  # graphs embedding the backbone: rebuilt from the int8 one
+REPLACED_ROLES = ("backbone", data_role("backbone"))  # written by the quantizer
 
 
 class QuantizationRefused(ValueError):
@@ -205,6 +208,8 @@ def quantize_backbone(src: Path, dst: Path, reader: ChunkReader,
         nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )
+    # as exported backbones: no debug metadata, big weights in a memory-mapped <dst>.data
+    save_reproducible(onnx.load(str(dst)), dst)
     onnx.checker.check_model(str(dst))
 
 
@@ -294,18 +299,21 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, manifest: Manif
 
 
 def _stage(model_dir: Path, manifest: Manifest, tmp: Path) -> list[str]:
-    """Copy every listed file except the backbone into ``tmp``; rebuild end_to_end from it."""
+    """Copy every device file except the backbone into ``tmp``; rebuild end_to_end from it.
+
+    Returns the device roles; a rebuilt ``end_to_end`` lies at ``tmp/.workbench/``.
+    """
     files = manifest.files
     for role, entry in files.items():
-        if role != "backbone" and role not in REBUILT_ROLES:
+        if role not in REPLACED_ROLES and role not in REBUILT_ROLES:
             shutil.copy2(model_dir / entry.path, tmp / entry.path)
-    if "end_to_end" in files:
+    if manifest.workbench_path(model_dir, "end_to_end") is not None and "classifier" in files:
         from training.onnx_classifier import merge_end_to_end, save_atomic
 
         merged = merge_end_to_end(tmp, onnx.load(str(manifest.path(tmp, "classifier"))),
                                   manifest)
-        save_atomic(merged, manifest.path(tmp, "end_to_end"))
-    return list(files)
+        save_atomic(merged, tmp / END_TO_END)
+    return [role for role in files if role not in REBUILT_ROLES + REPLACED_ROLES]
 
 
 def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_files: int = 64,
@@ -332,8 +340,13 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
         reader = ChunkReader(calib, sr, chunk_samples)
         quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
         roles = _stage(model_dir, manifest, tmp)
-        new = manifest.replace(files={role: file_entry(tmp, manifest.files[role].path)
-                                      for role in roles})
+        new = manifest.replace(
+            files={**manifest_entries(tmp, "backbone", manifest.files["backbone"].path),
+                   **{role: file_entry(tmp, manifest.files[role].path) for role in roles}},
+            workbench={})
+        roles = list(new.files)
+        if (tmp / END_TO_END).is_file():
+            new = new.with_workbench_file(tmp, "end_to_end", END_TO_END)
         new.write(tmp)
         result = compare_embeddings(model_dir, tmp, check)
         log.info("int8 vs fp32 cosine on %d held-out windows: mean %.4f, min %.4f",
@@ -370,6 +383,9 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
         new.write(tmp)
         for role in roles:
             os.replace(tmp / new.files[role].path, out_dir / new.files[role].path)
+        if (tmp / END_TO_END).is_file():
+            (out_dir / END_TO_END).parent.mkdir(exist_ok=True)
+            os.replace(tmp / END_TO_END, out_dir / END_TO_END)
         os.replace(tmp / "manifest.json", out_dir / "manifest.json")
         return new
     finally:

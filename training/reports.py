@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime import atomic
-from edge_runtime.manifest import json_safe
+from edge_runtime.manifest import WORKBENCH_DIR, json_safe
 
-WORKBENCH = ".workbench"  # inside a model dir: caches and pickles the device never loads
+WORKBENCH = WORKBENCH_DIR  # inside a model dir: caches and pickles the device never loads
 
 
 def clean_json(value: Any) -> Any:
