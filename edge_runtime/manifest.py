@@ -13,8 +13,13 @@ and upgraded in memory.
 
 The model id (:meth:`Manifest.model_id`) is the sha256 of the canonical JSON of the manifest
 (sorted keys, no whitespace) without the volatile fields :data:`VOLATILE` (when and how fast it
-was written). The files' sha256 are part of it, so any edit of a file or of the manifest changes
-it; ``edge-detect --expect-model ID`` refuses any other model.
+was written; format 1 only, exports now keep them in ``.workbench/export.json``) and without the
+``workbench`` section (workbench files such as ``end_to_end.onnx``, never deployed, so a model dir
+and its device bundle share one id). The files' sha256 are part of it, so any edit of a device
+file or of the manifest changes it; ``edge-detect --expect-model ID`` refuses any other model.
+
+``files`` lists what the device loads (a graph's external weights as role ``<graph>_data``);
+``workbench`` lists tracked workbench files; both are confined to the model dir.
 """
 
 from __future__ import annotations

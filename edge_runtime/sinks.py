@@ -152,7 +152,7 @@ class ClipSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.history = history
         self.context_s = context_s
-        for stale in self.directory.glob(".*.flac.*.tmp"):  # left by a killed process
+        for stale in self.directory.glob(".*.tmp"):  # half-written clips left by a killed process
             stale.unlink(missing_ok=True)
 
     def on_start(self, record: EventRecord) -> None:

@@ -106,6 +106,19 @@ def labels_path_parent(model: Path, data: dict[str, Any]) -> None:
     data["files"]["labels"]["path"] = f"../{outside.name}"
 
 
+def data_file_altered(model: Path, data: dict[str, Any]) -> None:
+    """External weights beside the backbone (role backbone_data), changed after listing."""
+    (model / "backbone.onnx.data").write_bytes(b"weights" * 100)
+    data["files"]["backbone_data"] = file_entry(model, "backbone.onnx.data").to_dict()
+    (model / "backbone.onnx.data").write_bytes(b"WEIGHTS" * 100)
+
+
+def workbench(path: Any) -> Edit:
+    def edit(_model: Path, data: dict[str, Any]) -> None:
+        data["workbench"] = {"end_to_end": {"path": path, "sha256": "0" * 64, "bytes": 0}}
+    return edit
+
+
 def classes(**changes: Any) -> Edit:
     def edit(_model: Path, data: dict[str, Any]) -> None:
         data["classes"] = {"names": ["smoke_alarm", "glass_break"], "output": "class_scores",
@@ -174,6 +187,11 @@ TAMPERED: list[tuple[str, Edit, str]] = [
     ("sha256-wrong", setter("files.pooling.sha256", "0" * 64), "sha256 mismatch"),
     ("bytes-negative", setter("files.backbone.bytes", -1), "files.backbone.bytes"),
     ("bytes-absurd", setter("files.backbone.bytes", 10**12), "files.backbone.bytes"),
+    ("data-file-altered", data_file_altered, "sha256 mismatch"),
+    ("workbench-path-parent", workbench("../end_to_end.onnx"), "workbench.end_to_end.path"),
+    ("workbench-path-absolute", workbench("/tmp/e2e.onnx"), "workbench.end_to_end.path"),
+    ("workbench-path-duplicate", workbench("backbone.onnx"), "two roles"),
+    ("workbench-list", setter("workbench", ["end_to_end.onnx"]), "workbench"),
     ("bytes-wrong", setter("files.backbone.bytes", 12), "size mismatch"),
     ("file-missing", setter("files.head.path", "nothing.onnx"), "missing"),
     ("backbone-not-onnx", replace_file("backbone", b"this is not a protobuf\n" * 10),
@@ -285,6 +303,8 @@ def test_model_id_ignores_only_volatile_fields_and_layout(tiny: Path, tmp_path: 
     model = copy_model(tiny, tmp_path / "model")
     data = read(model)
     data["created"] = "2030-01-01T00:00:00+00:00"
+    data["workbench"] = {"end_to_end": {"path": ".workbench/end_to_end.onnx",
+                                        "sha256": "0" * 64, "bytes": 1}}  # never deployed
     (model / MANIFEST_NAME).write_text(json.dumps(data, indent=7, sort_keys=True))
     assert load_manifest(model).model_id() == manifest.model_id()
     assert len(manifest.model_id()) == 64
