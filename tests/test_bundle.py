@@ -83,8 +83,9 @@ def test_bundle_refuses_a_file_that_fails_its_checksum(mn04_model_dir: Path,
                                                       tmp_path: Path) -> None:
     model = tmp_path / "model"
     shutil.copytree(mn04_model_dir, model)
-    with open(model / "classifier.onnx", "ab") as handle:
-        handle.write(b"\0")
+    data = bytearray((model / "classifier.onnx").read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    (model / "classifier.onnx").write_bytes(bytes(data))
     with pytest.raises(ManifestError, match="classifier.onnx: sha256 mismatch"):
         bundle(model, tmp_path / "x.tar.gz")
     assert not (tmp_path / "x.tar.gz").exists()
