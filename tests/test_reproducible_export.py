@@ -66,8 +66,9 @@ def test_rebuild_reuses_the_embedding_cache_and_keeps_the_model_id(
     assert "embeddings: 60 cached, 0 to compute" in caplog.text
     assert not stale.exists()
     assert len(list((model / ".workbench").glob("embeddings-*.npz"))) == 1
-    # the same device files, byte for byte (the id also covers the build's timestamp)
+    # the same device files, byte for byte, and the same model id (no timestamps in a manifest)
     assert load_manifest(model).files == load_manifest(mn04_model_dir).files
+    assert load_manifest(model).model_id() == load_manifest(mn04_model_dir).model_id()
 
 
 def test_strip_debug_removes_metadata_and_nothing_else(tmp_path: Path) -> None:

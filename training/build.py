@@ -194,7 +194,7 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
         trained_on={"data": data_name(Path(data).resolve()),
                     "clips": int(len(set(emb.filename))), "rows": len(emb),
                     "class_counts": counts, "seed": seed, "per_fold_limit": per_fold_limit,
-                    "embedding_model_id": emb.model_id, "created": created})
+                    "embedding_model_id": emb.model_id})
 
     t = time.perf_counter()
     final = classifiers.make_pipeline(classifier, seed).fit(emb.x, emb.label)

@@ -329,7 +329,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
     record: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "budget_per_hour": budget_per_hour,
-        "ambience": [str(Path(a).resolve()) for a in ambience],
+        "ambience": [Path(a).resolve().name for a in ambience],
         "ambience_files": len(amb_runs), "ambience_seconds": round(seconds, 1),
         "event_rules": {"event_threshold": None if not rule.is_class else rule.event_threshold,
                         **{k: v for k, v in vars(cli_event_config(0.5)).items()

@@ -264,7 +264,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                     "mixes": len(set(emb.filename[~real].tolist())),
                     "rows_per_class": {("safe" if k == 0 else plan.trained[k - 1]): v
                                        for k, v in sorted(rows.items())},
-                    "clips_per_class": dict(counts), "seed": seed, "created": created},
+                    "clips_per_class": dict(counts), "seed": seed},
         extra={"threshold_note": "p(danger) = the largest class score normalised by its class "
                                  "threshold; 0.5 = some class at its threshold"})
     attach_classifier(out, out, model, section, classes=spec)  # no end_to_end for classes
