@@ -6,8 +6,9 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from edge_runtime.atomic import write_bytes
 
 UNIT_FLAGS = ("--write-systemd-unit", "--print-systemd-unit", "--service-user")
 STATE_DIR = "edge-detect"  # StateDirectory=: /var/lib/edge-detect, owned by the service user
@@ -130,16 +131,5 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
 
 
 def write_unit(path: str | os.PathLike[str], text: str) -> Path:
-    """Write the unit atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the unit atomically (tmp + rename, the umask honoured)."""
+    return write_bytes(path, text.encode("utf-8"))

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.atomic import write_json
+from edge_runtime.atomic import current_umask, fsync_dir, write_json
 
 log = logging.getLogger("edge-detect")
 
@@ -96,8 +96,9 @@ class AtomicEvents:
         else:
             self._flush_parquet()
             self._writer.close()
-        os.chmod(self.tmp, 0o644)
+        os.chmod(self.tmp, 0o666 & ~current_umask())
         os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
