@@ -43,7 +43,7 @@ from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import overlap_warning
 from training.replay import FileRun, cli_event_config, count_events, open_detector, replay
-from training.reports import WORKBENCH, clean_json, save_report
+from training.reports import WORKBENCH, clean_json, fmt, save_report
 
 log = logging.getLogger(__name__)
 
@@ -391,10 +391,6 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
     return report
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(report: dict[str, Any]) -> str:
     """Thresholds before/after, false events per hour, and what recall that costs."""
     hours = report["ambience_seconds"] / 3600
@@ -411,10 +407,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| | false events | per hour | danger recall |", "|---|---|---|---|",
               f"| before | {report['false_events_before']} | "
               f"{report['false_events_per_hour_before']:.2f} | "
-              f"{_fmt((report.get('danger') or {}).get('recall_before'))} |",
+              f"{fmt((report.get('danger') or {}).get('recall_before'))} |",
               f"| after | {report['false_events_after']} | "
               f"{report['false_events_per_hour_after']:.2f} (95 % upper bound "
-              f"{_fmt(upper, 2)}) | {_fmt((report.get('danger') or {}).get('recall_after'))} |",
+              f"{fmt(upper, 2)}) | {fmt((report.get('danger') or {}).get('recall_after'))} |",
               "", f"After: {report['measured_by']}. Budget "
                   f"{'met' if report['budget_met'] else 'NOT met'} on this ambience "
                   f"({hours:.2f} h; a rate of {report['budget_per_hour']}/h is shown at 95 % "

@@ -32,7 +32,7 @@ from edge_runtime.manifest import Manifest, load_manifest
 from training.evaluate import save_figure
 from training.labelled import LabelledClip, layout, read_labelled
 from training.replay import FileRun, cli_event_config, open_detector, replay
-from training.reports import WORKBENCH, save_report
+from training.reports import WORKBENCH, fmt, save_report
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,6 @@ def evaluate_openworld(model_dir: str | Path, data: list[str | Path],
 
 # --- output ---------------------------------------------------------------------------------
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(report: dict[str, Any]) -> str:
     """Summary, per-category table, class confusion and long files."""
     data = "; ".join(f"{e['data']} ({e['layout']}" +
@@ -356,11 +352,11 @@ def markdown(report: dict[str, Any]) -> str:
         "| danger recall | safe false alarms | balanced acc. | danger / safe / ambiguous | "
         "false events/h (long safe files) | events per safe hour |",
         "|---|---|---|---|---|---|",
-        f"| {_fmt(report['danger_recall'])} | {_fmt(report['safe_false_alarm_rate'])} | "
-        f"{_fmt(report['balanced_accuracy'])} | {n.get('danger', 0)} / {n.get('safe', 0)} / "
-        f"{n.get('ambiguous', 0)} | {_fmt(report['false_events_per_hour_long'], 1)} "
+        f"| {fmt(report['danger_recall'])} | {fmt(report['safe_false_alarm_rate'])} | "
+        f"{fmt(report['balanced_accuracy'])} | {n.get('danger', 0)} / {n.get('safe', 0)} / "
+        f"{n.get('ambiguous', 0)} | {fmt(report['false_events_per_hour_long'], 1)} "
         f"({report['long_safe_events']} in {report['long_safe_hours'] * 60:.1f} min, "
-        f"{report['long_safe_files']} files) | {_fmt(report['false_events_per_safe_hour'], 1)} "
+        f"{report['long_safe_files']} files) | {fmt(report['false_events_per_safe_hour'], 1)} "
         f"({report['safe_events']} in {report['safe_hours'] * 60:.1f} min) |",
         "",
         "| category | label | clips | flagged | rate | events | audio s |",
@@ -369,7 +365,7 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["per_category"]:
         what = {"danger": "recall", "safe": "false alarms"}.get(row["label"], "flagged")
         lines.append(f"| {row['category']} | {row['label']} | {row['clips']} | {row['flagged']} | "
-                     f"{_fmt(row['rate'])} ({what}) | {row['events']} | {row['seconds']} |")
+                     f"{fmt(row['rate'])} ({what}) | {row['events']} | {row['seconds']} |")
     conf = report.get("confusion")
     if conf:
         lines += ["", "Class of each file's strongest event (rows: true category):", "",
@@ -378,8 +374,8 @@ def markdown(report: dict[str, Any]) -> str:
         for cat, counts in zip(conf["rows"], conf["matrix"], strict=True):
             lines.append(f"| {cat} | " + " | ".join(str(v) for v in counts) + " |")
         lines += ["", f"Flagged danger clips whose strongest event has the expected class: "
-                      f"{_fmt(conf['class_correct_rate'])}, all of whose events have it: "
-                      f"{_fmt(conf['all_events_class_correct_rate'])}, of "
+                      f"{fmt(conf['class_correct_rate'])}, all of whose events have it: "
+                      f"{fmt(conf['all_events_class_correct_rate'])}, of "
                       f"{conf['flagged_danger_with_expected_class']} (expected class: "
                       + ", ".join(f"{k} → {v}" for k, v in conf["expected_class"].items())
                       + ")."]
@@ -419,9 +415,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, [r["category"] for r in rows], rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("fraction of files with an event")
-    ax.set_title(f"recall {_fmt(report['danger_recall'], 2)}, false alarms "
-                 f"{_fmt(report['safe_false_alarm_rate'], 2)}, bal. acc. "
-                 f"{_fmt(report['balanced_accuracy'], 2)} (red danger, green safe, "
+    ax.set_title(f"recall {fmt(report['danger_recall'], 2)}, false alarms "
+                 f"{fmt(report['safe_false_alarm_rate'], 2)}, bal. acc. "
+                 f"{fmt(report['balanced_accuracy'], 2)} (red danger, green safe, "
                  "grey ambiguous)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     if conf:

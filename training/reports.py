@@ -20,3 +20,8 @@ def save_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> 
     """``<stem>.json`` (strict JSON) and ``<stem>.md``, each written atomically."""
     atomic.write_json(out / f"{stem}.json", clean_json(report), allow_nan=False)
     atomic.write_text(out / f"{stem}.md", markdown)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a markdown table; "—" where there is none."""
+    return "—" if value is None else f"{value:.{digits}f}"
