@@ -41,10 +41,17 @@ def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(s < t, below, above)
 
 
+def mean_square(audio: np.ndarray) -> float:
+    """Mean of the squared samples (0 for no samples)."""
+    x = np.asarray(audio, np.float64).reshape(-1)
+    return float(np.mean(x * x)) if x.size else 0.0
+
+
+def dbfs(power: float) -> float:
+    """A mean square as dB relative to full scale (silence → −200)."""
+    return 10.0 * math.log10(power) if power > 1e-20 else -200.0
+
+
 def level_dbfs(audio: np.ndarray) -> float:
     """RMS level of float audio in dB relative to full scale (−inf … 0; silence → −200)."""
-    x = np.asarray(audio, np.float64).reshape(-1)
-    if x.size == 0:
-        return -200.0
-    rms = math.sqrt(float(np.mean(x * x)))
-    return 20.0 * math.log10(rms) if rms > 1e-10 else -200.0
+    return dbfs(mean_square(audio))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import audio as audio_io
-from edge_runtime.classes import DECISION_THRESHOLD, level_dbfs
+from edge_runtime.classes import DECISION_THRESHOLD, dbfs, mean_square
 from edge_runtime.features import embed_offline
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.options import THRESHOLD_FALLBACK
@@ -104,23 +104,25 @@ class DetectorStream:
         out = []
         for i, w in enumerate(windows):
             p = float(scores.danger[i])
-            if gate is not None and level_dbfs(np.concatenate(w.audio_chunks)) < gate:
-                p = 0.0  # quieter than any danger sound the model was built for
+            if gate is not None:  # quieter than any danger sound the model was built for
+                powers = [mean_square(a) for a in w.audio_chunks]  # chunks are equally long
+                if dbfs(float(np.mean(powers))) < gate:
+                    p = 0.0
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
             chunk_probs = [float(q) for q in scorer.danger(w.chunk_embeddings)]
             if gate is not None:
-                chunk_probs = [q if level_dbfs(a) >= gate else 0.0
-                               for q, a in zip(chunk_probs, w.audio_chunks, strict=True)]
+                chunk_probs = [q if dbfs(pw) >= gate else 0.0
+                               for q, pw in zip(chunk_probs, powers, strict=True)]
             fresh = [q for j, q in enumerate(chunk_probs, w.first_chunk)
                      if j > self._newest_scored]
             self._newest_scored = max(self._newest_scored, w.last_chunk)
             decision = max([p, *fresh]) if self.detector.chunk_decisions else p
             label = names[int(scores.best[i])] if names else None
             raw = None if scores.classes is None else scores.classes[i]
-            per_class = None if raw is None else dict(zip(
-                names, (float(v) for v in scorer.normalised(raw[None])[0]), strict=True))
+            per_class = None if scores.normalised is None else dict(zip(
+                names, (float(v) for v in scores.normalised[i]), strict=True))
             out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
                                    w.audio_chunks, decision, raw, label, per_class))
         return out

@@ -36,11 +36,12 @@ def probability_output(session: ort.InferenceSession, name: str | None = None) -
 @dataclass
 class Scores:
     """Scores of a batch of embeddings: p(danger) ``[n]``; for class models the raw per-class
-    scores ``[n, K]`` and the index of each row's deciding class."""
+    scores ``[n, K]``, the same normalised by their thresholds, and each row's deciding class."""
 
     danger: np.ndarray
     classes: np.ndarray | None = None
     best: np.ndarray | None = None
+    normalised: np.ndarray | None = None
 
 
 class Scorer:
@@ -110,7 +111,7 @@ class Scorer:
                                    f"expected [batch, {k}]")
             norm = self.normalised(out)
             best = norm.argmax(axis=1)
-            return Scores(norm[np.arange(len(norm)), best].astype(np.float32), out, best)
+            return Scores(norm[np.arange(len(norm)), best].astype(np.float32), out, best, norm)
         if out.ndim != 2 or out.shape[1] <= self.danger_column:
             raise ScoringError(f"classifier output {self._output} has shape {out.shape}; "
                                f"expected [batch, > {self.danger_column}]")

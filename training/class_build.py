@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.audio import AudioError
 from edge_runtime.classes import DECISION_THRESHOLD, level_dbfs, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
 from training import classifiers, evaluate
@@ -79,7 +80,7 @@ def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float
     for clip in clips:
         try:
             audio = load_audio(clip.path, rate)
-        except Exception:  # noqa: BLE001 — unreadable clips were already reported
+        except AudioError:  # unreadable clips were already reported while embedding
             continue
         starts = range(0, max(1, audio.size - n + 1), rate)
         levels.append(max(level_dbfs(audio[s:s + n]) for s in starts))

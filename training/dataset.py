@@ -53,18 +53,28 @@ def find_audio(audio_dir: Path, filename: str) -> Path | None:
     return None
 
 
+LABELS_CSV_COLUMNS = ("file", "label", "category")  # + optional fold: the openworld layout
+LABELS_CSV_LAYOUT = "labels.csv with columns file,label,category[,fold]"
+
+
+def read_table(path: Path, required: tuple[str, ...], layout: str) -> list[dict[str, str]]:
+    """Rows of a CSV with a header; one-line errors when it is absent or lacks a column
+    (``layout`` says what was expected)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected {layout}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                             f"{layout}")
+        return list(reader)
+
+
 def read_meta(root: Path) -> list[dict[str, str]]:
     """Rows of ``root/meta/esc50.csv``; a clear error if the layout is not ESC-50's."""
-    meta = root / "meta" / "esc50.csv"
-    if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: not found; expected an ESC-50 layout "
-                                "(audio/, meta/esc50.csv) — see 'edge-train fetch-esc50'")
-    with meta.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"filename", "fold", "category"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(f"{meta}: missing column(s) {', '.join(sorted(missing))}")
-    return rows
+    return read_table(root / "meta" / "esc50.csv", ("filename", "fold", "category"),
+                      "an ESC-50 layout (audio/, meta/esc50.csv) — see 'edge-train fetch-esc50'")
 
 
 def read_dataset(root: str | Path, mapping: Mapping, per_fold_limit: int | None = None

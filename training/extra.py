@@ -12,12 +12,11 @@ Folds of an extra folder (UrbanSound8K's, recording-disjoint) can be held out of
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from pathlib import Path
 
-from training.dataset import Clip
+from training.dataset import LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT, Clip, read_table
 from training.mapping import Mapping
 
 log = logging.getLogger(__name__)
@@ -32,14 +31,7 @@ def read_extra(root: str | Path, mapping: Mapping,
     categories; a danger category in no class is skipped with one warning."""
     root = Path(root)
     table = root / "labels.csv"
-    if not table.is_file():
-        raise FileNotFoundError(f"{table}: not found; an --extra folder needs labels.csv "
-                                "(file,label,category[,fold])")
-    with table.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"file", "label", "category"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
+    rows = read_table(table, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT)
     clips: list[Clip] = []
     unclassed: Counter[str] = Counter()
     skipped: Counter[str] = Counter()

@@ -14,19 +14,23 @@ Three layouts are read:
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.sources import is_candidate
-from training.dataset import find_audio, read_meta
+from training.dataset import (
+    LABELS_CSV_COLUMNS,
+    LABELS_CSV_LAYOUT,
+    find_audio,
+    read_meta,
+    read_table,
+)
 from training.mapping import default_mapping
 
 log = logging.getLogger(__name__)
 
 LABELS = ("danger", "safe", "ambiguous")
-REQUIRED = ("file", "label", "category")
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,7 @@ def _fold(text: str | None, where: str) -> int | None:
 
 def _labels_csv(root: Path) -> list[LabelledClip]:
     path = root / "labels.csv"
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
-                             "file,label,category[,fold]")
-        rows = list(reader)
+    rows = read_table(path, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT)
     audio_dir = root / "audio" if (root / "audio").is_dir() else root
     clips = []
     for line, row in enumerate(rows, start=2):
