@@ -5,8 +5,7 @@ Evidence per class (recorded in the manifest's ``classes.evidence``):
 * **trained** — the class has at least ``mapping.min_clips`` real training clips: it is one
   output of a multi-class classifier (safe + trained classes) fed the window embedding and,
   when the backbone's AudioSet head is real (official pretrained weights), the head's 527
-  log-odds too. Measured (mn04, held-out UrbanSound8K fold 3, whole-window embeddings): the
-  log-odds lower false alarms at equal recall compared with the embedding alone.
+  log-odds too (what the pretrained model already knows about each window).
 * **audioset** — fewer clips: zero-shot, the largest head probability over the class's AudioSet
   labels. Only with a real head; random-init checkpoints (Cnn14 here) have none, so their
   models use trained evidence alone and classes without clips are left out (with a warning).
