@@ -51,6 +51,13 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if run and run.get("daemon"):
                 out[backbone][f"daemon_{name}_ms_per_audio_s"] = {
                     str(d["threads_setting"]): d["compute_ms_per_audio_s"] for d in run["daemon"]}
+        if f and q:
+            out[backbone]["int8_vs_fp32_speedup_1_thread"] = _ratio(
+                f.get("reference_1_thread"), q.get("reference_1_thread"))
+            d32, d8 = (out[backbone].get(f"daemon_{n}_ms_per_audio_s", {})
+                       for n in ("fp32", "int8"))
+            out[backbone]["daemon_int8_vs_fp32_speedup"] = {k: d32[k] / d8[k]
+                                                            for k in d32 if k in d8}
     if {"cnn14", "mn04"} <= set(medians):
         a, b = medians["cnn14"], medians["mn04"]
         out["cnn14_over_mn04_latency"] = {k: a[k] / b[k] for k in a if k in b}
@@ -87,6 +94,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"({d['threads_setting']}) | {d['compute_ms_per_audio_s']:.1f} | "
                          f"{d['p95_ms_per_audio_s']:.1f} | {d['x_realtime']:.0f} | "
                          f"{_fmt(d.get('other_processes_cores'))} |")
+    lines += _int8_lines(results.get("summary", {}))
     lines += ["", "| backbone | precision | engine | clip s | batch | median ms | p95 ms | "
               "clips/s | × real time | peak RSS MB | runs | other procs (cores) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -100,6 +108,24 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("skipped"):
         lines += ["", "Skipped:"] + [f"- {s['label']}: {s['reason']}" for s in results["skipped"]]
     return "\n".join(lines) + "\n"
+
+
+def _int8_lines(summary: dict[str, Any]) -> list[str]:
+    """int8 vs fp32 speed-ups of one run: the 5 s clip (default threads and 1 thread) and the
+    daemon's compute per audio-second."""
+    rows = [(b, s) for b, s in summary.items()
+            if isinstance(s, dict) and s.get("int8_vs_fp32_speedup") is not None]
+    if not rows:
+        return []
+    lines = ["", "int8 vs fp32, this run (fp32 time / int8 time, medians; ONNX CPU):", "",
+             "| backbone | 5 s clip, default threads | 5 s clip, 1 thread | daemon, 1 thread | "
+             "daemon, default threads |", "|---|---|---|---|---|"]
+    for backbone, s in rows:
+        daemon = s.get("daemon_int8_vs_fp32_speedup", {})
+        lines.append(f"| {backbone} | {_fmt(s['int8_vs_fp32_speedup'])}× | "
+                     f"{_fmt(s.get('int8_vs_fp32_speedup_1_thread'))}× | "
+                     f"{_fmt(daemon.get('1'))}× | {_fmt(daemon.get('default'))}× |")
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

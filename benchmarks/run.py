@@ -73,7 +73,7 @@ def plan(models: list[Path], weights: list[Path], settings: dict[str, Any],
                 "budget": settings["budget"], "quiet_cores": settings["quiet_cores"],
                 "info": info}
         name = f"{info['backbone']} {info['precision']}"
-        if info["precision"] == "fp32":
+        if info["precision"] == "fp32" and settings.get("torch", True):
             found = find_weights(info, weights)
             if found is None:
                 skipped.append({"label": f"{name} torch",
@@ -106,8 +106,25 @@ def run_worker(spec: dict[str, Any], timeout: float | None = None) -> dict[str, 
     return json.loads(lines[-1])
 
 
-def run_all(models: list[Path], weights: list[Path], fast: bool) -> dict[str, Any]:
-    settings = FAST if fast else FULL
+def short_settings(clips: list[float] | None, batches: list[int] | None,
+                   budget_s: float | None) -> dict[str, Any]:
+    """FULL with fewer cells or a smaller time budget per cell (a shorter run on a shared
+    machine); the reference cell (5 s, batch 1) is always measured."""
+    settings = {**FULL, "budget": dict(FULL["budget"])}
+    if clips:
+        settings["clips"] = sorted({*clips, report.REFERENCE_CELL[0]})
+    if batches:
+        settings["batches"] = sorted({*batches, report.REFERENCE_CELL[1]})
+    if budget_s is not None:
+        settings["budget"]["budget_s"] = budget_s
+    if (clips, batches, budget_s) != (None, None, None):
+        settings["mode"] = "short"
+    return settings
+
+
+def run_all(models: list[Path], weights: list[Path], fast: bool,
+            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    settings = FAST if fast else settings or FULL
     machine = machine_info()
     jobs, skipped = plan(models, weights, settings, machine["onnxruntime_providers"])
     runs = []
@@ -166,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                                        "'-fast' appended in fast mode]")
     parser.add_argument("--fast", action="store_true",
                         help="CI mode: 1 s clips, batch 1, 2 runs — checks the harness only")
+    parser.add_argument("--clips", type=lambda v: [float(x) for x in v.split(",")],
+                        help="Clip lengths in s, comma-separated [default: 1,5,10; 5 always]")
+    parser.add_argument("--batches", type=lambda v: [int(x) for x in v.split(",")],
+                        help="Batch sizes, comma-separated [default: 1,8,32; 1 always]")
+    parser.add_argument("--budget-s", type=float,
+                        help="Seconds of timed runs per cell (at least 3 runs) [default: 2.5]")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="Skip the torch eager reference (ONNX only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     models = args.model or [REPO / "models_onnx"]
@@ -174,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarks: error: {model}: no manifest.json (not a model dir)",
                   file=sys.stderr)
             return 2
-    results = run_all(models, args.weights, args.fast)
+    settings = short_settings(args.clips, args.batches, args.budget_s)
+    settings["torch"] = not args.no_torch
+    results = run_all(models, args.weights, args.fast, settings)
     cores = results["machine"]["usable_cores"]
     name = args.name or f"{platform.machine()}-{cores}c" + ("-fast" if args.fast else "")
     for path in write(results, args.out or default_out(args.fast), name):

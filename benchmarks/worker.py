@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from benchmarks import engines
 from benchmarks.harness import Budget, measure, peak_rss_mb, reset_peak_rss, stats, test_signal
+from benchmarks.report import REFERENCE_CELL
 
 
 def load_runner(spec: dict[str, Any]) -> tuple[engines.Runner, str, float]:
@@ -46,6 +47,18 @@ def daemon(spec: dict[str, Any], budget: Budget) -> list[dict[str, Any]]:
     return rows
 
 
+def reference_one_thread(spec: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """The headline cell (5 s clip, batch 1) again with 1 onnxruntime thread: the int8 vs fp32
+    ratio without the second core (int8 and fp32 scale differently with threads)."""
+    clip_s, batch = REFERENCE_CELL
+    runner = engines.onnx_runner(engines.onnx_sessions(Path(spec["model_dir"]), spec["provider"],
+                                                       1))
+    signal = test_signal(batch, clip_s)
+    times, others = measure(lambda: runner(signal), budget, spec["quiet_cores"])
+    return {"clip_s": clip_s, "batch": batch, "threads": 1,
+            **stats(times, clip_s * batch, batch), "other_processes_cores": others}
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     budget = Budget(**spec["budget"])
     runner, provider, startup = load_runner(spec)
@@ -66,6 +79,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                                   "peak_rss_scope": "config" if per_rss else "process"})
     if spec.get("daemon") and spec["engine"] == "onnx":
         result["daemon"] = daemon(spec, budget)
+        if spec["provider"] == "cpu":
+            result["reference_1_thread"] = reference_one_thread(spec, budget)
     return result
 
 

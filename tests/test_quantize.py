@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.manifest import load_manifest
 from training import quantize as q
@@ -57,6 +57,76 @@ def test_a_graph_without_log_is_refused() -> None:
             node.op_type = "Exp"
     with pytest.raises(ValueError, match="no Log node"):
         q.front_end_nodes(model)
+
+
+def pooled_graph() -> onnx.ModelProto:
+    """x → Conv → Relu → AveragePool 2×2/2 → AveragePool 1×1 → AveragePool 3×3/1 (overlapping)
+    → y: the shape of Cnn14's conv blocks, plus a pool the rewrite must leave alone."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("AveragePool", ["r"], ["p2"], name="pool2", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("AveragePool", ["p2"], ["p1"], name="pool1", kernel_shape=[1, 1],
+                         strides=[1, 1]),
+        helper.make_node("AveragePool", ["p1"], ["y"], name="pool3", kernel_shape=[3, 3],
+                         strides=[1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, None, None])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((6, 2, 3, 3)).astype(np.float32),
+                                             "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def run_graph(model: onnx.ModelProto, **inputs: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)[0]
+
+
+def test_average_pools_become_depthwise_convs_with_the_same_output() -> None:
+    model = pooled_graph()
+    x = np.random.default_rng(1).standard_normal((1, 2, 12, 8)).astype(np.float32)
+    before = run_graph(model, x=x)
+    assert q.pools_as_depthwise(model) == {"depthwise": 1, "identity_removed": 1}
+    onnx.checker.check_model(model)
+    ops = [(n.name, n.op_type) for n in model.graph.node]
+    assert ops == [("conv", "Conv"), ("relu", "Relu"), ("pool2", "Conv"),
+                   ("pool3", "AveragePool")]  # overlapping pool left alone
+    pool2 = model.graph.node[2]
+    assert helper.get_attribute_value(pool2.attribute[0]) == 6  # group = channels
+    np.testing.assert_allclose(run_graph(model, x=x), before, rtol=1e-6, atol=1e-6)
+
+
+def test_gemm_becomes_matmul_plus_bias_with_the_same_output() -> None:
+    rng = np.random.default_rng(2)
+    w, b = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)], "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    before = run_graph(model, x=x)
+    assert q.gemm_as_matmul(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add"]
+    np.testing.assert_allclose(run_graph(model, x=x), before, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pooling_graph_without_big_products_is_not_quantized(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["frames"], ["emb"], axes=[1], keepdims=0)], "pool",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, None, 4])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)])
+    src = tmp_path / "pooling.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
+    assert q.quantize_pooling(src, tmp_path / "out.onnx") == 0
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_calibration_and_check_files_are_disjoint() -> None:
@@ -159,3 +229,27 @@ def test_a_trained_model_dir_quantizes_with_its_end_to_end(mn04_model_dir: Path,
     assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
     dog = sorted((esc10_dir / "audio").glob("1-100032-A-0.*"))[0]  # an ESC-10 dog clip
     assert Detector(out, provider="cpu").predict(dog).label == "danger"
+
+
+def test_cnn14_pools_and_pooling_go_int8(cnn14_model_dir: Path, esc10_dir: Path,
+                                         tmp_path: Path) -> None:
+    """Cnn14: its five 2×2 average pools run as int8 depthwise convs (the 1×1 one is gone), its
+    2048 × 2048 fc1 in the pooling graph as a dynamic int8 product; the gate still holds."""
+    from edge_runtime.sessions import load_sessions
+
+    out = tmp_path / "int8"
+    manifest = q.quantize_model_dir(cnn14_model_dir, esc10_dir / "audio", out, calib_files=4,
+                                    check_files=4)
+    section = manifest.quantization
+    assert section["rewrites"] == {"depthwise": 5, "identity_removed": 1, "pooling_matmuls": 1}
+    assert section["quantized_roles"] == ["backbone", "pooling"]
+    assert section["check"]["mean_cosine"] >= q.MIN_MEAN_COSINE
+    backbone = {n.op_type for n in onnx.load(str(out / "backbone.onnx")).graph.node}
+    assert "AveragePool" not in backbone
+    pooling = {n.op_type for n in onnx.load(str(out / "pooling.onnx")).graph.node}
+    assert pooling & {"DynamicQuantizeLinear", "MatMulInteger"} and "Gemm" not in pooling
+    fp32 = load_manifest(cnn14_model_dir).files
+    assert manifest.files["pooling_data"].bytes < fp32["pooling_data"].bytes / 3
+    assert manifest.files["head"].sha256 == fp32["head"].sha256  # copied, not quantized
+    sessions = load_sessions(out, "cpu")  # sha256 of every file checked
+    assert sessions.pooling is not None

@@ -14,6 +14,13 @@ Those are passed as ``nodes_to_exclude``. Keeping that first conv float too was 
 (real weights, ESC-10 held-out clips) it lifts the int8-vs-fp32 embedding cosine from 0.978 to
 0.983 mean (min 0.961 → 0.968) and costs little time (one input channel).
 
+Two rewrites make int8 pay (measured, benchmarks/README.md "Static int8 quantization"): the
+backbone's non-overlapping average pools become depthwise convs before quantizing
+(:func:`pools_as_depthwise`: onnxruntime's ``QLinearAveragePool`` dequantizes, pools in float and
+requantizes, ~10 % of Cnn14's int8 time; a depthwise ``QLinearConv`` does the same pooling in
+int8), and the pooling graph's large matrix product (Cnn14's 2048 × 2048 fc1, 16.8 MB of float
+weights read on every hop) is dynamically quantized (:func:`quantize_pooling`).
+
 Before anything is written, the int8 backbone is compared with the fp32 one on held-out clips
 (never used for calibration) through the daemon's own streaming path
 (:func:`edge_runtime.features.embed_audio`); below the cosine thresholds nothing is written.
@@ -33,11 +40,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
     QuantFormat,
     QuantType,
+    quantize_dynamic,
     quantize_static,
 )
 from tqdm import tqdm
@@ -62,6 +72,8 @@ MIN_MIN_COSINE = 0.90
 STOP_OPS = ("Conv",)
 REBUILT_ROLES = ("end_to_end",)  # graphs embedding the backbone: rebuilt from the int8 one
 REPLACED_ROLES = ("backbone", data_role("backbone"))  # written by the quantizer
+POOLED_ROLES = ("pooling", data_role("pooling"))  # replaced when the pooling is quantized
+POOLING_MIN_WEIGHTS = 1 << 20  # matrix products this big in the pooling graph go int8
 
 
 class QuantizationRefused(ValueError):
@@ -199,18 +211,125 @@ class ChunkReader(CalibrationDataReader):
 # ------------------------------------------------------------------------------------------
 
 
+def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
+    """Rewrite the graph's non-overlapping ``AveragePool`` nodes, in place, before quantizing.
+
+    A k×k pool with stride k and no padding becomes a depthwise ``Conv`` (group = channels,
+    weights 1/(k·k), same node name): int8, onnxruntime runs it as a depthwise ``QLinearConv``
+    instead of ``QLinearAveragePool``, which dequantizes, pools in float and requantizes.
+    A 1×1 stride-1 pool (Cnn14's last block) is the identity and is removed. Other pools and
+    pools whose channel count shape inference cannot tell are left alone. ``model`` may hold
+    its weights externally (the rewrite needs only the graph). Returns the counts.
+    """
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(
+        onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                        graph=onnx.helper.make_graph(graph.node, graph.name, graph.input,
+                                                     graph.output, graph.initializer,
+                                                     value_info=graph.value_info)))
+    channels = {}
+    for info in [*inferred.graph.value_info, *inferred.graph.input]:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            channels[info.name] = dims[1].dim_value
+    rename: dict[str, str] = {}
+    nodes, counts = [], {"depthwise": 0, "identity_removed": 0}
+    for node in graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        if node.op_type != "AveragePool":
+            nodes.append(node)
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        kernel = list(attrs.get("kernel_shape", []))
+        plain = (list(attrs.get("strides", [1] * len(kernel))) == kernel
+                 and not any(attrs.get("pads", [])) and not attrs.get("ceil_mode", 0)
+                 and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and len(kernel) == 2)
+        if plain and kernel == [1, 1]:
+            rename[node.output[0]] = node.input[0]
+            counts["identity_removed"] += 1
+        elif plain and node.input[0] in channels:
+            c, area = channels[node.input[0]], kernel[0] * kernel[1]
+            weight = numpy_helper.from_array(np.full((c, 1, *kernel), 1.0 / area, np.float32),
+                                             f"{node.name}.depthwise_weight")
+            graph.initializer.append(weight)
+            nodes.append(onnx.helper.make_node("Conv", [node.input[0], weight.name],
+                                               list(node.output), name=node.name, group=c,
+                                               kernel_shape=kernel, strides=kernel))
+            counts["depthwise"] += 1
+        else:
+            nodes.append(node)
+    if any(o.name in rename for o in graph.output):
+        raise ValueError("an identity AveragePool produces a graph output; not rewritten")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return counts
+
+
 def quantize_backbone(src: Path, dst: Path, reader: ChunkReader,
-                      exclude: list[str]) -> None:
-    """QDQ per-channel static int8 of ``src`` into ``dst`` (front-end nodes excluded)."""
+                      exclude: list[str]) -> dict[str, int]:
+    """QDQ per-channel static int8 of ``src`` into ``dst`` (front-end nodes excluded), its
+    average pools first rewritten by :func:`pools_as_depthwise`; returns the rewrite counts."""
+    model = onnx.load(str(src), load_external_data=False)
+    rewrites = pools_as_depthwise(model)
+    load_external_data_for_model(model, str(src.parent))
     quantize_static(
-        str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        model, str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
         reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )
+    del model
     # as exported backbones: no debug metadata, big weights in a memory-mapped <dst>.data
     save_reproducible(onnx.load(str(dst)), dst)
     onnx.checker.check_model(str(dst))
+    return rewrites
+
+
+def gemm_as_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite plain ``Gemm`` nodes (alpha = beta = 1, no transposed A, constant B) as
+    ``MatMul`` (+ ``Add`` of the bias), in place, so dynamic quantization takes them; returns
+    how many."""
+    init = {t.name: t for t in model.graph.initializer}
+    nodes, count = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in init or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        if attrs.get("transB", 0):
+            weight = init[node.input[1]]
+            weight.CopyFrom(numpy_helper.from_array(
+                np.ascontiguousarray(numpy_helper.to_array(weight).T), weight.name))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        product = f"{node.output[0]}_matmul" if bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", list(node.input[:2]), [product],
+                                           name=node.name))
+        if bias:
+            nodes.append(onnx.helper.make_node("Add", [product, bias], list(node.output),
+                                               name=f"{node.name}_bias"))
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
+
+
+def quantize_pooling(src: Path, dst: Path, min_weights: int = POOLING_MIN_WEIGHTS) -> int:
+    """Dynamic int8 (int8 weights, activations quantized per call) of the pooling graph's
+    matrix products with at least ``min_weights`` weights (Cnn14's fc1: 2048 × 2048) into
+    ``dst``; returns how many (0: nothing written, the float graph stays)."""
+    model = onnx.load(str(src))
+    gemm_as_matmul(model)
+    init = {t.name: t for t in model.graph.initializer}
+    big = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in init
+           and int(np.prod(init[n.input[1]].dims)) >= min_weights]
+    if not big:
+        return 0
+    quantize_dynamic(model, str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=big,
+                     per_channel=False, reduce_range=False, weight_type=QuantType.QInt8)
+    save_reproducible(onnx.load(str(dst)), dst)
+    onnx.checker.check_model(str(dst))
+    return len(big)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -298,14 +417,16 @@ def classifier_delta(fp32_dir: Path, int8_dir: Path, root: Path, manifest: Manif
     return out
 
 
-def _stage(model_dir: Path, manifest: Manifest, tmp: Path) -> list[str]:
-    """Copy every device file except the backbone into ``tmp``; rebuild end_to_end from it.
+def _stage(model_dir: Path, manifest: Manifest, tmp: Path,
+           written: tuple[str, ...] = ()) -> list[str]:
+    """Copy every device file except the backbone (and the ``written`` roles, already in
+    ``tmp``) into ``tmp``; rebuild end_to_end from it.
 
-    Returns the device roles; a rebuilt ``end_to_end`` lies at ``tmp/.workbench/``.
+    Returns the copied device roles; a rebuilt ``end_to_end`` lies at ``tmp/.workbench/``.
     """
     files = manifest.files
     for role, entry in files.items():
-        if role not in REPLACED_ROLES and role not in REBUILT_ROLES:
+        if role not in REPLACED_ROLES + REBUILT_ROLES + written:
             shutil.copy2(model_dir / entry.path, tmp / entry.path)
     if manifest.workbench_path(model_dir, "end_to_end") is not None and "classifier" in files:
         from training.onnx_classifier import merge_end_to_end, save_atomic
@@ -313,7 +434,7 @@ def _stage(model_dir: Path, manifest: Manifest, tmp: Path) -> list[str]:
         merged = merge_end_to_end(tmp, onnx.load(str(manifest.path(tmp, "classifier"))),
                                   manifest)
         save_atomic(merged, tmp / END_TO_END)
-    return [role for role in files if role not in REBUILT_ROLES + REPLACED_ROLES]
+    return [role for role in files if role not in REBUILT_ROLES + REPLACED_ROLES + written]
 
 
 def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_files: int = 64,
@@ -338,10 +459,14 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
         reader = ChunkReader(calib, sr, chunk_samples)
-        quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
-        roles = _stage(model_dir, manifest, tmp)
+        rewrites = quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
+        pooling = manifest.files["pooling"].path
+        pooled = quantize_pooling(manifest.path(model_dir, "pooling"), tmp / pooling)
+        written = POOLED_ROLES if pooled else ()
+        roles = _stage(model_dir, manifest, tmp, written)
         new = manifest.replace(
             files={**manifest_entries(tmp, "backbone", manifest.files["backbone"].path),
+                   **(manifest_entries(tmp, "pooling", pooling) if pooled else {}),
                    **{role: file_entry(tmp, manifest.files[role].path) for role in roles}},
             workbench={})
         roles = list(new.files)
@@ -365,10 +490,13 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
             log.info("no classifier section or no ESC-50 layout at %s: accuracy delta skipped",
                      data_dir)
         new = new.replace(quantization={
-            "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights (symmetric), "
-                      "uint8 activations, MinMax calibration",
-            "quantized_roles": ["backbone"],
-            "source_model": {"backbone_sha256": manifest.files["backbone"].sha256},
+            "method": "backbone: onnxruntime quantize_static, QDQ, per-channel int8 weights "
+                      "(symmetric), uint8 activations, MinMax calibration; average pools as "
+                      "depthwise convs; pooling: dynamic int8 of its large matrix products",
+            "quantized_roles": ["backbone", *(["pooling"] if pooled else [])],
+            "rewrites": {**rewrites, "pooling_matmuls": pooled},
+            "source_model": {f"{role}_sha256": manifest.files[role].sha256
+                             for role in ("backbone", *(["pooling"] if pooled else []))},
             "calibration": {"files": len(calib), "chunks": int(len(reader.chunks)),
                             "chunk_samples": chunk_samples,
                             "data_dir": data_name(Path(data_dir).resolve()), "seed": seed},
