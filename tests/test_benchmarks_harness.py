@@ -96,3 +96,33 @@ def test_missing_model_dir_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert bench.main(["--fast", "--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no manifest.json" in err
+
+
+def test_short_settings_keep_the_reference_cell() -> None:
+    settings = bench.short_settings([1.0], [8], 0.5)
+    assert (settings["clips"], settings["batches"]) == ([1.0, 5.0], [1, 8])
+    assert settings["budget"]["budget_s"] == 0.5 and settings["mode"] == "short"
+    assert bench.FULL["budget"]["budget_s"] == 2.5  # FULL itself untouched
+    assert "mode" not in bench.short_settings(None, None, None)
+
+
+def test_int8_ratios_are_fp32_over_int8_of_the_same_run() -> None:
+    from benchmarks import report
+
+    def run(precision: str, clip_ms: float, one_thread_ms: float,
+            daemon_ms: tuple[float, float]) -> dict:
+        return {"backbone": "cnn14", "engine": "onnx", "precision": precision,
+                "provider_requested": "cpu", "backbone_mb": 1.0,
+                "configs": [{"clip_s": 5.0, "batch": 1, "median_s": clip_ms / 1000}],
+                "reference_1_thread": {"median_s": one_thread_ms / 1000},
+                "daemon": [{"threads_setting": 1, "compute_ms_per_audio_s": daemon_ms[0]},
+                           {"threads_setting": "default",
+                            "compute_ms_per_audio_s": daemon_ms[1]}]}
+
+    summary = report.summary([run("fp32", 60.0, 180.0, (56.0, 30.0)),
+                              run("int8", 20.0, 50.0, (14.0, 10.0))])["cnn14"]
+    assert summary["int8_vs_fp32_speedup"] == pytest.approx(3.0)
+    assert summary["int8_vs_fp32_speedup_1_thread"] == pytest.approx(3.6)
+    assert summary["daemon_int8_vs_fp32_speedup"] == pytest.approx({"1": 4.0, "default": 3.0})
+    lines = report._int8_lines({"cnn14": summary})
+    assert lines[-1] == "| cnn14 | 3.00× | 3.60× | 4.00× | 3.00× |"
