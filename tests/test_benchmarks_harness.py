@@ -85,6 +85,8 @@ def test_fast_run_writes_valid_results(cnn14_model_dir: Path, cnn14_checkpoint: 
         assert cell["median_s"] > 0 and cell["peak_rss_mb"] > 0 and r["startup_s"] > 0
     onnx_run = next(r for r in results["runs"] if r["engine"] == "onnx")
     assert {d["threads_setting"] for d in onnx_run["daemon"]} == {1, "default"}
+    one = onnx_run["reference_1_thread"]  # the 5 s headline cell again, 1 thread
+    assert (one["clip_s"], one["batch"], one["threads"]) == (5.0, 1, 1) and one["median_s"] > 0
     assert results["machine"]["onnxruntime_providers"]
     assert {s["label"] for s in results["skipped"]} >= {"cnn14 fp32 onnx cuda"} or \
         "CUDAExecutionProvider" in results["machine"]["onnxruntime_providers"]
