@@ -87,10 +87,12 @@ class CheckResult:
 # ------------------------------------------------------------------------------------------
 
 
-def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+def front_end_nodes(model: onnx.ModelProto, in_graph: bool = True) -> list[str]:
     """Names of the log-mel front-end nodes: ancestors of ``Log``, then nodes through the next Conv.
 
-    Raises ValueError when the graph has no ``Log`` node (not a log-mel backbone).
+    ``in_graph`` False (the front end is its own graph): the nodes from the graph's input
+    through its first Conv. Raises ValueError when an in-graph front end has no ``Log`` node
+    (not a log-mel backbone).
     """
     nodes = list(model.graph.node)
     producer = {out: n for n in nodes for out in n.output}
@@ -98,18 +100,23 @@ def front_end_nodes(model: onnx.ModelProto) -> list[str]:
     for n in nodes:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
-    logs = [n for n in nodes if n.op_type == "Log"]
-    if not logs:
-        raise ValueError("backbone graph has no Log node: cannot locate the log-mel front end")
     keep: set[str] = set()
-    stack = list(logs)
-    while stack:  # upstream: everything the Log depends on
-        node = stack.pop()
-        if node.name in keep:
-            continue
-        keep.add(node.name)
-        stack.extend(producer[i] for i in node.input if i in producer)
-    stack = [c for n in logs for o in n.output for c in consumers.get(o, [])]
+    if in_graph:
+        logs = [n for n in nodes if n.op_type == "Log"]
+        if not logs:
+            raise ValueError("backbone graph has no Log node: cannot locate the log-mel "
+                             "front end")
+        stack = list(logs)
+        while stack:  # upstream: everything the Log depends on
+            node = stack.pop()
+            if node.name in keep:
+                continue
+            keep.add(node.name)
+            stack.extend(producer[i] for i in node.input if i in producer)
+        starts = [o for n in logs for o in n.output]
+    else:
+        starts = [i.name for i in model.graph.input]
+    stack = [c for name in starts for c in consumers.get(name, [])]
     while stack:  # downstream: up to and including the first Conv of the network proper
         node = stack.pop()
         if node.name in keep:
@@ -166,7 +173,9 @@ class ChunkReader(CalibrationDataReader):
     """Feeds the backbone's input exactly as the device does: batches of 1 s chunks."""
 
     def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
-                 input_name: str = "waveform", batch: int = 8) -> None:
+                 input_name: str = "waveform", batch: int = 8,
+                 frontend: Path | None = None) -> None:
+        """``frontend``: the model dir's front end graph; the backbone then reads its output."""
         chunks = []
         for path in tqdm(files, desc="calibration audio", unit="file", leave=False):
             audio = readable(path, sample_rate)
@@ -176,6 +185,13 @@ class ChunkReader(CalibrationDataReader):
             raise ValueError("no readable calibration audio among "
                              f"{len(files)} files (first: {files[0]})")
         self.chunks = np.concatenate(chunks, axis=0)
+        if frontend is not None:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(frontend), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            self.chunks = np.concatenate([sess.run(None, {name: self.chunks[i : i + 64]})[0]
+                                          for i in range(0, len(self.chunks), 64)])
         self.input_name = input_name
         self.batch = batch
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
@@ -331,13 +347,16 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     sr = manifest.sample_rate
     chunk_samples = manifest.streaming.chunk_samples
     calib, check = split_files(audio_files(data_dir), calib_files, check_files, seed)
-    exclude = front_end_nodes(onnx.load(str(src), load_external_data=False))
+    frontend = manifest.path(model_dir, "frontend")  # a separate float graph when listed
+    exclude = front_end_nodes(onnx.load(str(src), load_external_data=False),
+                              in_graph=frontend is None)
     log.info("front end kept float: %d nodes; calibrating on %d files, checking on %d",
              len(exclude), len(calib), len(check))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
-        reader = ChunkReader(calib, sr, chunk_samples)
+        backbone_input = onnx.load(str(src), load_external_data=False).graph.input[0].name
+        reader = ChunkReader(calib, sr, chunk_samples, backbone_input, frontend=frontend)
         quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
         roles = _stage(model_dir, manifest, tmp)
         new = manifest.replace(
