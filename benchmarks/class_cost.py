@@ -4,7 +4,8 @@ model against a class model built on the same export:
     python -m benchmarks.class_cost --model BINARY_DIR --model CLASS_DIR --out benchmarks/results
 
 Each model runs in its own process (its peak RSS is its own): load, then the daemon's hop — the
-runtime's own ``DetectorStream.push`` of one 1 s chunk (``engines.daemon_hop_runner``) — timed
+runtime's own ``DetectorStream.push`` of one 1 s chunk, or of ``window_stride`` chunks
+(``engines.daemon_hop_runner``) — timed
 at 1 thread and at onnxruntime's default threads; VmHWM (peak while loading and streaming) and
 VmRSS after. Writes ``class_cost.json``, ``class_cost.md`` and ``class_cost.png``.
 """
@@ -39,6 +40,8 @@ def job(model_dir: Path, budget_s: float) -> dict[str, Any]:
         sessions = engines.onnx_sessions(model_dir, "cpu", threads)
         out.setdefault("classes", sessions.manifest.classes is not None)
         out.setdefault("window_embedding", sessions.window_embedding)
+        out.setdefault("window_stride", sessions.window_stride)
+        out.setdefault("frontend_graph", sessions.frontend is not None)
         run, hop_s = engines.daemon_hop_runner(sessions)
         times, others = measure(lambda run=run: run(None), budget, quiet_cores=None)
         row = stats(times, hop_s, 1)
@@ -60,7 +63,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         one, default = r["hop"][0]["ms_per_audio_s"], r["hop"][1]["ms_per_audio_s"]
         ratio = one / base["hop"][0]["ms_per_audio_s"]
         lines.append(f"| {Path(r['model']).name} | {'yes' if r['classes'] else 'no'} | "
-                     f"{r['window_embedding']} | {one:.2f} | {default:.2f} | {ratio:.2f}× | "
+                     f"{r['window_embedding']}, every {r.get('window_stride', 1)} chunk(s)"
+                     f"{', frontend.onnx' if r.get('frontend_graph') else ''} | "
+                     f"{one:.2f} | {default:.2f} | {ratio:.2f}× | "
                      f"{r['peak_rss_mb']:.0f} | {r['resident_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 

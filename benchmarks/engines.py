@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_runtime.features import chunk_frames, pool_window, to_chunks
 from edge_runtime.manifest import load_manifest
-from edge_runtime.sessions import ModelSessions, load_sessions, run1
+from edge_runtime.sessions import GRAPH_ROLES, ModelSessions, load_sessions, run1
 
 Runner = Callable[[np.ndarray], Any]
 
@@ -83,7 +83,8 @@ def _iobinding_runner(sessions: ModelSessions) -> Runner:
 
 
 def daemon_hop_runner(sessions: ModelSessions, seed: int = 0) -> tuple[Runner, float]:
-    """The daemon's work per hop at its defaults, and the hop length in seconds.
+    """The daemon's work per hop at its defaults, and the hop length in seconds (with a
+    ``window_stride`` above 1: per stride, the chunks between two scored windows).
 
     With a classifier this is the runtime's own ``DetectorStream.push`` of one chunk: the
     backbone on the chunk, the chunk pooled and classified alone, the window's cached frames
@@ -96,10 +97,13 @@ def daemon_hop_runner(sessions: ModelSessions, seed: int = 0) -> tuple[Runner, f
     if sessions.classifier is not None:
         from edge_runtime.detector import Detector
 
+        # a window is scored every ``window_stride`` chunks: one run pushes that many, so each
+        # run does the same work and the cost is per audio-second of the whole stride
+        stride = sessions.window_stride
         stream = Detector(sessions=sessions).stream()
         stream.push(audio[:-chunk])  # a full window of history
-        block = audio[-chunk:]
-        return (lambda _: stream.push(block)), chunk / sessions.sample_rate
+        block = np.tile(audio[-chunk:], stride)
+        return (lambda _: stream.push(block)), stride * chunk / sessions.sample_rate
     chunks = to_chunks(audio[:-chunk], chunk)
     window = chunk_frames(sessions, chunks)  # frames of the window's chunks (kept by the daemon)
 
@@ -116,15 +120,15 @@ def model_info(model_dir: Path) -> dict[str, Any]:
     """Backbone name, precision and on-disk sizes of a model dir."""
     manifest = load_manifest(model_dir)
     files = manifest.files
-    graph_roles = [r for r in ("backbone", "pooling", "head", "classifier") if r in files]
+    graph_roles = [r for r in GRAPH_ROLES if r in files]
     data_roles = [f"{r}_data" for r in graph_roles if f"{r}_data" in files]  # external weights
     return {
         "model_dir": str(model_dir),
         "backbone": manifest.backbone.name,
         "precision": "int8" if manifest.quantized else "fp32",
         "checkpoint": manifest.backbone.checkpoint,
-        "backbone_mb": sum(files[r].bytes for r in ("backbone", "backbone_data")
-                           if r in files) / 1e6,
+        "backbone_mb": sum(files[r].bytes for r in ("frontend", "frontend_data", "backbone",
+                                                    "backbone_data") if r in files) / 1e6,
         "runtime_mb": sum(files[r].bytes for r in graph_roles + data_roles) / 1e6,
         "has_classifier": "classifier" in files,
     }

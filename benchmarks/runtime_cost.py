@@ -126,7 +126,8 @@ def latency(det: Detector, clips: list[tuple[Path, int]], trials: int = 6,
         pre = pre[: int(lead * det.sample_rate)]
         audio = np.concatenate([pre, read(danger[t % len(danger)]), read(safe[t % len(safe)])])
         stream = det.stream()
-        tracker = EventTracker(EventConfig(threshold=det.threshold), det.hop_s)
+        tracker = EventTracker(EventConfig(threshold=det.threshold), det.stride_s,
+                               chunk_s=det.hop_s)
         for i in range(0, audio.size, block):
             t0 = time.perf_counter()
             fired = [tr for sc in stream.push(audio[i : i + block])

@@ -157,7 +157,8 @@ class Runner:
         rate = det.sample_rate
         info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id, rate)
         scorer = det.stream()
-        tracker = EventTracker(self.config, det.hop_s, count=self.stats.started)
+        tracker = EventTracker(self.config, det.stride_s, count=self.stats.started,
+                               chunk_s=det.hop_s)
         watch = None if stream.is_file else SilenceWatch(
             rate, self.silence_s, source=stream.source,
             on_change=lambda alive: self.report_health(

@@ -170,6 +170,11 @@ class Detector:
         return self.sessions.chunk_samples / self.sample_rate
 
     @property
+    def stride_s(self) -> float:
+        """Seconds between scored windows (the decision interval): ``window_stride`` chunks."""
+        return self.hop_s * self.sessions.window_stride
+
+    @property
     def window_s(self) -> float:
         return self.hop_s * self.sessions.window_chunks
 

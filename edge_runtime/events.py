@@ -78,24 +78,26 @@ class EventTracker:
     """Feed ``update`` one window at a time; it returns the start/end transitions it caused."""
 
     config: EventConfig
-    hop_s: float
+    hop_s: float  # audio between consecutive windows (their stride)
     current: Event | None = None
     quiet_since: float | None = None
     count: int = 0
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
+    chunk_s: float | None = None  # length of the chunks ``chunk_probs`` score (default hop_s)
 
     def _located(self, win_start: float, win_end: float,
                  chunk_probs: Sequence[float] | None) -> tuple[float | None, float | None]:
         """(start of the first, end of the last) chunk with p ≥ off; (None, None) if none."""
         if not chunk_probs:
             return None, None
+        chunk = self.chunk_s or self.hop_s
         hot = [i for i, q in enumerate(chunk_probs) if q >= self.config.off
-               and win_start + (i + 1) * self.hop_s > self.last_end + 1e-9]
+               and win_start + (i + 1) * chunk > self.last_end + 1e-9]
         if not hot:
             return None, None
-        start = max(win_start + hot[0] * self.hop_s, self.last_end)
-        return start, min(win_end, win_start + (hot[-1] + 1) * self.hop_s)
+        start = max(win_start + hot[0] * chunk, self.last_end)
+        return start, min(win_end, win_start + (hot[-1] + 1) * chunk)
 
     def update(self, win_start: float, win_end: float, p: float, payload: Any = None,
                chunk_probs: Sequence[float] | None = None) -> list[Transition]:

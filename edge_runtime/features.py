@@ -3,17 +3,25 @@
 Training computes its embeddings with these very functions and the very ONNX files the device
 runs, so the classifier sees exactly the features it will be served.
 
-The backbone runs once per chunk (``streaming.chunk_samples``, the daemon's hop). A window is
-the last ``streaming.window_chunks`` chunks; its frame features are concatenated along time and
-pooled into one embedding. Each audio sample thus passes through the backbone once, whatever
-the window length.
+The front end (``frontend.onnx`` when the model dir lists one: waveform → log-mel) runs once
+per chunk (``streaming.chunk_samples``, the daemon's hop); the backbone reads its output, or the
+waveform itself when there is no front end graph. A window is the last
+``streaming.window_chunks`` chunks: ``chunked`` windows concatenate their chunks' frame
+features along time and pool them (the backbone runs once per chunk); ``whole`` windows run the
+backbone once over their chunks' backbone inputs joined along time (the last axis, for a
+waveform and for a log-mel alike), so the front end still runs once per chunk.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edge_runtime.sessions import ModelSessions, run1
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def to_chunks(audio: np.ndarray, chunk_samples: int) -> np.ndarray:
@@ -32,10 +40,33 @@ def window_spans(n_chunks: int, window_chunks: int, hop_chunks: int = 1) -> list
     return [(s, s + window_chunks) for s in range(0, n_chunks - window_chunks + 1, hop_chunks)]
 
 
+def batched(session: ort.InferenceSession, rows: np.ndarray, batch: int = 16) -> np.ndarray:
+    """A one-input session over ``rows`` in batches of ``batch``, outputs concatenated."""
+    return np.concatenate([run1(session, rows[i : i + batch])
+                           for i in range(0, len(rows), batch)], axis=0)
+
+
+def backbone_inputs(sessions: ModelSessions, chunks: np.ndarray) -> np.ndarray:
+    """What the backbone reads for ``[n, samples]`` audio: the front end's output (log-mel
+    ``[n, mels, T]``) when the model dir has a front end graph, else the audio itself."""
+    chunks = np.asarray(chunks, np.float32)
+    return chunks if sessions.frontend is None else batched(sessions.frontend, chunks)
+
+
+def join_inputs(inputs: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """Consecutive chunks' backbone inputs ``[n, ..., T]`` → one ``[1, ..., n*T]`` (time is the
+    last axis of a waveform and of a log-mel alike)."""
+    return np.concatenate(list(inputs), axis=-1)[None]
+
+
 def chunk_frames(sessions: ModelSessions, chunks: np.ndarray, batch: int = 16) -> np.ndarray:
     """Backbone on ``[n, chunk_samples]`` → frame features ``[n, frames_per_chunk, D]``."""
-    parts = [run1(sessions.backbone, chunks[i : i + batch]) for i in range(0, len(chunks), batch)]
-    return np.concatenate(parts, axis=0)
+    return batched(sessions.backbone, backbone_inputs(sessions, chunks), batch)
+
+
+def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """One backbone pass over a window's chunks' backbone inputs → frames ``[T', D]``."""
+    return run1(sessions.backbone, join_inputs(inputs))[0]
 
 
 def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
@@ -45,11 +76,11 @@ def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
 
 
 def embed_window(sessions: ModelSessions, frames: np.ndarray | None,
-                 audio: np.ndarray) -> np.ndarray:
+                 inputs: np.ndarray | list[np.ndarray] | None) -> np.ndarray:
     """One window's ``[E]`` embedding: its chunks' frames pooled (``chunked``), or one backbone
-    pass over its audio (``whole``), as the manifest's ``streaming.window_embedding`` says."""
+    pass over its chunks' backbone inputs (``whole``), as ``streaming.window_embedding`` says."""
     if sessions.window_embedding == "whole":
-        return embed_offline(sessions, audio)
+        return pool_window(sessions, window_frames(sessions, inputs)[None])
     return pool_window(sessions, frames)
 
 
@@ -61,14 +92,15 @@ def embed_audio(sessions: ModelSessions, audio: np.ndarray,
     """
     chunks = to_chunks(audio, sessions.chunk_samples)
     whole = sessions.window_embedding == "whole"
+    inputs = backbone_inputs(sessions, chunks) if whole else None
     frames = None if whole else chunk_frames(sessions, chunks)
     spans = window_spans(len(chunks), sessions.window_chunks, hop_chunks)
     embeddings = np.stack([embed_window(sessions, None if whole else frames[s:e],
-                                        chunks[s:e].reshape(-1)) for s, e in spans])
+                                        inputs[s:e] if whole else None) for s, e in spans])
     return embeddings, spans
 
 
 def embed_offline(sessions: ModelSessions, audio: np.ndarray) -> np.ndarray:
     """Whole-clip embedding ``[E]``: the backbone sees all the audio at once (reference path)."""
-    frames = run1(sessions.backbone, np.asarray(audio, np.float32).reshape(1, -1))
-    return run1(sessions.pooling, frames)[0]
+    inputs = backbone_inputs(sessions, np.asarray(audio, np.float32).reshape(1, -1))
+    return run1(sessions.pooling, run1(sessions.backbone, inputs))[0]

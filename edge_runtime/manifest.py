@@ -253,15 +253,18 @@ class InputSpec(_Replace):
 class Streaming(_Replace):
     """The backbone runs once per ``chunk_samples`` (the hop); a window is ``window_chunks``
     chunks, embedded by pooling its chunks' frames (``chunked``) or by one backbone pass over
-    its audio (``whole``); ``chunk_decisions``: each chunk scored alone may decide too."""
+    its audio (``whole``); ``chunk_decisions``: each chunk scored alone may decide too;
+    ``window_stride``: a window is scored every this many chunks (the decision interval)."""
 
     chunk_samples: int
     window_chunks: int
     window_embedding: str = "chunked"
     chunk_decisions: bool = True
+    window_stride: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = ("chunk_samples", "window_chunks", "window_embedding", "chunk_decisions")
+    KNOWN = ("chunk_samples", "window_chunks", "window_embedding", "chunk_decisions",
+             "window_stride")
 
     @classmethod
     def parse(cls, f: _Fields, sample_rate: int) -> Streaming:
@@ -278,7 +281,8 @@ class Streaming(_Replace):
         decide = f.raw("chunk_decisions", required=False)
         if decide is not None and not isinstance(decide, bool):
             raise f.fail("chunk_decisions", f"must be true or false, got {_kind(decide)}")
-        return cls(chunk, window, mode, True if decide is None else decide,
+        stride = f.integer("window_stride", 1, window, default=1)
+        return cls(chunk, window, mode, True if decide is None else decide, stride,
                    f.rest(set(cls.KNOWN)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -288,6 +292,8 @@ class Streaming(_Replace):
             out["window_embedding"] = self.window_embedding
         if not self.chunk_decisions:
             out["chunk_decisions"] = False
+        if self.window_stride != 1:
+            out["window_stride"] = self.window_stride
         return {**out, **self.extra}
 
 

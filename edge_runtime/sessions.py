@@ -22,7 +22,7 @@ from edge_runtime.manifest import (
 
 log = logging.getLogger(__name__)
 
-GRAPH_ROLES = ("backbone", "pooling", "head", "classifier")
+GRAPH_ROLES = ("frontend", "backbone", "pooling", "head", "classifier")
 DATA_SUFFIX = "_data"  # role of a graph's external initializers: backbone → backbone_data
 
 
@@ -37,12 +37,14 @@ DEVICE_ROLES = (*GRAPH_ROLES, *(data_role(r) for r in GRAPH_ROLES), "labels")
 
 @dataclass
 class ModelSessions:
-    """Sessions of one model dir: backbone and pooling always; head and classifier if present."""
+    """Sessions of one model dir: backbone and pooling always; front end, head and classifier
+    if present. With a front end (waveform → log-mel) the backbone reads its output."""
 
     model_dir: Path
     manifest: Manifest
     backbone: ort.InferenceSession
     pooling: ort.InferenceSession
+    frontend: ort.InferenceSession | None = None
     head: ort.InferenceSession | None = None
     classifier: ort.InferenceSession | None = None
     labels: list[str] = field(default_factory=list)
@@ -68,6 +70,11 @@ class ModelSessions:
         """``chunked``: a window pools its chunks' frames; ``whole``: one backbone pass over
         the window's audio (no chunk-edge effects; costs one window of audio per hop)."""
         return self.manifest.streaming.window_embedding
+
+    @property
+    def window_stride(self) -> int:
+        """A window is scored every this many chunks (1: every hop)."""
+        return self.manifest.streaming.window_stride
 
     @property
     def chunk_decisions(self) -> bool:
@@ -112,6 +119,8 @@ def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
 
     sessions = ModelSessions(model_dir, manifest, backbone=opened("backbone"),
                              pooling=opened("pooling"))
+    if "frontend" in files:
+        sessions.frontend = opened("frontend")
     if "head" in files:
         sessions.head = opened("head")
     if "labels" in files:

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 WORKBENCH = WORKBENCH_DIR  # workbench-only files of a model dir; never deployed
-FILES = {"backbone": "backbone.onnx", "pooling": "pooling.onnx", "head": "head.onnx"}
+FILES = {"frontend": "frontend.onnx", "backbone": "backbone.onnx", "pooling": "pooling.onnx",
+         "head": "head.onnx"}
 
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "panns_inference", "torchlibrosa",
@@ -104,7 +105,9 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
 
 
 def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, float]:
-    """Write backbone.onnx, pooling.onnx and head.onnx into ``out_dir``; return seconds each."""
+    """Write backbone.onnx, pooling.onnx and head.onnx into ``out_dir`` — and frontend.onnx
+    when the frames module splits into a front end and a network (``backbone.onnx`` then reads
+    the front end's output); return seconds each."""
     frames_m, pooling_m, head_m = parts
     batch = torch.export.Dim("batch", min=1, max=1024)
     samples = torch.export.Dim("samples", min=1, max=spec.sample_rate * 3600)
@@ -113,8 +116,17 @@ def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, f
     with torch.no_grad():
         frames = frames_m(wave)
         embedding = pooling_m(frames)
-    jobs = [
-        ("backbone", frames_m, wave, "waveform", "frames", {0: batch, 1: samples}),
+    if hasattr(frames_m, "split"):
+        front_m, network_m = frames_m.split()
+        with torch.no_grad():
+            front = front_m(wave)
+        front_time = torch.export.Dim("frames_in", min=2, max=100_000)
+        jobs = [("frontend", front_m, wave, "waveform", "frontend_out", {0: batch, 1: samples}),
+                ("backbone", network_m, front, "frontend_out", "frames",
+                 {0: batch, front.dim() - 1: front_time})]
+    else:
+        jobs = [("backbone", frames_m, wave, "waveform", "frames", {0: batch, 1: samples})]
+    jobs += [
         ("pooling", pooling_m, frames, "frames", "embedding", {0: batch, 1: time_dim}),
         ("head", head_m, embedding, "embedding", "audioset_probs", {0: batch}),
     ]
@@ -140,10 +152,12 @@ def build_manifest(spec: BackboneSpec, out_dir: Path, roles: list[str], *,
                           checkpoint),
         input=InputSpec(spec.sample_rate, spec.min_samples, extra={
             "layout": "waveform [batch, samples], mono, full scale ±1.0",
-            "short_input": "zero-padded to min_samples inside the backbone graph"}),
+            "short_input": "zero-padded to min_samples inside the first graph (frontend, "
+                           "else backbone)"}),
         streaming=Streaming(chunk_samples, window_chunks, extra={
-            "note": "backbone runs once per chunk (the hop); a window pools the frame "
-                    "features of its last window_chunks chunks"}),
+            "note": "the front end (frontend.onnx, when listed: waveform -> log-mel) runs once "
+                    "per chunk (the hop); backbone.onnx reads its output (else the waveform); "
+                    "a window pools the frame features of its last window_chunks chunks"}),
         opset=OPSET,
         files={role: entry for r, name in roles_files(roles).items()
                for role, entry in manifest_entries(out_dir, r, name).items()},
@@ -171,6 +185,10 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
         seconds = export_parts(spec, parts, tmp)
         atomic.write_text(tmp / "labels.txt", "\n".join(audioset_labels()) + "\n")
         for name in [*FILES.values(), "labels.txt"]:
+            if not (tmp / name).is_file():  # no front end graph for this backbone
+                for stale in (out_dir / name, data_path(out_dir / name)):
+                    stale.unlink(missing_ok=True)
+                continue
             if data_path(tmp / name).is_file():
                 os.replace(data_path(tmp / name), data_path(out_dir / name))
             else:
@@ -179,7 +197,8 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     chunk_samples = int(round(chunk_seconds * spec.sample_rate))
-    manifest = build_manifest(spec, out_dir, ["backbone", "pooling", "head", "labels"],
+    roles = [r for r in FILES if (out_dir / FILES[r]).is_file() and r in seconds]
+    manifest = build_manifest(spec, out_dir, [*roles, "labels"],
                               checkpoint=checkpoint, chunk_samples=chunk_samples,
                               window_chunks=window_chunks)
     atomic.write_json(out_dir / WORKBENCH / "export.json",
@@ -206,8 +225,10 @@ def check_against_torch(parts: tuple, out_dir: Path, seconds: float = 2.0) -> di
             * 0.1)
     with torch.no_grad():
         ref = pooling_m(frames_m(wave)).numpy()
-    sess_b = ort.InferenceSession(str(out_dir / FILES["backbone"]))
-    sess_p = ort.InferenceSession(str(out_dir / FILES["pooling"]))
-    frames = sess_b.run(None, {"waveform": wave.numpy()})[0]
-    got = sess_p.run(None, {"frames": frames})[0]
+    x = wave.numpy()
+    for role in ("frontend", "backbone", "pooling"):
+        if (out_dir / FILES[role]).is_file():
+            sess = ort.InferenceSession(str(out_dir / FILES[role]))
+            x = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    got = x
     return {"embedding_max_abs_error": float(np.abs(got - ref).max())}

@@ -88,11 +88,39 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert -70.0 <= classes.level_gate_dbfs <= -40.0
     assert manifest.streaming.window_embedding == "whole"
     assert manifest.streaming.chunk_decisions is False
+    assert manifest.streaming.window_stride == 2
+    assert "frontend" in manifest.files  # log-mel once per chunk, its own graph
     assert manifest.classifier.trained_on["extras"] == ["extra"]
     report = json.loads((class_model / "report.json").read_text())
     assert report["parity"]["max_abs_diff"] < 1e-4  # classifier.onnx vs scikit-learn + numpy
     assert report["evidence"]["smoke_alarm"] == "audioset"
     assert report["evidence"]["gunshot"] == "trained"
+
+
+@pytest.mark.parametrize("seconds, spans", [
+    (3, [(0, 3)]),  # shorter than a window: one short window
+    (6, [(0, 5), (1, 6)]),  # the chunk after the last scored window gets a window at the end
+    (7, [(0, 5), (2, 7)]),
+    (8, [(0, 5), (2, 7), (3, 8)]),
+])
+def test_windows_every_stride_equal_the_training_features(class_model: Path, seconds: int,
+                                                          spans: list[tuple[int, int]]) -> None:
+    """A window every 2 chunks, each embedded from its chunks' cached log-mels exactly as
+    training embeds that span (features.embed_audio); none is skipped at the end."""
+    from edge_runtime.features import embed_audio
+
+    detector = Detector(class_model, provider="cpu")
+    audio = (0.05 * np.random.default_rng(seconds).standard_normal(seconds * RATE)
+             ).astype(np.float32)
+    stream = detector.stream()
+    scores = stream.push(audio[: RATE * seconds // 2]) + stream.push(audio[RATE * seconds // 2:])
+    scores += stream.finish()
+    assert [(round(s.start_s), round(s.end_s)) for s in scores] == spans
+    reference, ref_spans = embed_audio(detector.sessions, audio)
+    by_span = dict(zip(ref_spans, reference, strict=True))
+    for score, span in zip(scores, spans, strict=True):
+        # same ONNX graphs on the same log-mels: equal to float32 rounding
+        np.testing.assert_allclose(score.embedding, by_span[span], rtol=0, atol=1e-5)
 
 
 def test_unseen_dog_is_dog_bark_and_unseen_rain_is_safe(class_model: Path,

@@ -16,8 +16,8 @@ import pytest
 from edge_runtime.manifest import Manifest, load_manifest, sha256_file
 from export.reproducible import save_reproducible, strip_debug
 
-EXPORT_ROLES = ("backbone", "backbone_data", "pooling", "pooling_data", "head", "head_data",
-                "labels")
+EXPORT_ROLES = ("frontend", "frontend_data", "backbone", "backbone_data", "pooling",
+                "pooling_data", "head", "head_data", "labels")
 
 
 def export_files(manifest: Manifest) -> dict:

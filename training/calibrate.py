@@ -297,7 +297,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
 
     detector = open_detector(model_dir, threads)
     rule = Rule(manifest, detector.threshold)
-    hop = detector.hop_s
+    hop = detector.stride_s  # the tracker steps once per scored window
     amb_runs = [r for r in replay(detector, amb_clips, record=True, desc="ambience")
                 if r.error is None]
     if not amb_runs:

@@ -59,12 +59,14 @@ class Embeddings:
         return len(self.x)
 
 
+EMBEDDING_ROLES = ("frontend", "backbone", "pooling")  # the graphs an embedding passes
+
+
 def embedding_model_id(sessions: ModelSessions) -> str:
-    """Id of what shapes an embedding: backbone + pooling sha256 (with their external weights)
-    and the streaming settings."""
+    """Id of what shapes an embedding: front end + backbone + pooling sha256 (with their
+    external weights) and the streaming settings."""
     files = sessions.manifest.files
-    roles = sorted(r for r in files
-                   if r in ("backbone", "pooling", "backbone_data", "pooling_data"))
+    roles = sorted(r for r in files if r.removesuffix("_data") in EMBEDDING_ROLES)
     pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
                                    for role in roles).encode()).hexdigest()
     mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"

@@ -15,8 +15,8 @@ from training.embed import Embeddings
 from training.mapping import Mapping
 from training.onnx_classifier import CLASSIFIER_OUTPUT, DANGER_COLUMN, to_onnx
 
-BASE_ROLES = ("backbone", "pooling", "head", "labels", "backbone_data", "pooling_data",
-              "head_data")
+BASE_ROLES = ("frontend", "backbone", "pooling", "head", "labels", "frontend_data",
+              "backbone_data", "pooling_data", "head_data")
 
 
 def fit_held_out(emb: Embeddings, kind: str, held_out: int, seed: int = 0,

@@ -202,7 +202,7 @@ def aligned(model: onnx.ModelProto, ir_version: int, opsets: dict[str, int],
 
 def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
                      manifest: Manifest | None = None) -> onnx.ModelProto:
-    """chunker → backbone → regroup → pooling → (head, classifier → p_danger), one graph.
+    """chunker → [frontend →] backbone → regroup → pooling → (head, classifier → p_danger).
 
     ``manifest`` describes the files in ``model_dir`` (default: its own manifest.json; pass it
     when staging a model dir whose manifest is not written yet).
@@ -210,8 +210,10 @@ def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
     from edge_runtime.manifest import load_manifest
 
     manifest = manifest or load_manifest(model_dir)
-    parts = {**{role: onnx.load(str(manifest.path(model_dir, role)))
-                for role in ("backbone", "pooling", "head")}, "classifier": classifier}
+    roles = ("frontend", "backbone", "pooling", "head") if "frontend" in manifest.files else (
+        "backbone", "pooling", "head")
+    parts = {**{role: onnx.load(str(manifest.path(model_dir, role))) for role in roles},
+             "classifier": classifier}
     opsets = check_opsets(parts)
     ir = max(m.ir_version for m in parts.values())
     opset_ids = [helper.make_opsetid(d, v) for d, v in opsets.items()]
@@ -220,10 +222,19 @@ def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
                       ir, opsets, "chunker/")
     regroup = aligned(regroup_graph(manifest.backbone.frame_dim, ir, opset_ids),
                       ir, opsets, "regroup/")
-    backbone, pooling, head, clf = (aligned(model, ir, opsets, f"{role}/")
-                                    for role, model in parts.items())
-    merged = compose.merge_models(chunker, backbone, io_map=[("chunks", "waveform")],
-                                  outputs=["frames", "batch_size"])
+    graphs = {role: aligned(model, ir, opsets, f"{role}/") for role, model in parts.items()}
+    backbone, pooling, head, clf = (graphs[r] for r in ("backbone", "pooling", "head",
+                                                        "classifier"))
+    if "frontend" in graphs:  # chunks → log-mel → frames
+        merged = compose.merge_models(chunker, graphs["frontend"],
+                                      io_map=[("chunks", "waveform")],
+                                      outputs=["frontend_out", "batch_size"])
+        merged = compose.merge_models(merged, backbone,
+                                      io_map=[("frontend_out", "frontend_out")],
+                                      outputs=["frames", "batch_size"])
+    else:
+        merged = compose.merge_models(chunker, backbone, io_map=[("chunks", "waveform")],
+                                      outputs=["frames", "batch_size"])
     merged = compose.merge_models(merged, regroup, io_map=[("frames", "frames"),
                                                            ("batch_size", "batch_size")],
                                   outputs=["window_frames"])

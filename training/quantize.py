@@ -99,10 +99,12 @@ class CheckResult:
 # ------------------------------------------------------------------------------------------
 
 
-def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+def front_end_nodes(model: onnx.ModelProto, in_graph: bool = True) -> list[str]:
     """Names of the log-mel front-end nodes: ancestors of ``Log``, then nodes through the next Conv.
 
-    Raises ValueError when the graph has no ``Log`` node (not a log-mel backbone).
+    ``in_graph`` False (the front end is its own graph): the nodes from the graph's input
+    through its first Conv. Raises ValueError when an in-graph front end has no ``Log`` node
+    (not a log-mel backbone).
     """
     nodes = list(model.graph.node)
     producer = {out: n for n in nodes for out in n.output}
@@ -110,18 +112,23 @@ def front_end_nodes(model: onnx.ModelProto) -> list[str]:
     for n in nodes:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
-    logs = [n for n in nodes if n.op_type == "Log"]
-    if not logs:
-        raise ValueError("backbone graph has no Log node: cannot locate the log-mel front end")
     keep: set[str] = set()
-    stack = list(logs)
-    while stack:  # upstream: everything the Log depends on
-        node = stack.pop()
-        if node.name in keep:
-            continue
-        keep.add(node.name)
-        stack.extend(producer[i] for i in node.input if i in producer)
-    stack = [c for n in logs for o in n.output for c in consumers.get(o, [])]
+    if in_graph:
+        logs = [n for n in nodes if n.op_type == "Log"]
+        if not logs:
+            raise ValueError("backbone graph has no Log node: cannot locate the log-mel "
+                             "front end")
+        stack = list(logs)
+        while stack:  # upstream: everything the Log depends on
+            node = stack.pop()
+            if node.name in keep:
+                continue
+            keep.add(node.name)
+            stack.extend(producer[i] for i in node.input if i in producer)
+        starts = [o for n in logs for o in n.output]
+    else:
+        starts = [i.name for i in model.graph.input]
+    stack = [c for name in starts for c in consumers.get(name, [])]
     while stack:  # downstream: up to and including the first Conv of the network proper
         node = stack.pop()
         if node.name in keep:
@@ -178,7 +185,9 @@ class ChunkReader(CalibrationDataReader):
     """Feeds the backbone's input exactly as the device does: batches of 1 s chunks."""
 
     def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
-                 input_name: str = "waveform", batch: int = 8) -> None:
+                 input_name: str = "waveform", batch: int = 8,
+                 frontend: Path | None = None) -> None:
+        """``frontend``: the model dir's front end graph; the backbone then reads its output."""
         chunks = []
         for path in tqdm(files, desc="calibration audio", unit="file", leave=False):
             audio = readable(path, sample_rate)
@@ -188,6 +197,13 @@ class ChunkReader(CalibrationDataReader):
             raise ValueError("no readable calibration audio among "
                              f"{len(files)} files (first: {files[0]})")
         self.chunks = np.concatenate(chunks, axis=0)
+        if frontend is not None:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(frontend), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            self.chunks = np.concatenate([sess.run(None, {name: self.chunks[i : i + 64]})[0]
+                                          for i in range(0, len(self.chunks), 64)])
         self.input_name = input_name
         self.batch = batch
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
@@ -217,7 +233,8 @@ def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
     A k×k pool with stride k and no padding becomes a depthwise ``Conv`` (group = channels,
     weights 1/(k·k), same node name): int8, onnxruntime runs it as a depthwise ``QLinearConv``
     instead of ``QLinearAveragePool``, which dequantizes, pools in float and requantizes.
-    A 1×1 stride-1 pool (Cnn14's last block) is the identity and is removed. Other pools and
+    A 1×1 stride-1 pool (Cnn14's last block) is the identity and is removed (unless it makes a
+graph output). Other pools and
     pools whose channel count shape inference cannot tell are left alone. ``model`` may hold
     its weights externally (the rewrite needs only the graph). Returns the counts.
     """
@@ -232,6 +249,7 @@ def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
         dims = info.type.tensor_type.shape.dim
         if len(dims) == 4 and dims[1].HasField("dim_value"):
             channels[info.name] = dims[1].dim_value
+    outputs = {o.name for o in graph.output}
     rename: dict[str, str] = {}
     nodes, counts = [], {"depthwise": 0, "identity_removed": 0}
     for node in graph.node:
@@ -244,7 +262,7 @@ def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
         plain = (list(attrs.get("strides", [1] * len(kernel))) == kernel
                  and not any(attrs.get("pads", [])) and not attrs.get("ceil_mode", 0)
                  and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and len(kernel) == 2)
-        if plain and kernel == [1, 1]:
+        if plain and kernel == [1, 1] and node.output[0] not in outputs:
             rename[node.output[0]] = node.input[0]
             counts["identity_removed"] += 1
         elif plain and node.input[0] in channels:
@@ -258,8 +276,6 @@ def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
             counts["depthwise"] += 1
         else:
             nodes.append(node)
-    if any(o.name in rename for o in graph.output):
-        raise ValueError("an identity AveragePool produces a graph output; not rewritten")
     del graph.node[:]
     graph.node.extend(nodes)
     return counts
@@ -452,13 +468,16 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     sr = manifest.sample_rate
     chunk_samples = manifest.streaming.chunk_samples
     calib, check = split_files(audio_files(data_dir), calib_files, check_files, seed)
-    exclude = front_end_nodes(onnx.load(str(src), load_external_data=False))
+    frontend = manifest.path(model_dir, "frontend")  # a separate float graph when listed
+    exclude = front_end_nodes(onnx.load(str(src), load_external_data=False),
+                              in_graph=frontend is None)
     log.info("front end kept float: %d nodes; calibrating on %d files, checking on %d",
              len(exclude), len(calib), len(check))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
-        reader = ChunkReader(calib, sr, chunk_samples)
+        backbone_input = onnx.load(str(src), load_external_data=False).graph.input[0].name
+        reader = ChunkReader(calib, sr, chunk_samples, backbone_input, frontend=frontend)
         rewrites = quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
         pooling = manifest.files["pooling"].path
         pooled = quantize_pooling(manifest.path(model_dir, "pooling"), tmp / pooling)
