@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.features import chunk_frames, pool_window, to_chunks
+from edge_runtime.features import backbone_inputs, chunk_frames, pool_window, to_chunks
 from edge_runtime.manifest import load_manifest
 from edge_runtime.sessions import GRAPH_ROLES, ModelSessions, load_sessions, run1
 
@@ -50,12 +50,13 @@ def onnx_sessions(model_dir: Path, provider: str, threads: int | None) -> ModelS
 
 
 def onnx_runner(sessions: ModelSessions) -> Runner:
-    """backbone → pooling → head (if any) on the batch; I/O binding on CUDA."""
+    """(front end →) backbone → pooling → head (if any) on the batch; I/O binding on CUDA."""
     if sessions.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         return _iobinding_runner(sessions)
 
     def run(batch: np.ndarray) -> Any:
-        embedding = run1(sessions.pooling, run1(sessions.backbone, batch))
+        frames = run1(sessions.backbone, backbone_inputs(sessions, batch))
+        embedding = run1(sessions.pooling, frames)
         return run1(sessions.head, embedding) if sessions.head is not None else embedding
 
     return run
@@ -63,7 +64,8 @@ def onnx_runner(sessions: ModelSessions) -> Runner:
 
 def _iobinding_runner(sessions: ModelSessions) -> Runner:
     """GPU chain with I/O binding: intermediate tensors stay on the device between graphs."""
-    chain = [s for s in (sessions.backbone, sessions.pooling, sessions.head) if s is not None]
+    chain = [s for s in (sessions.frontend, sessions.backbone, sessions.pooling, sessions.head)
+             if s is not None]
 
     def run(batch: np.ndarray) -> Any:
         value = None

@@ -2,11 +2,11 @@
 
 Where a backbone's time goes, from onnxruntime's own profiler (``SessionOptions.
 enable_profiling``): per-kernel times of ``--runs`` runs after one warm-up, on a 5 s clip and
-on one 1 s chunk (the daemon's hop), summed per part and op type. Parts: ``front end`` (the
-log-mel nodes ``training.quantize.front_end_nodes`` finds, kept float in int8 models), ``Q/DQ``
-(Quantize/DequantizeLinear left between float and int8 parts) and ``network``. The session is
-the runtime's own (``edge_runtime.providers``: options, disabled optimisers). Writes
-``op-profile-<arch>-<cores>c.{json,md}``.
+on one 1 s chunk (the daemon's hop), summed per part and op type. Parts: ``front end`` (a
+separate ``frontend.onnx``, or the log-mel nodes ``training.quantize.front_end_nodes`` finds,
+kept float in int8 models), ``Q/DQ`` (Quantize/DequantizeLinear left between float and int8
+parts) and ``network``. The sessions are the runtime's own (``edge_runtime.providers``:
+options, disabled optimisers). Writes ``op-profile-<arch>-<cores>c.{json,md}``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ _SUFFIX = re.compile(r"(_token_\d+)?_kernel_time$")
 
 
 def front_end_names(model_dir: Path) -> set[str]:
-    """Node names of the backbone's float front end (the int8 manifest lists them)."""
+    """Node names of the backbone's float front end (the int8 manifest lists them); with a
+    separate front end graph, the backbone nodes up to its first conv."""
     manifest = load_manifest(model_dir)
     if manifest.quantization and manifest.quantization.get("excluded_nodes"):
         return set(manifest.quantization["excluded_nodes"])
     from training.quantize import front_end_nodes
 
     graph = onnx.load(str(manifest.path(model_dir, "backbone")), load_external_data=False)
-    return set(front_end_nodes(graph))
+    return set(front_end_nodes(graph, in_graph="frontend" not in manifest.files))
 
 
 def profile(path: Path, audio: np.ndarray, threads: int, runs: int) -> list[dict[str, Any]]:
@@ -64,6 +65,12 @@ def profile(path: Path, audio: np.ndarray, threads: int, runs: int) -> list[dict
     return [{"node": _SUFFIX.sub("", e["name"]), "op": e["args"]["op_name"], "us": e["dur"]}
             for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
             and e["ts"] >= after]
+
+
+def one_run(path: Path, array: np.ndarray) -> np.ndarray:
+    """``path``'s output for ``array`` (the backbone's input after a separate front end)."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: array})[0]
 
 
 def table(events: list[dict[str, Any]], front: set[str], runs: int) -> list[dict[str, Any]]:
@@ -87,7 +94,13 @@ def run(models: list[Path], threads: int, runs: int) -> dict[str, Any]:
         for label, seconds in (("5 s clip", 5.0), ("1 s chunk", None)):
             audio = test_signal(1, seconds) if seconds else test_signal(
                 1, manifest.streaming.chunk_samples / manifest.sample_rate)
-            events = profile(manifest.path(model_dir, "backbone"), audio, threads, runs)
+            events = []
+            if "frontend" in manifest.files:  # its own graph: every node is front end
+                frontend = manifest.path(model_dir, "frontend")
+                events = profile(frontend, audio, threads, runs)
+                front = front | {e["node"] for e in events}
+                audio = one_run(frontend, audio)
+            events += profile(manifest.path(model_dir, "backbone"), audio, threads, runs)
             rows = table(events, front, runs)
             out["profiles"].append({
                 "model_dir": str(model_dir), "backbone": manifest.backbone.name,

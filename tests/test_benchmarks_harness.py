@@ -128,3 +128,22 @@ def test_int8_ratios_are_fp32_over_int8_of_the_same_run() -> None:
     assert summary["daemon_int8_vs_fp32_speedup"] == pytest.approx({"1": 4.0, "default": 3.0})
     lines = report._int8_lines({"cnn14": summary})
     assert lines[-1] == "| cnn14 | 3.00× | 3.60× | 4.00× | 3.00× |"
+
+
+def test_onnx_chain_runs_a_separate_front_end(mn04_model_dir: Path) -> None:
+    """mn04 dirs carry frontend.onnx: the timed chain runs it, giving the runtime's output."""
+    import numpy as np
+
+    from benchmarks import engines
+    from benchmarks.harness import test_signal
+    from edge_runtime.features import embed_offline
+    from edge_runtime.sessions import run1
+
+    sessions = engines.onnx_sessions(mn04_model_dir, "cpu", 1)
+    assert sessions.frontend is not None
+    audio = test_signal(1, 5.0)
+    probs = engines.onnx_runner(sessions)(audio)
+    want = run1(sessions.head, embed_offline(sessions, audio[0])[None])
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-6)
+    run, hop_s = engines.daemon_hop_runner(sessions)
+    assert hop_s == 1.0 and run(None)
