@@ -96,3 +96,23 @@ def test_missing_model_dir_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert bench.main(["--fast", "--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no manifest.json" in err
+
+
+def test_onnx_chain_and_backbone_memory_run_a_split_front_end(mn04_model_dir: Path) -> None:
+    """mn04's backbone.onnx reads frontend.onnx's log-mel: the benchmarked ONNX chain runs the
+    front end first (same tags as the runtime's own path), and the backbone-alone memory child
+    feeds it a log-mel, not a waveform."""
+    import numpy as np
+
+    from benchmarks import engines, load_memory
+    from edge_runtime.features import embed_offline
+    from edge_runtime.sessions import run1
+
+    sessions = engines.onnx_sessions(mn04_model_dir, "cpu", 1)
+    assert sessions.frontend is not None
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, 32000))).astype(np.float32)
+    got = engines.onnx_runner(sessions)(audio)
+    want = np.stack([run1(sessions.head, embed_offline(sessions, a)[None])[0] for a in audio])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    row = load_memory.child_graph(str(mn04_model_dir / "backbone.onnx"), nchwc=True)
+    assert row["resident_mb"] > 0
