@@ -7,7 +7,8 @@ Each model runs in its own process (its peak RSS is its own): load, then the dae
 runtime's own ``DetectorStream.push`` of one 1 s chunk, or of ``window_stride`` chunks
 (``engines.daemon_hop_runner``) — timed
 at 1 thread and at onnxruntime's default threads; VmHWM (peak while loading and streaming) and
-VmRSS after. Writes ``class_cost.json``, ``class_cost.md`` and ``class_cost.png``.
+VmRSS after the 1-thread run (before the second setting loads the model again). Writes
+``class_cost.json``, ``class_cost.md`` and ``class_cost.png``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def job(model_dir: Path, budget_s: float) -> dict[str, Any]:
                            "ms_per_audio_s": 1000 * row["median_s"] / hop_s,
                            "p95_ms_per_audio_s": 1000 * row["p95_s"] / hop_s,
                            "repeats": len(times), "other_processes_cores": others})
-    out["peak_rss_mb"] = peak_rss_mb()
-    out["resident_mb"] = resident_mb()
+        if threads == 1:  # memory of one loaded model, before the second setting loads it again
+            out["peak_rss_mb"] = peak_rss_mb()
+            out["resident_mb"] = resident_mb()
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.features import backbone_inputs, chunk_frames, pool_window, to_chunks
+from edge_runtime.features import chunk_frames, pool_window, to_chunks
 from edge_runtime.manifest import load_manifest
 from edge_runtime.sessions import GRAPH_ROLES, ModelSessions, load_sessions, run1
 
@@ -49,23 +49,30 @@ def onnx_sessions(model_dir: Path, provider: str, threads: int | None) -> ModelS
     return load_sessions(model_dir, provider, threads, with_classifier=True)
 
 
+def _chain(sessions: ModelSessions) -> list[Any]:
+    """The graphs a waveform batch passes: [front end →] backbone → pooling [→ head]."""
+    return [s for s in (sessions.frontend, sessions.backbone, sessions.pooling, sessions.head)
+            if s is not None]
+
+
 def onnx_runner(sessions: ModelSessions) -> Runner:
-    """(front end →) backbone → pooling → head (if any) on the batch; I/O binding on CUDA."""
+    """[front end →] backbone → pooling → head (if any) on the batch; I/O binding on CUDA."""
     if sessions.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         return _iobinding_runner(sessions)
+    chain = _chain(sessions)
 
     def run(batch: np.ndarray) -> Any:
-        frames = run1(sessions.backbone, backbone_inputs(sessions, batch))
-        embedding = run1(sessions.pooling, frames)
-        return run1(sessions.head, embedding) if sessions.head is not None else embedding
+        value = batch
+        for sess in chain:
+            value = run1(sess, value)
+        return value
 
     return run
 
 
 def _iobinding_runner(sessions: ModelSessions) -> Runner:
     """GPU chain with I/O binding: intermediate tensors stay on the device between graphs."""
-    chain = [s for s in (sessions.frontend, sessions.backbone, sessions.pooling, sessions.head)
-             if s is not None]
+    chain = _chain(sessions)
 
     def run(batch: np.ndarray) -> Any:
         value = None

@@ -88,7 +88,11 @@ def child_graph(path: str, nchwc: bool) -> dict[str, Any]:
                                 providers=["CPUExecutionProvider"],
                                 disabled_optimizers=[] if nchwc else ["NchwcTransformer"])
     loaded = status_mb()
-    x = (0.1 * np.random.default_rng(0).standard_normal((1, 32000))).astype(np.float32)
+    spec = sess.get_inputs()[0]
+    # a 1 s chunk as this graph reads it: the waveform, or (a backbone after frontend.onnx)
+    # its log-mel [1, mels, 100 frames]
+    shape = (1, 32000) if len(spec.shape) == 2 else (1, spec.shape[1], 100)
+    x = (0.1 * np.random.default_rng(0).standard_normal(shape)).astype(np.float32)
     for _ in range(int(STREAM_S)):
         sess.run(None, {sess.get_inputs()[0].name: x})
     end = status_mb()

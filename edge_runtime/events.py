@@ -107,8 +107,12 @@ class EventTracker:
         onset = win_start if first else max(win_start, win_end - self.hop_s)
         offset = min(win_end, win_start + self.hop_s)
         hot_start, hot_end = self._located(win_start, win_end, chunk_probs)
+        # the shortest span a window's evidence can mean: a stride when the window alone decides
+        # where, one chunk when its chunks place it (a stride of 2 chunks must not stretch a
+        # located 1 s sound to 2 s, nor its end past the last hot chunk)
+        least = self.hop_s
         if hot_start is not None:
-            onset, offset = hot_start, max(offset, hot_end)
+            onset, offset, least = hot_start, hot_end, self.chunk_s or self.hop_s
         cfg, ev, out = self.config, self.current, []
         if ev is not None and self.quiet_since is not None:
             if p >= cfg.threshold:
@@ -124,7 +128,7 @@ class EventTracker:
             ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p,
                                       peak_payload=payload)
         if p >= cfg.off:
-            ev.end_s = max(ev.end_s, offset, ev.start_s + min(self.hop_s, win_end - win_start))
+            ev.end_s = max(ev.end_s, offset, ev.start_s + min(least, win_end - win_start))
             ev.windows += 1
             ev.prob_sum += p
             ev.active_s += self.hop_s

@@ -38,8 +38,12 @@ from edge_runtime.atomic import write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-detect-model"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# Version 3 adds the ``frontend`` role (backbone.onnx then reads the front end's log-mel, not the
+# waveform): a manifest is written as 3 only when it lists one, so runtimes that know version 2
+# refuse it with one line instead of failing at the first chunk; other model dirs stay 2.
+FRONTEND_VERSION = 3
 VOLATILE = ("created", "export_seconds")  # format 1 only: now in .workbench/export.json
 WORKBENCH_DIR = ".workbench"  # inside a model dir: files the device never loads
 WORKBENCH_SECTION = "workbench"  # manifest section listing tracked workbench files
@@ -455,6 +459,9 @@ class Manifest(_Replace):
         for role in ("backbone", "pooling"):
             if role not in files:
                 raise files_f.fail(role, "is missing")
+        if "frontend" in files and version < FRONTEND_VERSION:
+            raise files_f.fail("frontend", f"needs format_version {FRONTEND_VERSION} "
+                                           f"(the manifest says {version})")
         workbench = _file_entries(f.sub(WORKBENCH_SECTION)) if f.has(WORKBENCH_SECTION) else {}
         paths = [e.path for e in (*files.values(), *workbench.values())]
         if len(set(paths)) != len(paths):
@@ -470,7 +477,7 @@ class Manifest(_Replace):
             quantization=f.obj("quantization"), opset=opset, tools=tools,
             created=f.string("created", required=False, max_len=100),
             export_seconds=f.obj("export_seconds"), extra=f.rest(set(cls.KNOWN)),
-            format_version=FORMAT_VERSION, workbench=workbench)
+            format_version=version if version > 1 else 2, workbench=workbench)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str]) -> Manifest:
@@ -478,8 +485,9 @@ class Manifest(_Replace):
 
     # writing
     def to_dict(self) -> dict[str, Any]:
-        """The JSON value (format version 2)."""
-        out: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+        """The JSON value (format version 3 when a front end graph is listed, else 2)."""
+        version = FRONTEND_VERSION if "frontend" in self.files else 2
+        out: dict[str, Any] = {"format": FORMAT, "format_version": version}
         if self.created is not None:
             out["created"] = self.created
         out |= {"backbone": self.backbone.to_dict(), "input": self.input.to_dict(),

@@ -85,7 +85,7 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert classes.output == "class_scores"
     assert len(classes.thresholds) == len(classes.names)
     assert all(0.0 < t < 1.0 for t in classes.thresholds)
-    assert -70.0 <= classes.level_gate_dbfs <= -40.0
+    assert -70.0 <= classes.level_gate_dbfs <= -60.0  # only near-silence is gated
     assert manifest.streaming.window_embedding == "whole"
     assert manifest.streaming.chunk_decisions is False
     assert manifest.streaming.window_stride == 2

@@ -48,6 +48,24 @@ def test_manifest_names_mn04_and_a_classifier(mn04_model: Path) -> None:
     assert manifest.classifier.trained_on["clips"] == 6 * 5 * LIMIT
 
 
+def test_a_front_end_graph_needs_format_3(mn04_model: Path, tmp_path: Path) -> None:
+    """backbone.onnx reads the front end's log-mel: a manifest listing frontend.onnx is written
+    as format 3, which a version-2 runtime refuses; one claiming 2 is refused by this one."""
+    import json
+    import shutil
+
+    from edge_runtime.manifest import ManifestError
+
+    data = json.loads((mn04_model / "manifest.json").read_text())
+    assert "frontend" in data["files"] and data["format_version"] == 3
+    model = tmp_path / "model"
+    shutil.copytree(mn04_model, model)
+    data["format_version"] = 2
+    (model / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"files\.frontend needs format_version 3"):
+        load_manifest(model)
+
+
 def test_detector_hears_unseen_dogs_as_danger_and_rain_as_safe(mn04_model: Path,
                                                               esc10_dir: Path) -> None:
     detector = Detector(mn04_model, provider="cpu")

@@ -129,3 +129,28 @@ def test_record_carries_id_state_and_class_when_the_model_has_classes() -> None:
     assert (plain["state"], named["state"]) == ("start", "end")
     assert plain["start"] == "2026-01-01T00:00:00.000Z" and plain["offset_start_s"] == 0.0
     assert named["tags"] == [{"name": "Beep", "probability": 0.5}]
+
+
+def located_event(danger: range, stride: int, total: int = 30) -> tuple[float, float]:
+    """One event from 5 s windows every ``stride`` chunks of 1 s: a window is danger when any of
+    its chunks is, each chunk's own score is 1 inside ``danger`` and 0 outside."""
+    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=float(stride), chunk_s=1.0)
+    out: list[Transition] = []
+    for start in range(0, total - 5 + 1, stride):
+        chunks = range(start, start + 5)
+        hot = [1.0 if c in danger else 0.0 for c in chunks]
+        out += tracker.update(float(start), start + 5.0, 0.9 if any(hot) else 0.1,
+                              chunk_probs=hot)
+    out += tracker.close(float(total))
+    (event,) = ends(out)
+    return event.start_s, event.end_s
+
+
+def test_a_window_stride_does_not_stretch_events_that_chunks_place() -> None:
+    """Windows every 2 chunks: chunk scores still place the event to the chunk — a 1 s sound
+    is not reported as 2 s, a 5 s one does not end 1 s late (the stride is the decision
+    interval, the chunk the resolution)."""
+    for danger in (range(10, 11), range(11, 12), range(10, 15), range(3, 4), range(11, 14)):
+        expected = (float(danger.start), float(danger.stop))
+        assert located_event(danger, 1) == expected
+        assert located_event(danger, 2) == expected, danger

@@ -57,7 +57,12 @@ SAFE_FILE_RATE = 0.005  # per class: share of safe files (out of group) allowed 
 THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (class_model)
 LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
 GATE_MARGIN_DB = 10.0  # level gate: this far below the quietest (1st percentile) danger window
-GATE_RANGE_DB = (-70.0, -40.0)
+# ... but never above -60 dBFS: a gate learnt from loud training clips (UrbanSound8K fold 3:
+# -51.9 dBFS) silenced 14 of 86 held-out fold-1 sirens recorded from afar (-64...-55 dBFS),
+# while without any gate the same test raised no more false alarms (2.0 %): the classifier
+# itself is trained on noise and silence down to -70 dBFS (synthetic negatives) and is tested
+# on -60 dBFS noise. The gate only keeps near-silence out.
+GATE_RANGE_DB = (-70.0, -60.0)
 
 
 def stage(name: str, started: float) -> float:

@@ -520,7 +520,10 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
                             "chunk_samples": chunk_samples,
                             "data_dir": data_name(Path(data_dir).resolve()), "seed": seed},
             "excluded_nodes": exclude,
-            "excluded_rule": "log-mel front end: ancestors of Log + nodes before the next Conv",
+            "excluded_rule": ("log-mel front end: ancestors of Log + nodes before the next Conv"
+                              if frontend is None else "front end: its own float graph "
+                              "(frontend.onnx, copied); the backbone's nodes through its "
+                              "first Conv"),
             "check": {"held_out_files": result.files, "windows": result.windows,
                       "mean_cosine": round(result.mean_cosine, 6),
                       "min_cosine": round(result.min_cosine, 6),
