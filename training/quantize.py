@@ -16,9 +16,8 @@ Those are passed as ``nodes_to_exclude``. Keeping that first conv float too was 
 
 Two rewrites make int8 pay (measured, benchmarks/README.md "Static int8 quantization"): the
 backbone's non-overlapping average pools become depthwise convs before quantizing
-(:func:`pools_as_depthwise`: onnxruntime's ``QLinearAveragePool`` dequantizes, pools in float and
-requantizes, ~10 % of Cnn14's int8 time; a depthwise ``QLinearConv`` does the same pooling in
-int8), and the pooling graph's large matrix product (Cnn14's 2048 × 2048 fc1, 16.8 MB of float
+(:func:`pools_as_depthwise`: onnxruntime's ``QLinearAveragePool`` took ~10 % of Cnn14's int8
+time, twice the float pools; a depthwise ``QLinearConv`` does the same pooling for a fifth), and the pooling graph's large matrix product (Cnn14's 2048 × 2048 fc1, 16.8 MB of float
 weights read on every hop) is dynamically quantized (:func:`quantize_pooling`).
 
 Before anything is written, the int8 backbone is compared with the fp32 one on held-out clips
@@ -232,7 +231,7 @@ def pools_as_depthwise(model: onnx.ModelProto) -> dict[str, int]:
 
     A k×k pool with stride k and no padding becomes a depthwise ``Conv`` (group = channels,
     weights 1/(k·k), same node name): int8, onnxruntime runs it as a depthwise ``QLinearConv``
-    instead of ``QLinearAveragePool``, which dequantizes, pools in float and requantizes.
+    instead of its much slower ``QLinearAveragePool``.
     A 1×1 stride-1 pool (Cnn14's last block) is the identity and is removed (unless it makes a
 graph output). Other pools and
     pools whose channel count shape inference cannot tell are left alone. ``model`` may hold
