@@ -17,7 +17,8 @@ Those are passed as ``nodes_to_exclude``. Keeping that first conv float too was 
 Two rewrites make int8 pay (measured, benchmarks/README.md "Static int8 quantization"): the
 backbone's non-overlapping average pools become depthwise convs before quantizing
 (:func:`pools_as_depthwise`: onnxruntime's ``QLinearAveragePool`` took ~10 % of Cnn14's int8
-time, twice the float pools; a depthwise ``QLinearConv`` does the same pooling for a fifth), and the pooling graph's large matrix product (Cnn14's 2048 × 2048 fc1, 16.8 MB of float
+time, twice the float pools; a depthwise ``QLinearConv`` does the same pooling for a fifth),
+and the pooling graph's large matrix product (Cnn14's 2048 × 2048 fc1, 16.8 MB of float
 weights read on every hop) is dynamically quantized (:func:`quantize_pooling`).
 
 Before anything is written, the int8 backbone is compared with the fp32 one on held-out clips
