@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.dft import RadixSTFT, frames_of
 from export.panns import panns_models
 
 SAMPLE_RATE = 32_000
@@ -52,10 +53,23 @@ class Cnn14Frames(nn.Module):
     def __init__(self, cnn14: nn.Module) -> None:
         super().__init__()
         self.m = cnn14
+        stft = cnn14.spectrogram_extractor.stft
+        if not (stft.center and stft.pad_mode == "reflect" and stft.hop_length == HOP):
+            raise ValueError("Cnn14's STFT is not the centred, reflect-padded one this expects")
+        # torchlibrosa's STFT is a convolution with n_fft DFT x window filters per bin (~20 %
+        # of the int8 backbone's time); the same transform as two radix-32 stages. The window
+        # is the convolution's bin-0 filter (cos 0 = 1: the window itself).
+        self.dft = RadixSTFT(stft.conv_real.weight[0, 0].detach().clone(), stft.n_fft)
+        self.n_fft = stft.n_fft
 
     def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """torchlibrosa conv-STFT log-mel: ``[B, 1, frames, 64]`` (dB)."""
-        return self.m.logmel_extractor(self.m.spectrogram_extractor(waveform))
+        """PANNs log-mel ``[B, 1, frames, 64]`` (dB): torchlibrosa's power spectrogram (reflect
+        padding, ``center=True``) computed by :class:`export.dft.RadixSTFT`, then Cnn14's own
+        mel filter bank and dB conversion."""
+        pad = self.n_fft // 2
+        x = F.pad(waveform.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        real, imag = self.dft(frames_of(x, self.n_fft, HOP))
+        return self.m.logmel_extractor((real * real + imag * imag).unsqueeze(1))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         m = self.m

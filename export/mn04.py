@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from export.dft import RadixSTFT, frames_of
+
 SAMPLE_RATE = 32_000
 N_FFT = 1024
 WIN_LENGTH = 800
@@ -137,57 +139,24 @@ def kaldi_mel_banks(
     return F.pad(banks, (0, 1))
 
 
-FFT_RADIX = 32  # n_fft = 32 x 32: the DFT as two radix-32 stages (Cooley-Tukey)
-BLOCK = 160  # gcd(hop, win_length): frames are 5 consecutive blocks, starting every 2nd block
-
-
-def dft_stages(n_fft: int = N_FFT, radix: int = FFT_RADIX) -> dict[str, Tensor]:
-    """Matrices of a two-stage DFT of length ``n_fft = radix**2`` (index ``n = radix*a + b``,
-    bin ``k = k1 + radix*k2``), for the bins ``0 .. n_fft/2`` only.
-
-    ``first`` ``[a, 2*k1]``: cos | -sin of the radix-``radix`` DFT over ``a``; ``twiddle_cos``
-    / ``twiddle_sin`` ``[b, k1]``: ``exp(-2 pi i b k1 / n_fft)``; ``second_re`` / ``second_im``
-    ``[b, 2*k2]``: what the real and imaginary parts contribute to (re | im) of the DFT over
-    ``b``. Computed in float64, stored float32.
-    """
-    if radix * radix != n_fft:
-        raise ValueError(f"n_fft {n_fft} is not {radix}**2")
-    r = torch.arange(radix, dtype=torch.float64)
-    k2 = torch.arange(n_fft // 2 // radix + 1, dtype=torch.float64)  # bins up to n_fft/2
-    first = 2.0 * math.pi * torch.outer(r, r) / radix
-    twiddle = 2.0 * math.pi * torch.outer(r, r) / n_fft
-    second = 2.0 * math.pi * torch.outer(r, k2) / radix
-    # (zr + i zi)(cos - i sin) = zr cos + zi sin + i (zi cos - zr sin)
-    out = {"first": torch.cat([torch.cos(first), -torch.sin(first)], dim=1),
-           "twiddle_cos": torch.cos(twiddle), "twiddle_sin": -torch.sin(twiddle),
-           "second_re": torch.cat([torch.cos(second), -torch.sin(second)], dim=1),
-           "second_im": torch.cat([torch.sin(second), torch.cos(second)], dim=1)}
-    return {name: value.to(torch.float32) for name, value in out.items()}
-
-
 class LogMelFrontEnd(nn.Module):
     """EfficientAT ``AugmentMelSTFT`` in eval mode, written with ONNX-friendly ops.
 
     Input: waveform ``[B, N]`` (N >= MIN_SAMPLES). Output: normalised log-mel ``[B, 128, T]``
     with ``T = (N - 1) // 320 + 1``.
 
-    The STFT is framing (reshape + strided slices) and a two-stage radix-32 DFT as matrix
-    products: ~6x fewer multiply-adds than one 800-tap convolution per output bin, which was
-    ~60 % of mn04's whole graph (onnxruntime profile; 1 s of audio, 1 thread: 1.38 → 0.75 ms
-    for the front end). Outputs equal ``torch.stft`` to float32 rounding (tests).
+    The STFT is framing and a two-stage radix-32 DFT in matrix products (:mod:`export.dft`):
+    ~6x fewer multiply-adds than one 800-tap convolution per output bin, which was ~60 % of
+    mn04's whole graph (onnxruntime profile; 1 s of audio, 1 thread: 1.38 → 0.75 ms for the
+    front end). Outputs equal ``torch.stft`` to float32 rounding (tests).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("preemphasis", torch.tensor([[[-PREEMPHASIS, 1.0]]]), persistent=False)
-        self.register_buffer("window", torch.hann_window(WIN_LENGTH, periodic=False,
-                                                         dtype=torch.float64).float(),
-                             persistent=False)
-        for name, value in dft_stages().items():
-            self.register_buffer(name, value, persistent=False)
+        self.dft = RadixSTFT(torch.hann_window(WIN_LENGTH, periodic=False, dtype=torch.float64),
+                             N_FFT)
         self.register_buffer("mel_banks", kaldi_mel_banks(), persistent=False)
-        self.n_bins = N_FFT // 2 + 1
-        self.n_k2 = self.second_re.shape[1] // 2
         # Reflect-padding by n_fft // 2 and then skipping the window's zero margin is the same
         # as reflect-padding by win_length // 2 and framing win_length samples.
         self.pad = WIN_LENGTH // 2
@@ -195,25 +164,8 @@ class LogMelFrontEnd(nn.Module):
     def stft(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Pre-emphasised signal ``[B, L]`` -> (real, imag) ``[B, n_fft//2 + 1, L//hop + 1]``."""
         x = F.pad(x.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
-        batch, n_frames = x.shape[0], (x.shape[1] - WIN_LENGTH) // HOP_LENGTH + 1
-        steps, per_frame = HOP_LENGTH // BLOCK, WIN_LENGTH // BLOCK  # 2 and 5
-        blocks = x[:, : BLOCK * (steps * n_frames + per_frame - steps)]
-        blocks = blocks.reshape(batch, -1, BLOCK)
-        frames = torch.cat([blocks[:, j : j + steps * n_frames : steps]
-                            for j in range(per_frame)], dim=-1) * self.window  # [B, T, 800]
-        margin = (N_FFT - WIN_LENGTH) // 2
-        frames = F.pad(frames, (margin, margin)).reshape(batch, n_frames, FFT_RADIX, FFT_RADIX)
-        y = frames.transpose(-1, -2) @ self.first  # [B, T, b, (re|im) k1]
-        y_re, y_im = y[..., :FFT_RADIX], y[..., FFT_RADIX:]
-        z_re = (y_re * self.twiddle_cos - y_im * self.twiddle_sin).transpose(-1, -2)
-        z_im = (y_re * self.twiddle_sin + y_im * self.twiddle_cos).transpose(-1, -2)
-        spec = z_re @ self.second_re + z_im @ self.second_im  # [B, T, k1, (re|im) k2]
-
-        def bins(part: Tensor) -> Tensor:  # [B, T, k1, k2] -> [B, bins, T], bin = k1 + 32 k2
-            flat = part.transpose(-1, -2).reshape(batch, n_frames, -1)
-            return flat[..., : self.n_bins].transpose(1, 2)
-
-        return bins(spec[..., : self.n_k2]), bins(spec[..., self.n_k2 :])
+        real, imag = self.dft(frames_of(x, WIN_LENGTH, HOP_LENGTH))
+        return real.transpose(1, 2), imag.transpose(1, 2)
 
     def forward(self, waveform: Tensor) -> Tensor:
         x = F.conv1d(waveform.unsqueeze(1), self.preemphasis).squeeze(1)
