@@ -139,6 +139,10 @@ class Supervisor:
                 guarded.close()
             if self.stop.is_set():
                 break
+            if stream.finished:  # ended for good (a recording, or --once): nothing to reopen
+                log.info("%s: %s; done", self.name, stream.decoded.problem or "input ended")
+                self._set("stopped")
+                return True
             if time.monotonic() - opened >= STABLE_S:
                 backoff.reset()
             down_since = time.monotonic()

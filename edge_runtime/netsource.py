@@ -73,12 +73,19 @@ def _drain(pipe, tail: collections.deque) -> None:
     pipe.close()
 
 
+# A URL whose audio arrived this much faster than real time and then ended is a recording (a
+# file on a web server), not a live stream: it is read once, never re-read on "reconnect".
+RECORDING_SPEED = 2.0
+
+
 def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | None = None,
-               stall_s: float = 10.0, block_s: float = 0.1) -> Stream:
+               stall_s: float = 10.0, block_s: float = 0.1, once: bool = False) -> Stream:
     """Start ffmpeg on ``url``; the stream's blocks are float32 mono at ``target_rate``.
 
-    Raises :class:`SourceError` when ffmpeg cannot be started or produces no audio within
-    ``stall_s`` (the caller retries with backoff)."""
+    When it ends, ``stream.finished`` says not to reopen it: with ``once``, or when its audio
+    came faster than real time (``RECORDING_SPEED``: a recording, which a reopen would only
+    read again, reporting its events twice). Raises :class:`SourceError` when ffmpeg cannot
+    be started or produces no audio within ``stall_s`` (the caller retries with backoff)."""
     shown = name or redact(url)
     try:
         proc = subprocess.Popen(ffmpeg_command(url, target_rate, stall_s),
@@ -146,8 +153,15 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
             elif not stop.is_set():
                 why = "; ".join(tail)
                 decoded.problem = "stream ended" + (f" ({why})" if why else "")
-                if time.monotonic() - started < 1.0:
+                wall_s = time.monotonic() - started
+                audio_s = decoded.frames_in / target_rate
+                if audio_s > RECORDING_SPEED * wall_s + 1.0:
+                    decoded.problem = (f"recording read to its end ({audio_s:.1f} s of audio "
+                                       f"in {wall_s:.1f} s)")
+                    stream.finished = True
+                elif wall_s < 1.0:
                     decoded.problem += " after less than 1 s"
+                stream.finished = stream.finished or once
         finally:
             stop_ffmpeg()
 

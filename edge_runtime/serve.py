@@ -132,7 +132,8 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
 
     if is_url(source):
         def open_url(_reopening: bool) -> Any:
-            return url_stream(source, rate, stop, name=spec.name, stall_s=stall_s)
+            return url_stream(source, rate, stop, name=spec.name, stall_s=stall_s,
+                              once=bool(opts.get("once")))
 
         ok = Supervisor(spec.label(redact(source)), open_url, runner.run_stream,
                         retry_errors=(SourceError, OSError), **live)()

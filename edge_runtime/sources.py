@@ -42,6 +42,7 @@ class Stream:
     base_time: datetime
     blocks: Iterator[np.ndarray]
     decoded: audio_io.Decoded = field(default_factory=audio_io.Decoded)
+    finished: bool = False  # a live source that ended for good: not to be reopened
 
 
 def file_stream(path: str | os.PathLike[str], target_rate: int,

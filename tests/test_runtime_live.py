@@ -248,3 +248,32 @@ def test_watchdog_reports_health_changes_once_and_backs_off() -> None:
     assert 0.8 <= attempts[1] - attempts[0] <= 1.5 and 1.8 <= attempts[2] - attempts[1] <= 2.5
     assert [ok for ok, _ in reports] == [False, True]
     assert "device gone (try 1)" in reports[0][1]
+
+
+@needs_ffmpeg
+def test_a_recording_served_over_http_is_read_once(tmp_path: Path, tiny_model: Path) -> None:
+    """A finite WAV on a web server arrives faster than real time and ends: it is a recording,
+    read once (one event, exit 0), not a live stream re-read on every "reconnect"."""
+    sf.write(tmp_path / "clip.wav", np.concatenate([hiss(3.0), tone(3.0), hiss(3.0)]), SR)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = tmp_path / "events.jsonl"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the server accepts connections
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        daemon = Daemon("--model", str(tiny_model), "--input",
+                        f"http://127.0.0.1:{port}/clip.wav", "--events", str(events))
+        code = daemon.proc.wait(60)  # no --once: it still ends, the recording being over
+        daemon._reader.join(10)
+    finally:
+        server.kill()
+        server.wait(10)
+    assert code == 0, daemon.text
+    assert "recording read to its end" in daemon.text and "reopen" not in daemon.text
+    assert len(ends(events.read_text())) == 1, daemon.text
