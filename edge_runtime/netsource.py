@@ -73,9 +73,25 @@ def _drain(pipe, tail: collections.deque) -> None:
     pipe.close()
 
 
-# A URL whose audio arrived this much faster than real time and then ended is a recording (a
-# file on a web server), not a live stream: it is read once, never re-read on "reconnect".
+# An http(s) URL whose audio arrived this much faster than real time, then ended, and which
+# the server states a length for (Content-Length) is a recording (a file on a web server), not
+# a live stream: it is read once, never re-read on "reconnect". A live stream can burst its
+# backlog at connect too, but has no length (and a stopped server answers nothing).
 RECORDING_SPEED = 2.0
+
+
+def has_length(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether an http(s) server states a Content-Length for ``url`` (a HEAD request)."""
+    import urllib.request
+
+    if url.split("://", 1)[0].lower() not in ("http", "https"):
+        return False
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:  # noqa: S310
+            return int(reply.headers.get("Content-Length") or 0) > 0
+    except (OSError, ValueError):
+        return False
 
 
 def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | None = None,
@@ -83,8 +99,8 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
     """Start ffmpeg on ``url``; the stream's blocks are float32 mono at ``target_rate``.
 
     When it ends, ``stream.finished`` says not to reopen it: with ``once``, or when its audio
-    came faster than real time (``RECORDING_SPEED``: a recording, which a reopen would only
-    read again, reporting its events twice). Raises :class:`SourceError` when ffmpeg cannot
+    came faster than real time from a server that states its length (``RECORDING_SPEED``: a
+    recording, which a reopen would only read again, reporting its events twice). Raises :class:`SourceError` when ffmpeg cannot
     be started or produces no audio within ``stall_s`` (the caller retries with backoff)."""
     shown = name or redact(url)
     try:
@@ -155,7 +171,7 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
                 decoded.problem = "stream ended" + (f" ({why})" if why else "")
                 wall_s = time.monotonic() - started
                 audio_s = decoded.frames_in / target_rate
-                if audio_s > RECORDING_SPEED * wall_s + 1.0:
+                if audio_s > RECORDING_SPEED * wall_s + 1.0 and has_length(url):
                     decoded.problem = (f"recording read to its end ({audio_s:.1f} s of audio "
                                        f"in {wall_s:.1f} s)")
                     stream.finished = True
