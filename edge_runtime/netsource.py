@@ -100,8 +100,9 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
 
     When it ends, ``stream.finished`` says not to reopen it: with ``once``, or when its audio
     came faster than real time from a server that states its length (``RECORDING_SPEED``: a
-    recording, which a reopen would only read again, reporting its events twice). Raises :class:`SourceError` when ffmpeg cannot
-    be started or produces no audio within ``stall_s`` (the caller retries with backoff)."""
+    recording, which a reopen would only read again, reporting its events twice). Raises
+    :class:`SourceError` when ffmpeg cannot be started or produces no audio within ``stall_s``
+    (the caller retries with backoff)."""
     shown = name or redact(url)
     try:
         proc = subprocess.Popen(ffmpeg_command(url, target_rate, stall_s),

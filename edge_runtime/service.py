@@ -110,6 +110,7 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
     lines += [
         "SupplementaryGroups=audio",
         f"StateDirectory={STATE_DIR}",
+        f"LogsDirectory={STATE_DIR}",  # /var/log/edge-detect, created for the service user
         "Restart=always",
         "RestartSec=5",
         "KillSignal=SIGTERM",
