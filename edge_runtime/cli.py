@@ -161,9 +161,11 @@ def run(opts: dict[str, Any]) -> int:
     if events.off <= 0.0:
         log.warning("threshold %.2f - hysteresis %.2f leaves no off-threshold: an event ends "
                     "only with its stream", events.threshold, events.hysteresis)
+    scaled = (" on class scores scaled so that each class's own threshold is 0.50"
+              if detector.scorer.classes is not None else "")
     log.info("provider %s; hop %.2f s, window %.2f s, a decision every %.2f s; threshold %.2f "
-             "(off %.2f); model %s", detector.provider, detector.hop_s, detector.window_s,
-             detector.stride_s, events.threshold, events.off, detector.model_id)
+             "(off %.2f)%s; model %s", detector.provider, detector.hop_s, detector.window_s,
+             detector.stride_s, events.threshold, events.off, scaled, detector.model_id)
     shared: list[Any] = [ConsoleSink()]
     if opts["events"]:
         if opts["once"]:  # a batch job: re-running it gives the same file, not duplicates

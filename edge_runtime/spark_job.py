@@ -87,6 +87,10 @@ def check_master(text: str, cpus: int | None = None) -> Master:
         retries = f",{m['f']}" if m["f"] else ""
         return Master(f"local[{slots}{retries}]", True, slots)
     if _REMOTE.fullmatch(text):
+        if text == "yarn" and not (os.environ.get("HADOOP_CONF_DIR")
+                                   or os.environ.get("YARN_CONF_DIR")):
+            raise SparkSetupError("--spark yarn: set HADOOP_CONF_DIR (or YARN_CONF_DIR) to the "
+                                  "folder with the cluster's yarn-site.xml")
         return Master(text, False, 0)
     raise SparkSetupError(f"--spark {text!r}: expected local[N] (N ≤ {cpus}), "
                           "spark://HOST:PORT, yarn or k8s://https://HOST:PORT")
@@ -415,7 +419,13 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
                        chunk_decisions=False if window_only else None)
         started = time.perf_counter()
         sigterm = signal.getsignal(signal.SIGTERM)
-        spark = spark_session(master)
+        try:
+            spark = spark_session(master)
+        except Exception as exc:
+            if not is_spark_error(exc):
+                raise
+            log.error("cannot start Spark on %s: %s", master.url, last_error_line(exc))
+            return 1
         if callable(sigterm) and threading.current_thread() is threading.main_thread():
             # pyspark took SIGINT over; give it back to the CLI's handler
             signal.signal(signal.SIGINT, sigterm)
@@ -438,6 +448,8 @@ def run_spark(opts: dict[str, Any], stop: threading.Event) -> int:
             log.error("spark job failed: %s", last_error_line(exc))
             return 1
         finally:
+            if stop.is_set():  # py4j logs every callback cut by the shutdown as a traceback
+                logging.getLogger("py4j").setLevel(logging.CRITICAL)
             settle(spark)
             spark.stop()
     log.info("done: %s; %.1f s wall%s", totals.line(), time.perf_counter() - started,

@@ -44,12 +44,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
-def test_master_is_validated_and_bounded() -> None:
+def test_master_is_validated_and_bounded(monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
     assert check_master("local[2]", cpus=2).url == "local[2]"
     assert check_master("local", cpus=2).slots == 1
     assert check_master("local[*]", cpus=2).url == "local[2]"
     assert check_master("local[2,3]", cpus=4).url == "local[2,3]"
     assert not check_master("spark://head:7077", cpus=2).local
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    monkeypatch.delenv("YARN_CONF_DIR", raising=False)
+    with pytest.raises(SparkSetupError, match="set HADOOP_CONF_DIR"):  # one line, no JVM
+        check_master("yarn")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
     assert check_master("yarn").url == "yarn"
     assert check_master("k8s://https://10.0.0.1:6443").url.startswith("k8s://")
     for bad, why in [("local[3]", "1 ≤ N ≤ 2"), ("local[0]", "1 ≤ N ≤ 2"),
