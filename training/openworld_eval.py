@@ -154,9 +154,9 @@ def overlap_warning(manifest: Manifest, clips: list[LabelledClip],
     seen = trained_clips(manifest, clips)
     if not seen:
         return None
-    return (f"{what}: {len(seen)} of {len(clips)} files (e.g. {seen[0].path}) are training "
-            f"data of this model per its manifest ({trained_text(trained_on(manifest))}): "
-            "numbers on them are not held-out")
+    return (f"{what}: {len(seen)} of {len(clips)} files (e.g. {seen[0].path}) lie in folders "
+            f"and folds this model trained on per its manifest "
+            f"({trained_text(trained_on(manifest))}): numbers on them are not held-out")
 
 
 # --- expected class of a category -----------------------------------------------------------
