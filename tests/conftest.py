@@ -18,6 +18,15 @@ HEAVY_FIXTURES = {"cnn14_checkpoint", "cnn14_model_dir", "trained_model_dir", "m
                   "mn04_model_dir", "mn04_class_model_dir"}
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny energy model (``tests.runtime_model``: ONNX built without torch),
+    one per test module; a module that changes it defines its own."""
+    from tests.runtime_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``slow`` every test whose fixtures include a model build (HEAVY_FIXTURES)."""
     for item in items:

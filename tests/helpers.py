@@ -30,3 +30,14 @@ def ended_events(path: Path) -> list[dict]:
 
     lines = path.read_text(encoding="utf-8").splitlines()
     return [rec for rec in map(json.loads, lines) if rec.get("state") == "end"]
+
+
+def unseen_clips(esc10_dir: Path, mapping, category: str, limit: int, n: int = 3) -> list[Path]:
+    """The last ``n`` clips of ``category`` that a build limited to ``limit`` clips per
+    category and fold (``edge-train build --per-fold-limit``) did not train on."""
+    from training.dataset import read_dataset
+
+    trained = {c.filename for c in read_dataset(esc10_dir, mapping, limit)}
+    clips = [c for c in read_dataset(esc10_dir, mapping)
+             if c.category == category and c.filename not in trained]
+    return [c.path for c in clips[-n:]]

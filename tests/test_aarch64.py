@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import arm64_root as arm
-from tests.helpers import REPO
+from tests.helpers import REPO, unseen_clips
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,9 @@ def root() -> Path:
 
 def unseen_dog(esc10_dir: Path, limit: int = 2) -> Path:
     """A dog clip outside the per-fold-limited training set of ``mn04_model_dir``."""
-    from training.dataset import read_dataset
     from training.mapping import binary_mapping
 
-    trained = {c.filename for c in read_dataset(esc10_dir, binary_mapping(), limit)}
-    dogs = [c for c in read_dataset(esc10_dir, binary_mapping())
-            if c.category == "dog" and c.filename not in trained]
-    return dogs[-1].path
+    return unseen_clips(esc10_dir, binary_mapping(), "dog", limit, 1)[0]
 
 
 def copy_sources(dest: Path) -> None:

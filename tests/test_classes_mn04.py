@@ -22,8 +22,7 @@ import soundfile as sf
 
 from edge_runtime.detector import Detector
 from edge_runtime.manifest import load_manifest
-from tests.helpers import ended_events, shared_path
-from training.dataset import read_dataset
+from tests.helpers import ended_events, shared_path, unseen_clips
 from training.mapping import default_mapping
 
 LIMIT = 2
@@ -60,11 +59,7 @@ def class_model(mn04_weights: Path, esc10_dir: Path, tmp_path_factory) -> Path:
 
 
 def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
-    mapping = default_mapping()
-    trained = {c.filename for c in read_dataset(esc10_dir, mapping, LIMIT)}
-    clips = [c for c in read_dataset(esc10_dir, mapping)
-             if c.category == category and c.filename not in trained]
-    return [c.path for c in clips[-n:]]
+    return unseen_clips(esc10_dir, default_mapping(), category, LIMIT, n)
 
 
 def run_daemon(model: Path, source: Path, events: Path) -> list[dict]:

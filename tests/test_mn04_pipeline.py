@@ -12,8 +12,7 @@ import pytest
 
 from edge_runtime.detector import Detector
 from edge_runtime.manifest import load_manifest
-from tests.helpers import ended_events
-from training.dataset import read_dataset
+from tests.helpers import ended_events, unseen_clips
 from training.mapping import binary_mapping
 
 LIMIT = 2
@@ -27,11 +26,7 @@ def mn04_model(mn04_model_dir: Path) -> Path:
 
 def unseen(esc10_dir: Path, category: str, n: int = 3) -> list[Path]:
     """``n`` clips of ``category`` that the per-fold-limited build did not train on."""
-    mapping = binary_mapping()
-    trained = {c.filename for c in read_dataset(esc10_dir, mapping, LIMIT)}
-    clips = [c for c in read_dataset(esc10_dir, mapping)
-             if c.category == category and c.filename not in trained]
-    return [c.path for c in clips[-n:]]
+    return unseen_clips(esc10_dir, binary_mapping(), category, LIMIT, n)
 
 
 def test_manifest_names_mn04_and_a_classifier(mn04_model: Path) -> None:

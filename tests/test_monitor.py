@@ -16,7 +16,7 @@ import pytest
 
 from edge_runtime.lifecycle import Hop
 from edge_runtime.monitor import Monitor
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, hiss, tone
 
 
 def get(url: str) -> str:
@@ -66,11 +66,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def test_running_daemon_serves_metrics_and_live(tiny_model: Path) -> None:

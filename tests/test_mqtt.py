@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from tests.helpers import ended_events
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, hiss, tone
 
 paho = pytest.importorskip("paho.mqtt.client", reason="the mqtt extra (paho-mqtt) is absent")
 
@@ -104,11 +104,6 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def node() -> str:

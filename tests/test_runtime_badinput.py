@@ -28,7 +28,7 @@ from edge_runtime.text import printable
 from edge_runtime.watch import FolderWatcher
 from tests import procmem
 from tests.bad_corpus import wav_header, write_corpus
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, hiss, tone
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
@@ -36,11 +36,6 @@ LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 def ends(text: str) -> list[dict]:
     """The ``end`` lines of an events file (each event also has a ``start`` line)."""
     return [r for r in map(json.loads, text.splitlines()) if r["state"] == "end"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def add_linear_classifier(model_dir: Path, dim: int, threshold: float = 0.9) -> Path:

@@ -14,12 +14,7 @@ from edge_runtime.audio import AudioError
 from edge_runtime.detector import Detector
 from edge_runtime.features import embed_audio
 from tests.helpers import ended_events
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+from tests.runtime_model import SR, hiss, tone
 
 
 @pytest.fixture(scope="module")

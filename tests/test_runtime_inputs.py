@@ -14,12 +14,7 @@ import soundfile as sf
 
 from edge_runtime import audio as audio_io
 from tests.helpers import ended_events
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+from tests.runtime_model import SR, hiss, tone
 
 
 def edge_detect(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runtime_model import build_tiny_model, hiss
+from tests.runtime_model import hiss
 
 RATE = 48_000
 
@@ -25,11 +25,6 @@ def smoke_alarm(seconds: float, sr: int = RATE) -> np.ndarray:
     phase = t % 4.0
     on = (phase < 2.5) & ((phase % 1.0) < 0.5)
     return (0.5 * np.sin(2 * np.pi * 3000.0 * t) * on).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 @pytest.mark.slow  # > 20 s: 60 s of audio at real-time pace

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from edge_runtime.serve import parse_sources
 from tests import procmem
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
+from tests.runtime_model import SR, hiss, tone
 
 SERVER = Path(__file__).with_name("live_wav_server.py")
 
@@ -27,11 +27,6 @@ SERVER = Path(__file__).with_name("live_wav_server.py")
 def ends(text: str) -> list[dict]:
     """The ``end`` lines of an events file (each event also has a ``start`` line)."""
     return [r for r in map(json.loads, text.splitlines()) if r["state"] == "end"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def free_port() -> int:

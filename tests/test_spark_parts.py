@@ -36,12 +36,7 @@ from edge_runtime.spark_score import (
     score_file,
 )
 from edge_runtime.spark_sink import AtomicEvents, BatchCommitSink, write_events
-from tests.runtime_model import SR, build_tiny_model, hiss, tone
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+from tests.runtime_model import SR, hiss, tone
 
 
 def test_master_is_validated_and_bounded(monkeypatch: pytest.MonkeyPatch,

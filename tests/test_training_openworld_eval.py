@@ -20,7 +20,7 @@ import soundfile as sf
 
 from edge_runtime.atomic import link_or_copy, write_json
 from tests.helpers import shared_path
-from tests.runtime_model import SR, build_tiny_model, hiss, tiny_manifest, tone
+from tests.runtime_model import SR, hiss, tiny_manifest, tone
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import (
     evaluate_openworld,
@@ -31,11 +31,6 @@ from training.openworld_eval import (
     training_overlap,
 )
 from training.replay import FileRun
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
 def long_safe(seconds: float = 60.0) -> np.ndarray:
