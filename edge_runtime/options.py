@@ -97,24 +97,17 @@ class Option:
             if isinstance(value, bool):
                 return value
             raise OptionError(f"must be true or false, got {_describe(value)}")
-        if self.kind is int:
+        if self.kind in (int, float):
+            noun = "an integer" if self.kind is int else "a number"
             if text and isinstance(value, str):
                 try:
-                    return int(value.strip())
+                    return self.kind(value.strip())
                 except ValueError:
-                    raise OptionError(f"must be an integer, got {value!r}") from None
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            raise OptionError(f"must be an integer, got {_describe(value)}")
-        if self.kind is float:
-            if text and isinstance(value, str):
-                try:
-                    return float(value.strip())
-                except ValueError:
-                    raise OptionError(f"must be a number, got {value!r}") from None
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-            raise OptionError(f"must be a number, got {_describe(value)}")
+                    raise OptionError(f"must be {noun}, got {value!r}") from None
+            accepted = int if self.kind is int else int | float
+            if isinstance(value, accepted) and not isinstance(value, bool):
+                return self.kind(value)
+            raise OptionError(f"must be {noun}, got {_describe(value)}")
         if isinstance(value, str):
             if "\0" in value or len(value) > 4096:
                 raise OptionError("must be a plain string (no NUL, at most 4096 characters)")
