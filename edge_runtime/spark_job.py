@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,6 +214,11 @@ class Totals:
     audio_s: float = 0.0
     compute_s: float = 0.0
 
+    def add(self, other: Totals) -> None:
+        """Count ``other`` (one micro-batch's totals) in."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def line(self) -> str:
         return (f"{self.files} file(s), {self.failed} failed, {self.events} event(s); "
                 f"{self.audio_s:.1f} s of audio, {self.compute_s:.1f} s of executor compute")
@@ -326,8 +331,7 @@ def run_streaming(spark: SparkSession, uri: str, spec: JobSpec, events: str, che
         rows = sorted(batch.collect(), key=lambda r: (r.source, r.seq))
         records = list(consume(rows, seen))
         written = sink.write(batch_id, records)
-        for name in ("files", "failed", "events", "audio_s", "compute_s"):
-            setattr(totals, name, getattr(totals, name) + getattr(seen, name))
+        totals.add(seen)
         if seen.files:
             log.info("batch %d: %s; %.1f s wall%s", batch_id, seen.line(),
                      time.perf_counter() - started, "" if written else " (already written)")
