@@ -17,7 +17,8 @@ from edge_runtime.atomic import atomic_path
 from edge_runtime.lifecycle import EventRecord, StreamInfo, rfc3339
 from edge_runtime.privacy import SPEECH_THRESHOLD
 
-__all__ = ["AudioHistory", "ClipSink", "ConsoleSink", "JsonlSink", "StreamInfo", "rfc3339"]
+__all__ = ["AudioHistory", "ClipSink", "ConsoleSink", "JsonlSink", "MemorySink", "StreamInfo",
+           "rfc3339"]
 
 log = logging.getLogger("edge-detect")
 
@@ -35,6 +36,28 @@ def _tag_text(record: EventRecord) -> str:
 
 def _what(record: EventRecord) -> str:
     return "DANGER" if record.class_name is None else f"DANGER ({record.class_name})"
+
+
+class MemorySink:
+    """Keeps the JSON records ``JsonlSink`` would write, in memory: each event's start and end
+    line, or only the end lines with ``ends_only``."""
+
+    def __init__(self, ends_only: bool = False) -> None:
+        self.ends_only = ends_only
+        self.records: list[dict] = []
+
+    def on_start(self, record: EventRecord) -> None:
+        if not self.ends_only:
+            self.records.append(record.to_dict())
+
+    def on_update(self, record: EventRecord) -> None:
+        pass
+
+    def on_end(self, record: EventRecord) -> None:
+        self.records.append(record.to_dict())
+
+    def close(self) -> None:
+        pass
 
 
 class ConsoleSink:

@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlparse
 
 from edge_runtime.audio import AudioError
 from edge_runtime.events import EventConfig
-from edge_runtime.lifecycle import EventRecord
 from edge_runtime.manifest import ManifestError
+from edge_runtime.sinks import MemorySink
 from edge_runtime.sources import file_stream, is_candidate
 
 if TYPE_CHECKING:
@@ -112,25 +112,6 @@ def display_source(uri: str) -> str:
     return uri
 
 
-class _Collect:
-    """A sink that keeps what ``JsonlSink`` would write: each event's start and end."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def on_start(self, record: EventRecord) -> None:
-        self.records.append(record.to_dict())
-
-    def on_update(self, record: EventRecord) -> None:
-        pass
-
-    def on_end(self, record: EventRecord) -> None:
-        self.records.append(record.to_dict())
-
-    def close(self) -> None:
-        pass
-
-
 class _Capture(logging.Handler):
     """Collects the runtime's warnings and errors for one file, to be reported by the driver."""
 
@@ -166,7 +147,7 @@ def score_file(spec: JobSpec, uri: str, content: bytes, modified: datetime | Non
     propagate, logger.propagate = logger.propagate, False
     try:
         detector = detector_for(spec)
-        collect = _Collect()
+        collect = MemorySink()  # what JsonlSink would write: each event's start and end
         runner = Runner(detector, spec.rules(detector), [collect])
         with tempfile.TemporaryDirectory(prefix="edge-spark-") as tmp:
             path = Path(tmp) / name

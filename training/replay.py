@@ -27,6 +27,7 @@ from edge_runtime.audio import AudioError
 from edge_runtime.daemon import Runner
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig, EventTracker
+from edge_runtime.sinks import MemorySink
 from edge_runtime.sources import file_stream
 from training.labelled import LabelledClip
 
@@ -117,26 +118,6 @@ class RecordingDetector(Detector):
         return inner if self.rows is None else _RecordingStream(inner, self.rows)
 
 
-class CollectingSink:
-    """A sink that keeps each finished event's JSON record (the ``state: end`` line that
-    ``--events`` writes)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def on_start(self, record: Any) -> None:
-        pass
-
-    def on_update(self, record: Any) -> None:
-        pass
-
-    def on_end(self, record: Any) -> None:
-        self.records.append(record.to_dict())
-
-    def close(self) -> None:
-        pass
-
-
 def _trace(rows: list[tuple[float, float, float, Any]], seconds: float) -> Trace:
     cs = [r[3] for r in rows]
     scores = np.stack(cs) if rows and all(c is not None for c in cs) else None
@@ -153,7 +134,7 @@ def replay(detector: RecordingDetector, clips: Iterable[LabelledClip],
     Unreadable files get ``error`` set (one line) and are not counted by callers.
     """
     config = config or cli_event_config(detector.threshold)
-    sink = CollectingSink()
+    sink = MemorySink(ends_only=True)  # each finished event's ``state: end`` record
     runner = Runner(detector, config, [sink])
     daemon_log = logging.getLogger("edge-detect")
     level = daemon_log.level
