@@ -428,7 +428,6 @@ class Manifest(_Replace):
     created: str | None = None
     export_seconds: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
     workbench: dict[str, FileEntry] = field(default_factory=dict)
 
     KNOWN = ("format", "format_version", "backbone", "input", "streaming", "files", "classifier",
@@ -477,17 +476,22 @@ class Manifest(_Replace):
             quantization=f.obj("quantization"), opset=opset, tools=tools,
             created=f.string("created", required=False, max_len=100),
             export_seconds=f.obj("export_seconds"), extra=f.rest(set(cls.KNOWN)),
-            format_version=version if version > 1 else 2, workbench=workbench)
+            workbench=workbench)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str]) -> Manifest:
         return load_manifest(model_dir)
 
+    @property
+    def format_version(self) -> int:
+        """The version this manifest is written as: 3 when a front end graph is listed, else 2
+        (what older runtimes still read)."""
+        return FRONTEND_VERSION if "frontend" in self.files else 2
+
     # writing
     def to_dict(self) -> dict[str, Any]:
-        """The JSON value (format version 3 when a front end graph is listed, else 2)."""
-        version = FRONTEND_VERSION if "frontend" in self.files else 2
-        out: dict[str, Any] = {"format": FORMAT, "format_version": version}
+        """The JSON value (version :attr:`format_version`)."""
+        out: dict[str, Any] = {"format": FORMAT, "format_version": self.format_version}
         if self.created is not None:
             out["created"] = self.created
         out |= {"backbone": self.backbone.to_dict(), "input": self.input.to_dict(),
