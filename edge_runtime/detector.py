@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import audio as audio_io
-from edge_runtime.classes import DECISION_THRESHOLD, dbfs, mean_square
+from edge_runtime.classes import DECISION_THRESHOLD, dbfs
 from edge_runtime.features import embed_offline
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.options import THRESHOLD_FALLBACK
@@ -105,7 +105,7 @@ class DetectorStream:
         for i, w in enumerate(windows):
             p = float(scores.danger[i])
             if gate is not None:  # quieter than any danger sound the model was built for
-                powers = [mean_square(a) for a in w.audio_chunks]  # chunks are equally long
+                powers = w.chunk_powers  # chunks are equally long
                 if dbfs(float(np.mean(powers))) < gate:
                     p = 0.0
             end = (w.last_chunk + 1) * hop

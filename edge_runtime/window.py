@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.classes import mean_square
 from edge_runtime.features import (
     backbone_inputs,
     chunk_frames,
@@ -29,14 +30,16 @@ from edge_runtime.sessions import ModelSessions
 @dataclass
 class Window:
     """One pooled window: chunk span ``[first, last]`` (inclusive), its embedding, each of its
-    chunks pooled alone (``[chunks, E]``, oldest first) for locating events in time, and its
-    audio (for describing an event with AudioSet tags)."""
+    chunks pooled alone (``[chunks, E]``, oldest first) for locating events in time, its
+    audio (for describing an event with AudioSet tags) and each chunk's mean square (its
+    level, for the level gate; computed once per chunk)."""
 
     first_chunk: int
     last_chunk: int
     embedding: np.ndarray
     chunk_embeddings: np.ndarray
     audio_chunks: tuple[np.ndarray, ...]
+    chunk_powers: tuple[float, ...]
 
 
 class FrameWindow:
@@ -59,14 +62,15 @@ class FrameWindow:
         self._features: deque[np.ndarray] = deque(maxlen=self.window_chunks)  # frames or inputs
         self._chunk_embeddings: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self._audio: deque[np.ndarray] = deque(maxlen=self.window_chunks)
+        self._powers: deque[float] = deque(maxlen=self.window_chunks)
         self.chunks_seen = 0
-        self.windows_emitted = 0
 
     def add(self, chunk: np.ndarray) -> Window | None:
         """Take one chunk (its front end, or backbone for chunked windows); return the window
         ending with it, if full."""
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         self._audio.append(chunk)
+        self._powers.append(mean_square(chunk))
         if self.whole:
             self._features.append(backbone_inputs(self.sessions, chunk[None])[0])
         else:
@@ -96,7 +100,6 @@ class FrameWindow:
         else:
             embedding = embed_window(self.sessions, np.stack(list(self._features)), None)
             chunk_embeddings = np.stack(list(self._chunk_embeddings))
-        self.windows_emitted += 1
         last = self._last_pooled = self.chunks_seen - 1
         return Window(last - len(self._features) + 1, last, embedding, chunk_embeddings,
-                      tuple(self._audio))
+                      tuple(self._audio), tuple(self._powers))
