@@ -197,7 +197,7 @@ def export_model_dir(spec: BackboneSpec, parts: tuple, out_dir: Path, *,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     chunk_samples = int(round(chunk_seconds * spec.sample_rate))
-    roles = [r for r in FILES if (out_dir / FILES[r]).is_file() and r in seconds]
+    roles = [r for r in FILES if r in seconds]  # the graphs this export wrote
     manifest = build_manifest(spec, out_dir, [*roles, "labels"],
                               checkpoint=checkpoint, chunk_samples=chunk_samples,
                               window_chunks=window_chunks)

@@ -4,7 +4,7 @@ librosa: power mel spectrogram (n_fft 1024, hop 320, hann, centred, reflect padd
 50–14000 Hz (Slaney mel), then 10·log10 with amin 1e-10. Tolerance over bins above -80 dB:
 ≤ 1e-3 dB median; max ≤ 0.05 dB above -60 dB and ≤ 0.1 dB from -80 to -60 dB (float32 graph vs
 librosa's float64 FFT and filters). Measured here with the radix-32 DFT (export/dft.py): noise
-and real clips median ≤ 2.0e-6 dB, max ≤ 1e-4 dB; the tonal chirp, whose window sidelobes put
+and real clips median ≤ 2.1e-6 dB, max ≤ 1e-4 dB; the tonal chirp, whose window sidelobes put
 many bins 100+ dB under its peak, median 6.5e-5 dB, max 0.0035 dB above -60 dB and 0.058 dB
 from -80 to -60 dB (the convolution STFT it replaced: 0.002 and 0.013). Fainter bins are float32
 rounding noise in any STFT and are only required to be ≤ -60 dB.
