@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 
 from edge_runtime.atomic import link_or_copy, write_json
 from tests.helpers import shared_path
 from tests.runtime_model import SR, hiss, tiny_manifest, tone
+from training.cli import main
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import (
     evaluate_openworld,
@@ -140,6 +142,28 @@ def test_cli_warns_when_the_model_trained_on_the_evaluated_fold(tiny_model: Path
     assert "Traceback" not in bad.stderr
 
 
+def test_cli_fold_none_evaluates_only_the_rows_without_a_fold(tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    data = write_labelled(tmp_path / "data", [
+        ("alarm.wav", tone(5.0), "danger", "siren", ""),
+        ("quiet.wav", hiss(5.0), "safe", "rain", ""),
+        ("folded.wav", tone(5.0), "danger", "siren", "1"),
+    ])
+    runner = CliRunner()
+    base = ["evaluate", "--model", str(tiny_model), "--data", str(data)]
+    for fold, files in (("none", ["alarm.wav", "quiet.wav"]), ("1", ["folded.wav"])):
+        out = tmp_path / f"out-{fold}"
+        result = runner.invoke(main, [*base, "--fold", fold, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "openworld_eval.json").read_text())
+        assert sorted(Path(f["file"]).name for f in report["per_file"]) == files
+        assert report["evaluated"][0]["fold"] == (fold if fold == "none" else int(fold))
+    assert report["danger_recall"] == 1.0
+    bad = runner.invoke(main, [*base, "--fold", "three", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.output.strip() == "edge-train: error: fold 'three' is neither a number nor 'none'"
+
+
 def test_training_overlap_reads_extra_folders_and_folds(tmp_path: Path) -> None:
     esc, extra, other = tmp_path / "esc", tmp_path / "ow", tmp_path / "other"
     manifest = tiny_manifest(trained_on={"data": str(esc),
@@ -183,6 +207,14 @@ def test_labelled_layouts(tmp_path: Path) -> None:
     assert [c.path.name for c in read_labelled(flat, fold=3)] == ["b.flac"]
     with pytest.raises(ValueError, match="no clips in fold 7"):
         read_labelled(flat, fold=7)
+    assert [c.path.name for c in read_labelled(flat, fold="none")] == ["a.flac"]
+    assert [c.path.name for c in read_labelled(flat, fold=" None ")] == ["a.flac"]
+    assert [c.path.name for c in read_labelled(flat, fold="3")] == ["b.flac"]
+    with pytest.raises(ValueError, match="fold 'x' is neither a number nor 'none'"):
+        read_labelled(flat, fold="x")
+    with pytest.raises(ValueError, match="no clips without a fold"):
+        read_labelled(write_labelled(tmp_path / "folded", [("c.flac", hiss(1.0), "safe",
+                                                             "rain", "2")]), fold="none")
     (flat / "labels.csv").write_text("file,label,category\na.flac,maybe,rain\n")
     with pytest.raises(ValueError, match=r"labels.csv:2: label 'maybe'"):
         read_labelled(flat)

@@ -269,12 +269,13 @@ def robustness_cmd(model_dir: Path, data: Path, out: Path, classifier: str | Non
 @click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), multiple=True,
               required=True, help="Labelled folder (labels.csv file,label,category[,fold], or "
                                   "an ESC-50 layout); repeatable.")
-@click.option("--fold", type=int, help="Only this fold's clips (e.g. the held-out UrbanSound8K "
-                                       "fold).")
+@click.option("--fold", metavar="N|none",
+              help="Only this fold's clips (e.g. the held-out UrbanSound8K fold); 'none': only "
+                   "the rows without a fold.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder [default: <model>/.workbench/evaluate].")
 @click.option("--threads", type=int, help="onnxruntime threads.")
-def evaluate_cmd(model_dir: Path, data: tuple[Path, ...], fold: int | None, out: Path | None,
+def evaluate_cmd(model_dir: Path, data: tuple[Path, ...], fold: str | None, out: Path | None,
                  threads: int | None) -> None:
     """Open-world evaluation through the daemon's own path (a file is flagged if an event
     names it): per-category recall / false alarms, class confusion, false events per hour."""

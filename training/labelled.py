@@ -26,6 +26,7 @@ from training.dataset import (
     read_meta,
     read_table,
 )
+from training.extra import NO_FOLD
 from training.mapping import default_mapping
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,23 @@ def _esc50(root: Path) -> list[LabelledClip]:
     return clips
 
 
-def read_labelled(root: str | Path, fold: int | None = None) -> list[LabelledClip]:
-    """Clips of a ``labels.csv`` or ESC-50 folder; ``fold``: only that fold's clips."""
+def parse_fold(fold: int | str | None) -> int | str | None:
+    """A fold selection: None (every fold), a fold number, or ``none`` (rows without a fold)."""
+    if fold is None or isinstance(fold, int):
+        return fold
+    text = fold.strip().lower()
+    if text == NO_FOLD:
+        return NO_FOLD
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"fold {fold!r} is neither a number nor '{NO_FOLD}'") from None
+
+
+def read_labelled(root: str | Path, fold: int | str | None = None) -> list[LabelledClip]:
+    """Clips of a ``labels.csv`` or ESC-50 folder; ``fold``: only that fold's clips
+    (``none``: only those without a fold)."""
+    fold = parse_fold(fold)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -119,13 +135,14 @@ def read_labelled(root: str | Path, fold: int | None = None) -> list[LabelledCli
                          "ESC-50 layout (meta/esc50.csv)")
     clips = _labels_csv(root) if kind == "labels.csv" else _esc50(root)
     if fold is not None:
-        clips = [c for c in clips if c.fold == fold]
+        clips = [c for c in clips if c.fold == (None if fold == NO_FOLD else fold)]
     if not clips:
-        raise ValueError(f"{root}: no clips" + (f" in fold {fold}" if fold is not None else ""))
+        raise ValueError(f"{root}: no clips" + ("" if fold is None else " without a fold"
+                                                if fold == NO_FOLD else f" in fold {fold}"))
     return clips
 
 
-def read_safe_audio(root: str | Path, fold: int | None = None) -> list[LabelledClip]:
+def read_safe_audio(root: str | Path, fold: int | str | None = None) -> list[LabelledClip]:
     """Safe recordings of a folder: its safe rows when it is labelled, else every audio file."""
     root = Path(root)
     if not root.is_dir():

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_runtime.manifest import Manifest, load_manifest
 from training.evaluate import save_figure
-from training.labelled import LabelledClip, layout, read_labelled
+from training.labelled import LabelledClip, layout, parse_fold, read_labelled
 from training.replay import FileRun, cli_event_config, open_detector, replay
 from training.reports import WORKBENCH, fmt, save_report
 
@@ -277,10 +277,12 @@ def confusion(runs: list[FileRun], class_names: list[str],
 
 
 def evaluate_openworld(model_dir: str | Path, data: list[str | Path],
-                       out: str | Path | None = None, *, fold: int | None = None,
+                       out: str | Path | None = None, *, fold: int | str | None = None,
                        threads: int | None = None) -> dict[str, Any]:
-    """Replay every clip of ``data`` through the daemon; write and return the report."""
+    """Replay every clip of ``data`` (``fold``: only that fold's; ``none``: only the rows
+    without a fold) through the daemon; write and return the report."""
     start = time.perf_counter()
+    fold = parse_fold(fold)
     model_dir = Path(model_dir)
     manifest = load_manifest(model_dir)
     out = Path(out) if out is not None else model_dir / WORKBENCH / "evaluate"
