@@ -286,6 +286,26 @@ def evaluate_cmd(model_dir: Path, data: tuple[Path, ...], fold: str | None, out:
     click.echo(f"report: {report['out']}  (seconds: {report['seconds']})")
 
 
+@main.command("synth-home")
+@click.option("--out", type=Path, required=True,
+              help="Folder for labels.csv and audio/ (created; files already there are reused).")
+@click.option("--minutes", type=float, default=60.0, show_default=True,
+              help="Audio to make, in minutes.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--file-minutes", type=float, default=10.0, show_default=True,
+              help="Longest file, in minutes.")
+def synth_home_cmd(out: Path, minutes: float, seed: int, file_minutes: float) -> None:
+    """Hours of synthetic home audio (speech, TV, music, appliances, household events), labelled
+    safe, for false events per hour: evaluate it with 'edge-train evaluate --data OUT'."""
+    from training.household import synth_home
+
+    info = synth_home(out, minutes=minutes, seed=seed, file_minutes=file_minutes)
+    click.echo(f"{info['files']} files ({info['written']} written, {info['reused']} reused), "
+               f"{info['audio_minutes']:.1f} min, {info['bytes'] / 1e6:.1f} MB; "
+               f"{info['source']}")
+    click.echo(f"labels: {Path(info['out']) / 'labels.csv'}  (seconds: {info['seconds']})")
+
+
 @main.command("calibrate")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Model dir whose thresholds are calibrated (manifest updated).")

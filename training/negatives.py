@@ -16,12 +16,14 @@ import hashlib
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from edge_runtime.atomic import atomic_path
 from training.dataset import Clip, load_audio
 
 log = logging.getLogger(__name__)
@@ -40,15 +42,36 @@ VOICES = (("150", "50"), ("120", "80"), ("175", "30"))
 SNR_DB = (0.0, 15.0)
 
 
-def _write(path: Path, audio: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(tmp, np.clip(audio, -1.0, 1.0).astype(np.float32), RATE, format="FLAC",
-             subtype="PCM_24")
+@contextmanager
+def flac_writer(path: Path) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield ``write(block)`` appending mono 32 kHz blocks (clipped to ±1) to a 24-bit FLAC that
+    appears at ``path`` only once complete (edge_runtime.atomic), so memory stays one block."""
+    with atomic_path(path) as tmp, sf.SoundFile(tmp, "w", RATE, 1, format="FLAC",
+                                                subtype="PCM_24") as out:
+        yield lambda block: out.write(np.clip(block, -1.0, 1.0).astype(np.float32))
+
+
+def write_flac(path: Path, audio: np.ndarray) -> None:
+    """Write ``audio`` (clipped to ±1) atomically as a 24-bit FLAC at 32 kHz."""
+    with flac_writer(path) as write:
+        write(audio)
+
+
+def speak(path: Path, voice: str, text: str, speed: int | str, pitch: int | str) -> bool:
+    """Render ``text`` with espeak-ng into the wav ``path`` (renamed into place when done);
+    False when espeak-ng failed."""
+    tmp = path.with_name(f".{path.stem}.tmp.wav")
+    done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w",
+                           str(tmp), text], capture_output=True, timeout=60, check=False)
+    if done.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        return False
     tmp.replace(path)
+    return True
 
 
-def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of ``white`` (standard normal) or ``pink`` (unit RMS) noise."""
     white = rng.standard_normal(n)
     if kind == "white":
         return white
@@ -74,12 +97,13 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
 
 
-def _music(rng: np.random.Generator) -> np.ndarray:
+def music(rng: np.random.Generator) -> np.ndarray:
+    """About 7 s of plucked-string "music": six bars of three random notes, peak 0.5."""
     notes = (130.8, 164.8, 196.0, 220.0, 146.8, 174.6, 246.9, 261.6, 329.6, 392.0)
     bars = [sum(_pluck(f, 1.2, rng) for f in rng.choice(notes, 3, replace=False))
             for _ in range(6)]
-    music = np.concatenate(bars)
-    return 0.5 * music / max(1e-9, float(np.abs(music).max()))
+    out = np.concatenate(bars)
+    return 0.5 * out / max(1e-9, float(np.abs(out).max()))
 
 
 def synthetic_sounds() -> dict[str, Callable[[np.random.Generator], np.ndarray]]:
@@ -90,7 +114,7 @@ def synthetic_sounds() -> dict[str, Callable[[np.random.Generator], np.ndarray]]
     for level in LEVELS_DBFS:
         for kind in ("white", "pink"):
             out[f"{kind}_{-level}dbfs"] = (lambda rng, k=kind, lv=level:
-                                           _noise(k, 8 * RATE, rng) * 10 ** (lv / 20))
+                                           noise(k, 8 * RATE, rng) * 10 ** (lv / 20))
     for freq in (220, 440, 1000, 3000):
         out[f"sine_{freq}"] = lambda rng, f=freq: 0.4 * np.sin(2 * np.pi * f * t8)
     out["square_220"] = lambda rng: 0.2 * np.sign(np.sin(2 * np.pi * 220 * t8))
@@ -98,7 +122,7 @@ def synthetic_sounds() -> dict[str, Callable[[np.random.Generator], np.ndarray]]
     out["chord_c_major"] = lambda rng: sum(0.15 * np.sin(2 * np.pi * f * t8)
                                            for f in (261.6, 329.6, 392.0))
     for k in range(4):
-        out[f"music_{k}"] = _music
+        out[f"music_{k}"] = music
     return out
 
 
@@ -112,15 +136,9 @@ def espeak_speech(folder: Path) -> dict[str, Path]:
     for i, (voice, text) in enumerate(SPEECH):
         for j, (speed, pitch) in enumerate(VOICES):
             path = folder / f"speech_{i}_{j}.wav"
-            if not path.is_file():
-                tmp = folder / f".speech_{i}_{j}.tmp.wav"
-                done = subprocess.run(["espeak-ng", "-v", voice, "-s", speed, "-p", pitch, "-w",
-                                       str(tmp), text], capture_output=True, timeout=60,
-                                      check=False)
-                if done.returncode != 0:
-                    log.warning("espeak-ng failed for voice %s; skipped", voice)
-                    continue
-                tmp.replace(path)
+            if not path.is_file() and not speak(path, voice, text, speed, pitch):
+                log.warning("espeak-ng failed for voice %s; skipped", voice)
+                continue
             out[path.stem] = path
     return out
 
@@ -132,7 +150,7 @@ def negative_clips(folder: Path, seed: int = 0) -> list[Clip]:
     for name, make in synthetic_sounds().items():
         path = folder / f"{name}.flac"
         if not path.is_file():
-            _write(path, make(_rng(seed, name)))
+            write_flac(path, make(_rng(seed, name)))
         clips.append(Clip(f"synthetic/{name}", path, 0, f"synthetic_{name.split('_')[0]}", 0,
                           None, "synthetic"))
     for name, path in espeak_speech(folder).items():
@@ -159,7 +177,7 @@ def mix_clips(danger: list[Clip], backgrounds: list[Clip], folder: Path, per_cli
             snr = float(rng.uniform(*SNR_DB))
             path = folder / f"mix_{key}.flac"
             if not path.is_file():
-                _write(path, mix(load_audio(clip.path, RATE), load_audio(back.path, RATE), snr,
+                write_flac(path, mix(load_audio(clip.path, RATE), load_audio(back.path, RATE), snr,
                                  rng))
             out.append(Clip(f"mix/{key}", path, clip.fold, clip.category, 1, clip.danger_class,
                             f"mix:{clip.filename}"))
@@ -184,51 +202,3 @@ def mix(signal: np.ndarray, background: np.ndarray, snr_db: float,
     peak = float(np.abs(out).max())
     return out / peak * 0.9 if peak > 0.9 else out
 
-
-HOME_SENTENCES = (
-    ("en-us", "I think we should paint the kitchen blue this summer, what do you think?"),
-    ("en-gb", "The train to the city leaves at half past nine from platform four."),
-    ("en", "Hello, this is your captain speaking, we will be landing in twenty minutes."),
-    ("de", "Kannst du bitte das Fenster schließen, es wird langsam kalt hier drinnen."),
-    ("fr", "Nous allons au marché samedi matin, tu veux venir avec nous?"),
-    ("es", "Mañana tenemos que llevar el coche al taller antes de las diez."),
-    ("it", "Stasera guardiamo un film e ordiniamo una pizza, va bene per te?"),
-    ("en-us", "And now the weather: a sunny afternoon with a light breeze from the west."),
-)
-
-
-def home_ambience(folder: Path, minutes: float = 30.0, seed: int = 1) -> Path:
-    """A long synthetic "living room" recording (espeak-ng speech in other sentences and voices
-    than the build's negatives, plucked music, speech over music like a TV, room noise at −55 to
-    −35 dBFS, silence), for false events per hour. Written once as FLAC; returns its path."""
-    path = folder / f"home_ambience_{minutes:g}min_seed{seed}.flac"
-    if path.is_file():
-        return path
-    rng = np.random.default_rng(seed)
-    speech = []
-    if shutil.which("espeak-ng"):
-        for i, (voice, text) in enumerate(HOME_SENTENCES):
-            wav = folder / f".home_speech_{i}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(130 + 10 * (i % 4)), "-p",
-                            str(35 + 9 * i), "-w", str(wav), text], capture_output=True,
-                           timeout=60, check=False)
-            if wav.is_file():
-                speech.append(load_audio(wav, RATE))
-                wav.unlink()
-    parts, total = [], int(minutes * 60 * RATE)
-    while sum(p.size for p in parts) < total:
-        kind = rng.choice(["speech", "music", "tv", "room", "silence"])
-        if kind in ("speech", "tv") and speech:
-            seg = np.concatenate([speech[int(rng.integers(len(speech)))] for _ in range(3)])
-            if kind == "tv":
-                music = _music(rng)
-                seg = seg + 0.3 * np.resize(music, seg.size)
-        elif kind in ("music", "tv"):
-            seg = _music(rng)
-        elif kind == "room":
-            seg = _noise("pink", 20 * RATE, rng) * 10 ** (rng.uniform(-55, -35) / 20)
-        else:
-            seg = np.zeros(int(rng.uniform(3, 15) * RATE))
-        parts.append(seg * 10 ** (rng.uniform(-12, 0) / 20))
-    _write(path, np.concatenate(parts)[:total])
-    return path
