@@ -23,11 +23,13 @@ from training.extra import read_extra
 from training.household import (
     CATEGORY,
     HOME_SENTENCES,
+    LEVELS,
     MORE_SENTENCES,
     SCENES,
     Voices,
     file_name,
     home_blocks,
+    timeline_path,
 )
 from training.labelled import read_labelled
 from training.mapping import default_mapping
@@ -77,6 +79,19 @@ def test_labels_csv_is_read_by_build_and_evaluate(home: Path) -> None:
     assert not [p for p in home.rglob(".*")]  # atomic writes leave no temporaries
 
 
+def test_timeline_says_what_is_where(home: Path) -> None:
+    for name, seconds in zip(NAMES, (60, 30), strict=True):
+        with open(timeline_path(home, name), newline="", encoding="utf-8") as handle:
+            rows = [(float(r["start_s"]), float(r["end_s"]), r["layer"], r["kind"])
+                    for r in csv.DictReader(handle)]
+        scenes = [r for r in rows if r[2] == "scene"]
+        assert scenes[0][0] == 0.0 and scenes[-1][1] == seconds
+        assert all(a[1] == b[0] for a, b in zip(scenes, scenes[1:], strict=False))
+        assert {r[3] for r in scenes} <= set(SCENES)
+        for start, end, _, kind in (r for r in rows if r[2] == "event"):
+            assert kind in LEVELS and 0 <= start < end <= seconds
+
+
 def test_audio_levels_are_those_of_a_quiet_home(home: Path) -> None:
     audio = np.concatenate([sf.read(home / "audio" / n, dtype="float64")[0] for n in NAMES])
     assert np.abs(audio).max() <= 1.0
@@ -110,8 +125,10 @@ def test_rerun_reuses_files_and_a_longer_run_extends(home: Path, tmp_path: Path)
     assert digest(home) == digests
     longer = tmp_path / "longer"
     (longer / "audio").mkdir(parents=True)
-    first = home / "audio" / NAMES[0]
-    (longer / "audio" / NAMES[0]).write_bytes(first.read_bytes())
+    for made in (home / "audio" / NAMES[0], timeline_path(home, NAMES[0])):
+        copy = longer / made.relative_to(home)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(made.read_bytes())
     assert "1 written, 1 reused" in synth(longer, "--minutes", "2", "--file-minutes", "1",
                                          "--seed", "1")
     with open(longer / "labels.csv", newline="", encoding="utf-8") as handle:
@@ -156,10 +173,10 @@ def test_out_that_is_a_file_is_one_line(tmp_path: Path) -> None:
 def test_blocks_are_scenes_and_sum_to_the_file() -> None:
     """Memory is one scene at a time (≤ 2 min), not the file; no espeak-ng: no speech."""
     samples = 150 * RATE + 123
-    blocks = list(home_blocks(5, 0, samples, Voices()))
+    blocks = [block for block, _ in home_blocks(5, 0, samples, Voices())]
     assert sum(b.size for b in blocks) == samples and len(blocks) > 3
     assert max(b.size for b in blocks) <= 120 * RATE
-    again = np.concatenate(list(home_blocks(5, 0, samples, Voices())))
+    again = np.concatenate([block for block, _ in home_blocks(5, 0, samples, Voices())])
     assert np.array_equal(np.concatenate(blocks), again)
 
 

@@ -9,7 +9,9 @@ each) and ``DIR/labels.csv`` (label ``safe``, category ``synthetic_home``, no fo
 ``edge-train evaluate --data`` and ``build --extra`` read. Each file is streamed to disk block
 by block (memory: one scene, not the file) and appears only once complete. A file's audio
 depends on the seed, its index and its length alone, so a rerun with the same arguments
-reuses every file, and a longer run reuses the files of a shorter one.
+reuses every file, and a longer run reuses the files of a shorter one. ``DIR/timeline/`` says
+what each file holds when (``start_s,end_s,layer,kind``: the scenes and the events laid over
+them), so a false event can be traced to the sound under it.
 
 Content, scene after scene: what :func:`home_ambience` has (espeak-ng speech in several voices
 and languages, plucked music, speech over music like a TV, room noise at −55…−35 dBFS,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "synthetic_home"
 COLUMNS = ("file", "label", "category", "fold", "duration_s", "source")
+TIMELINE_COLUMNS = ("start_s", "end_s", "layer", "kind")
+Mark = tuple[float, float, str, str]  # start s, end s, layer (scene or event), kind
 HOME_SENTENCES = (
     ("en-us", "I think we should paint the kitchen blue this summer, what do you think?"),
     ("en-gb", "The train to the city leaves at half past nine from platform four."),
@@ -174,20 +178,22 @@ def home_ambience(folder: Path, minutes: float = 30.0, seed: int = 1) -> Path:
     return path
 
 
-def _scene(rng: np.random.Generator, voices: Voices) -> np.ndarray:
-    """The next scene of a home recording, events not yet added."""
+def _scene(rng: np.random.Generator, voices: Voices) -> tuple[str, np.ndarray]:
+    """The next scene of a home recording (its kind, its audio), events not yet added."""
     kind = str(rng.choice(list(SCENES), p=np.array(list(SCENES.values())) / sum(SCENES.values())))
     if kind in BEDS:
         bed = BEDS[kind](rng, rng.uniform(*BED_SECONDS[kind]))
-        return bed * 10 ** (rng.uniform(*LEVELS[kind]) / 20)
-    return ambience_segment(kind, rng, voices.speech) * 10 ** (rng.uniform(-6, 0) / 20)
+        return kind, bed * 10 ** (rng.uniform(*LEVELS[kind]) / 20)
+    return kind, ambience_segment(kind, rng, voices.speech) * 10 ** (rng.uniform(-6, 0) / 20)
 
 
-def _add_events(scene: np.ndarray, rng: np.random.Generator, voices: Voices) -> None:
+def _add_events(scene: np.ndarray, rng: np.random.Generator,
+                voices: Voices) -> list[tuple[int, int, str]]:
     """Sparse household events (Poisson, one per :data:`EVENT_GAP_S` on average) into
-    ``scene``, in place; an event running past its end is cut."""
+    ``scene``, in place (one running past its end is cut); their (start, end sample, kind)."""
     kinds = [k for k in EVENT_WEIGHTS if k != "laughter" or voices.laughs]
     weights = np.array([EVENT_WEIGHTS[k] for k in kinds])
+    added = []
     for _ in range(int(rng.poisson(scene.size / RATE / EVENT_GAP_S))):
         kind = str(rng.choice(kinds, p=weights / weights.sum()))
         sound = (voices.laughs[int(rng.integers(len(voices.laughs)))] if kind == "laughter"
@@ -196,19 +202,26 @@ def _add_events(scene: np.ndarray, rng: np.random.Generator, voices: Voices) -> 
         at = int(rng.integers(scene.size))
         n = min(sound.size, scene.size - at)
         scene[at:at + n] += sound[:n] * 10 ** (rng.uniform(*LEVELS[kind]) / 20)
+        added.append((at, at + n, kind))
+    return added
 
 
-def home_blocks(seed: int, index: int, samples: int, voices: Voices) -> Iterator[np.ndarray]:
-    """The audio of file ``index`` (``samples`` long) as consecutive scenes."""
+def home_blocks(seed: int, index: int, samples: int,
+                voices: Voices) -> Iterator[tuple[np.ndarray, list[Mark]]]:
+    """The audio of file ``index`` (``samples`` long) as consecutive scenes, each with what it
+    holds: (start s, end s, ``scene`` or ``event``, kind) in the file's time."""
     rng = np.random.default_rng([seed, index])
     floor = 10 ** (rng.uniform(*FLOOR_DBFS) / 20)
     done = 0
     while done < samples:
-        scene = _scene(rng, voices)[:samples - done].astype(np.float64)
-        _add_events(scene, rng, voices)
+        kind, scene = _scene(rng, voices)
+        scene = scene[:samples - done].astype(np.float64)
+        events = _add_events(scene, rng, voices)
         scene += noise("pink", fft_size(scene.size), rng)[:scene.size] * floor
+        marks = [(done / RATE, (done + scene.size) / RATE, "scene", kind)]
+        marks += [((done + a) / RATE, (done + b) / RATE, "event", k) for a, b, k in events]
         done += scene.size
-        yield scene
+        yield scene, marks
 
 
 # --- the folder -----------------------------------------------------------------------------
@@ -232,6 +245,19 @@ def file_name(seed: int, index: int, samples: int) -> str:
     return f"home_s{seed}_{index:03d}_{samples / RATE:g}s.flac"
 
 
+def timeline_path(out: Path, name: str) -> Path:
+    """Where the timeline of audio file ``name`` is kept."""
+    return out / "timeline" / f"{Path(name).stem}.csv"
+
+
+def _csv(header: tuple[str, ...], rows: list[list[Any]]) -> str:
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return table.getvalue()
+
+
 def _complete(path: Path, samples: int) -> bool:
     try:
         return path.is_file() and sf.info(str(path)).frames == samples
@@ -252,12 +278,17 @@ def synth_home(out: str | Path, minutes: float = 60.0, seed: int = 1,
     for index, samples in enumerate(lengths):
         name = file_name(seed, index, samples)
         path = out / "audio" / name
-        if not _complete(path, samples):
+        if not (_complete(path, samples) and timeline_path(out, name).is_file()):
             voices = voices or render_voices()
             began = time.perf_counter()
+            marks: list[Mark] = []
             with flac_writer(path) as write:
-                for block in home_blocks(seed, index, samples, voices):
+                for block, held in home_blocks(seed, index, samples, voices):
                     write(block)
+                    marks += held
+            atomic.write_text(timeline_path(out, name), _csv(
+                TIMELINE_COLUMNS, [[f"{a:.3f}", f"{b:.3f}", layer, kind]
+                                   for a, b, layer, kind in marks]))
             made += 1
             log.info("%s: %.0f s of audio in %.1f s", path, samples / RATE,
                      time.perf_counter() - began)
@@ -265,12 +296,9 @@ def synth_home(out: str | Path, minutes: float = 60.0, seed: int = 1,
     version = voices.version if voices is not None else espeak_version()
     source = (f"synthetic: edge-train synth-home --seed {seed} (numpy"
               + (f", espeak-ng {version})" if version else "; no espeak-ng: no speech)"))
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for name, samples in zip(rows, lengths, strict=True):
-        writer.writerow([name, "safe", CATEGORY, "", f"{samples / RATE:.3f}", source])
-    atomic.write_text(out / "labels.csv", table.getvalue())
+    atomic.write_text(out / "labels.csv", _csv(COLUMNS, [
+        [name, "safe", CATEGORY, "", f"{samples / RATE:.3f}", source]
+        for name, samples in zip(rows, lengths, strict=True)]))
     return {"out": str(out), "files": len(rows), "written": made, "reused": len(rows) - made,
             "audio_minutes": sum(lengths) / RATE / 60,
             "bytes": sum((out / "audio" / n).stat().st_size for n in rows),
