@@ -76,11 +76,15 @@ MORE_SENTENCES = (
 VARIANTS = ("m1", "f2", "m3", "f4", "m7", "f1", "m5", "f5")  # espeak-ng voice variants
 LAUGHS = ("ha ha ha ha", "hahaha ha", "he he he", "ha ha, ha ha ha")
 AMBIENCE = ("speech", "music", "tv", "room", "silence")
-# scene kind → weight: mostly quiet room, conversation and TV
-SCENES = {"room": 0.27, "silence": 0.06, "speech": 0.2, "tv": 0.16, "music": 0.08,
-          "vacuum": 0.03, "hair_dryer": 0.02, "kettle": 0.04, "water": 0.06, "typing": 0.08}
-BED_SECONDS = {"vacuum": (20, 90), "hair_dryer": (30, 120), "kettle": (40, 100),
+# scene kind → share of the time: mostly a quiet room, conversation and TV, appliances 13 %
+SCENES = {"room": 0.36, "speech": 0.2, "tv": 0.2, "music": 0.06, "silence": 0.05,
+          "typing": 0.04, "water": 0.03, "kettle": 0.02, "vacuum": 0.02, "hair_dryer": 0.02}
+BED_SECONDS = {"vacuum": (20, 90), "hair_dryer": (30, 120), "kettle": (60, 180),
                "water": (3, 25), "typing": (10, 60)}
+# mean length of one scene (ambience_segment's: three sentences ≈ 12 s, music 7.2 s, room
+# noise 20 s, silence 9 s), to turn time shares into how often each kind is picked
+SCENE_SECONDS = {"speech": 12.0, "tv": 12.0, "music": 7.2, "room": 20.0, "silence": 9.0,
+                 **{k: (lo + hi) / 2 for k, (lo, hi) in BED_SECONDS.items()}}
 # peak level range, dBFS, of each bed and event (a microphone across the room)
 LEVELS = {"vacuum": (-18, -6), "hair_dryer": (-20, -8), "kettle": (-24, -10),
           "water": (-26, -12), "typing": (-34, -20),
@@ -180,7 +184,8 @@ def home_ambience(folder: Path, minutes: float = 30.0, seed: int = 1) -> Path:
 
 def _scene(rng: np.random.Generator, voices: Voices) -> tuple[str, np.ndarray]:
     """The next scene of a home recording (its kind, its audio), events not yet added."""
-    kind = str(rng.choice(list(SCENES), p=np.array(list(SCENES.values())) / sum(SCENES.values())))
+    odds = np.array([share / SCENE_SECONDS[k] for k, share in SCENES.items()])
+    kind = str(rng.choice(list(SCENES), p=odds / odds.sum()))
     if kind in BEDS:
         bed = BEDS[kind](rng, rng.uniform(*BED_SECONDS[kind]))
         return kind, bed * 10 ** (rng.uniform(*LEVELS[kind]) / 20)

@@ -205,28 +205,33 @@ def _on_off(t: np.ndarray, rise: float, fall: float) -> np.ndarray:
     return np.clip(np.minimum(t / rise, (t[-1] - t) / fall), 0.0, 1.0)
 
 
-def _motor(rng: np.random.Generator, seconds: float, f0: tuple[float, float],
-           band: tuple[float, float], hum: float, sweep: bool) -> np.ndarray:
+def _motor(rng: np.random.Generator, seconds: float, rotation: tuple[float, float],
+           blades: tuple[int, int], band: tuple[float, float], sweep: bool) -> np.ndarray:
+    """A fan motor: weak harmonics of the rotation, the impeller's blade-pass whine, and
+    airflow noise (falling 3 dB per octave) that dominates; spin-up and spin-down."""
     t = _t(seconds)
     speed = _on_off(t, 1.5, 2.0) ** 0.5
     wander = 1 + 0.02 * band_noise(t.size, 0.05, 1.0, rng) / 3
-    freq = rng.uniform(*f0) * (0.3 + 0.7 * speed) * wander
-    phase = 2 * np.pi * np.cumsum(freq) / RATE
-    harmonics = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 13))
-    out = (hum * harmonics + band_noise(t.size, *band, rng, slope_db=3.0)) * speed
+    phase = 2 * np.pi * np.cumsum(rng.uniform(*rotation) * (0.3 + 0.7 * speed) * wander) / RATE
+    hum = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 7))
+    pass_rate = int(rng.integers(blades[0], blades[1] + 1))
+    whine = sum(np.sin(k * pass_rate * phase + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2))
+    out = (0.15 * hum + rng.uniform(0.1, 0.25) * whine
+           + band_noise(t.size, *band, rng, slope_db=3.0)) * speed
     if sweep:  # a vacuum cleaner moves back and forth: its level swings
         out *= 1 + 0.35 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t)
     return _peak(out)
 
 
 def vacuum(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """A vacuum cleaner: motor harmonics (180–320 Hz), broadband airflow, swinging level."""
-    return _motor(rng, seconds, (180, 320), (300, 8000), 0.5, True)
+    """A vacuum cleaner: a 20–35 000 rpm motor (330–580 Hz), a 6–10 blade impeller's whine,
+    broadband airflow, the level swinging as it moves."""
+    return _motor(rng, seconds, (330, 580), (6, 10), (100, 10000), True)
 
 
 def hair_dryer(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """A hair dryer: a lower motor (90–200 Hz) under bright, steady airflow."""
-    return _motor(rng, seconds, (90, 200), (200, 12000), 0.3, False)
+    """A hair dryer: a small fan motor (250–450 Hz, 5–9 blades) under bright, steady airflow."""
+    return _motor(rng, seconds, (250, 450), (5, 9), (150, 12000), False)
 
 
 def kettle(rng: np.random.Generator, seconds: float) -> np.ndarray:
