@@ -1,8 +1,9 @@
 """Long synthetic home recordings (living room / kitchen) for false events per hour.
 
 **Evaluation audio only**: ``edge-train build`` never trains on it, and its sentences and voices
-differ from the build's speech negatives (:data:`training.negatives.SPEECH`, default voices),
-so a model cannot have learnt these recordings.
+differ from the build's speech negatives (:data:`training.negatives.SPEECH`, default voices).
+Its plucked music comes from the same generator as the build's music negatives (other random
+draws), so music and TV scenes are nearer to training than the rest.
 
 ``edge-train synth-home --out DIR`` writes ``DIR/audio/*.flac`` (at most ``--file-minutes``
 each) and ``DIR/labels.csv`` (label ``safe``, category ``synthetic_home``, no fold), the layout
@@ -15,9 +16,10 @@ them), so a false event can be traced to the sound under it.
 
 Content, scene after scene: what :func:`home_ambience` has (espeak-ng speech in several voices
 and languages, plucked music, speech over music like a TV, room noise at −55…−35 dBFS,
-silence) plus appliances (vacuum cleaner, hair dryer, kettle, running tap, typing), all over a
-constant room-noise floor, with sparse household events on top (about one every 45 s: doors,
-footsteps, clinks, beeps, phone, doorbell, espeak-ng laughter, coughs, knocks).
+silence) plus appliances (vacuum cleaner, hair dryer, kettle, running tap, typing; 13 % of the
+time, :data:`SCENES`), all over a constant room-noise floor, with sparse household events on
+top (about one every 45 s: doors, footsteps, clinks, beeps, phone, doorbell, espeak-ng
+laughter, coughs, knocks).
 """
 
 from __future__ import annotations
