@@ -10,6 +10,13 @@ Evidence per class (recorded in the manifest's ``classes.evidence``):
   labels. Only with a real head; random-init checkpoints (Cnn14 here) have none, so their
   models use trained evidence alone and classes without clips are left out (with a warning).
 
+A trained class with AudioSet labels also has a **head gate** when the head is real: its score
+counts only in windows where the head gives the class's labels at least what nearly every
+training clip of the class had (:data:`GATE_PERCENTILE`); elsewhere it is 0. The classifier
+extrapolates to sounds unlike its training (held-out accordion music scored 0.96 as dog_bark
+while the head heard no dog at all: max over the dog labels 0.001); the head, trained on
+AudioSet's 2 million clips, vetoes that.
+
 ``classifier.onnx`` then maps ``embedding [batch, E]`` to ``class_scores [batch, K]`` (one raw
 score per class, manifest order); the runtime normalises each by its class threshold.
 """
@@ -42,6 +49,9 @@ CLASS_OUTPUT = "class_scores"
 TRAINED_THRESHOLD = 0.5
 ZERO_SHOT_THRESHOLD = 0.3
 LOGIT_EPS = 1e-5
+# Head gate of a trained class: this percentile of its real training clips' head evidence (the
+# largest probability over the class's AudioSet labels in the clip's loudest-evidence window).
+GATE_PERCENTILE = 2.0
 
 
 @dataclass
@@ -53,10 +63,13 @@ class ClassPlan:
     zero_shot: dict[str, list[int]] = field(default_factory=dict)  # class → head indices
     use_head: bool = False
     clips: dict[str, int] = field(default_factory=dict)  # real training clips per class
+    audioset: dict[str, list[int]] = field(default_factory=dict)  # class → its head indices
+    gates: dict[str, float] = field(default_factory=dict)  # trained class → head gate
 
     @property
     def evidence(self) -> list[str]:
-        return (["trained"] if self.trained else []) + (["audioset"] if self.zero_shot else [])
+        uses_head = bool(self.zero_shot or self.gates)
+        return (["trained"] if self.trained else []) + (["audioset"] if uses_head else [])
 
     def default_thresholds(self) -> list[float]:
         return [TRAINED_THRESHOLD if n in self.trained else ZERO_SHOT_THRESHOLD
@@ -74,6 +87,8 @@ def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bo
     """Decide each class's evidence from its real clip count and whether the head is real."""
     labels = {name: i for i, name in enumerate(audioset_labels())}
     names, trained, zero_shot = [], [], {}
+    audioset = {cls.name: [labels[a] for a in cls.audioset] for cls in mapping.classes
+                if cls.audioset}
     for cls in mapping.classes:
         n = clip_counts.get(cls.name, 0)
         if n >= mapping.min_clips:
@@ -89,10 +104,29 @@ def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bo
     if not trained:
         raise ValueError("no class has enough training clips for a classifier (min_clips "
                          f"{mapping.min_clips}); counts: {clip_counts}")
-    plan = ClassPlan(names, trained, zero_shot, head_is_real, dict(clip_counts))
+    plan = ClassPlan(names, trained, zero_shot, head_is_real, dict(clip_counts),
+                     audioset if head_is_real else {})
     log.info("classes: trained %s; zero-shot (AudioSet) %s", ", ".join(trained) or "-",
              ", ".join(zero_shot) or "-")
     return plan
+
+
+def head_gates(plan: ClassPlan, head: np.ndarray, danger_class: np.ndarray,
+               files: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Per trained class with AudioSet labels: the ``GATE_PERCENTILE`` of its real training
+    clips' head evidence (each clip's largest over its windows)."""
+    gates = {}
+    for name in plan.trained:
+        if name not in plan.audioset:
+            continue
+        rows = real & (danger_class == name)
+        per_clip: dict[str, float] = {}
+        for f, e in zip(files[rows], head[rows][:, plan.audioset[name]].max(axis=1),
+                        strict=True):
+            per_clip[f] = max(per_clip.get(f, 0.0), float(e))
+        if per_clip:
+            gates[name] = float(np.percentile(list(per_clip.values()), GATE_PERCENTILE))
+    return gates
 
 
 def head_logits(probs: np.ndarray) -> np.ndarray:
@@ -114,7 +148,11 @@ def class_scores(proba: np.ndarray, head_probs: np.ndarray | None, plan: ClassPl
     for name in plan.names:
         if name in plan.trained:
             col = column.get(plan.trained.index(name) + 1)  # absent: no rows in this fit
-            cols.append(np.zeros(len(proba)) if col is None else proba[:, col])
+            score = np.zeros(len(proba)) if col is None else proba[:, col]
+            if name in plan.gates and head_probs is not None:
+                evidence = head_probs[:, plan.audioset[name]].max(axis=1)
+                score = np.where(evidence >= np.float32(plan.gates[name]), score, 0.0)
+            cols.append(score)
         else:
             cols.append(head_probs[:, plan.zero_shot[name]].max(axis=1))
     return np.stack(cols, axis=1).astype(np.float32)
@@ -160,8 +198,23 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
         if name in plan.trained:
             idx = helper.make_tensor(f"s/i{k}", TensorProto.INT64, [1],
                                      [plan.trained.index(name) + 1])
-            nodes.append(helper.make_node("Gather", ["probabilities", idx.name], [f"s/c{k}"],
-                                          axis=1))
+            gated = name in plan.gates
+            nodes.append(helper.make_node("Gather", ["probabilities", idx.name],
+                                          [f"s/t{k}" if gated else f"s/c{k}"], axis=1))
+            if gated:
+                labels = helper.make_tensor(f"s/l{k}", TensorProto.INT64,
+                                            [len(plan.audioset[name])], plan.audioset[name])
+                gate = helper.make_tensor(f"s/gate{k}", TensorProto.FLOAT, [],
+                                          [plan.gates[name]])
+                inits += [labels, gate]
+                nodes += [
+                    helper.make_node("Gather", ["audioset_probs", labels.name], [f"s/e{k}"],
+                                     axis=1),
+                    helper.make_node("ReduceMax", [f"s/e{k}", "s/axis1"], [f"s/m{k}"],
+                                     keepdims=1),
+                    helper.make_node("Less", [f"s/m{k}", gate.name], [f"s/below{k}"]),
+                    helper.make_node("Where", [f"s/below{k}", "s/zero", f"s/t{k}"],
+                                     [f"s/c{k}"])]
         else:
             idx = helper.make_tensor(f"s/i{k}", TensorProto.INT64,
                                      [len(plan.zero_shot[name])], plan.zero_shot[name])
@@ -172,11 +225,14 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
         inits.append(idx)
         parts.append(f"s/c{k}")
     nodes.append(helper.make_node("Concat", parts, [CLASS_OUTPUT], axis=1))
-    if plan.zero_shot:
+    needs_head = bool(plan.zero_shot or plan.gates)
+    if needs_head:
         inits.append(helper.make_tensor("s/axis1", TensorProto.INT64, [1], [1]))
+    if plan.gates:
+        inits.append(helper.make_tensor("s/zero", TensorProto.FLOAT, [], [0.0]))
     inputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
                                             ["batch", n_columns])]
-    if plan.zero_shot:
+    if needs_head:
         inputs.append(helper.make_tensor_value_info("audioset_probs", TensorProto.FLOAT,
                                                     ["batch", n_labels]))
     graph = helper.make_graph(nodes, "class_scores", inputs, [helper.make_tensor_value_info(
@@ -203,7 +259,7 @@ def class_model_onnx(pipeline: Any, plan: ClassPlan, head: onnx.ModelProto | Non
     keep = ["probabilities"] + (["audioset_probs"] if head is not None else [])
     merged = compose.merge_models(feat, skl, io_map=[("features", "features")], outputs=keep)
     io = [("probabilities", "probabilities")]
-    if plan.zero_shot:
+    if plan.zero_shot or plan.gates:
         io.append(("audioset_probs", "audioset_probs"))
     merged = compose.merge_models(merged, scores, io_map=io, outputs=[CLASS_OUTPUT])
     del merged.opset_import[:]

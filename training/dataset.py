@@ -38,6 +38,7 @@ class Clip:
     label: int
     danger_class: str | None = None  # the mapping's class for a danger clip
     group: str = "esc50"  # where it came from: esc50, an --extra folder (with its fold), synthetic
+    background: str | None = None  # a mix's background clip (its filename); None otherwise
 
 
 def find_audio(audio_dir: Path, filename: str) -> Path | None:

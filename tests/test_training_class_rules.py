@@ -1,0 +1,129 @@
+"""The class model's training rules, on small synthetic data (no backbone needed): mixing SNR,
+recording-disjoint CV with mixes, the head gate (ONNX graph vs its numpy twin), zero-shot
+threshold ceilings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+
+from training import class_build as cb
+from training.class_model import ClassPlan, _scores_graph, class_scores, head_gates
+from training.dataset import Clip
+from training.negatives import RATE, active_power, mix, mix_clips
+
+
+def test_mix_snr_is_measured_on_the_sound_not_on_its_silence() -> None:
+    rng = np.random.default_rng(0)
+    signal = np.zeros(4 * RATE)
+    signal[RATE:RATE + RATE // 4] = 0.1 * rng.standard_normal(RATE // 4)  # a 0.25 s bang
+    background = 0.1 * rng.standard_normal(6 * RATE)
+    out = mix(signal, background, 10.0, rng)
+    assert np.abs(out).max() < 0.9  # no peak normalisation in this case
+    back = out - signal
+    snr = 10 * np.log10(active_power(signal) / np.mean(back ** 2))
+    assert snr == pytest.approx(10.0, abs=0.01)
+    # against the whole clip's mean (0.25 s of sound in 4 s) the same mix is a 3 dB "SNR"
+    whole = 10 * np.log10(np.mean(signal ** 2) / np.mean(back ** 2))
+    assert whole == pytest.approx(10.0 - 10 * np.log10(5), abs=0.1)
+
+
+def _flac(path: Path, audio: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio.astype(np.float32), RATE)
+    return path
+
+
+def test_a_mix_records_its_background_and_belongs_to_both_groups(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    dog = Clip("extra/dog.flac", _flac(tmp_path / "dog.flac", 0.3 * rng.standard_normal(RATE)),
+               0, "dog_bark", 1, "dog_bark", "extra:fold1")
+    street = Clip("extra/street.flac",
+                  _flac(tmp_path / "street.flac", 0.05 * rng.standard_normal(2 * RATE)),
+                  0, "street_music", 0, None, "extra:fold3")
+    mixes = mix_clips([dog], [street], tmp_path / "mixes", per_clip=2, seed=0)
+    assert len(mixes) == 2 and all(m.background == street.filename for m in mixes)
+    by_name = {c.filename: c for c in [dog, street, *mixes]}
+    assert cb.cv_groups(mixes[0], by_name) == {"extra:fold1", "extra:fold3"}
+    assert cb.cv_groups(street, by_name) == {"extra:fold3"}
+    # the same choice again reuses the files; the name keys background and SNR
+    again = mix_clips([dog], [street], tmp_path / "mixes", per_clip=2, seed=0)
+    assert [m.path for m in again] == [m.path for m in mixes]
+
+
+def _plan() -> ClassPlan:
+    return ClassPlan(names=["a", "b", "z"], trained=["a", "b"], zero_shot={"z": [3, 4]},
+                     use_head=True, audioset={"a": [0, 1], "b": [2], "z": [3, 4]},
+                     gates={"a": 0.2})
+
+
+def test_group_oof_never_trains_on_a_mix_of_the_tested_recordings() -> None:
+    rng = np.random.default_rng(2)
+    safe_b = rng.normal(0.0, 1.0, (10, 4)) + np.array([0, 0, 5, 0])  # group B, safe
+    x = np.vstack([rng.normal(0.0, 1.0, (30, 4)),                       # group A, safe
+                   rng.normal(0.0, 1.0, (30, 4)) + np.array([4, 0, 0, 0]),  # group A, danger
+                   safe_b,
+                   safe_b + rng.normal(0.0, 0.05, safe_b.shape)])          # mixes over B
+    y = np.array([0] * 30 + [1] * 30 + [0] * 10 + [1] * 10)
+    real = np.array([True] * 70 + [False] * 10)
+    plan = ClassPlan(names=["a"], trained=["a"])
+    w = np.ones(len(y))
+    honest = [frozenset({"A"})] * 60 + [frozenset({"B"})] * 10 + [frozenset({"A", "B"})] * 10
+    leaky = [frozenset({"A"})] * 60 + [frozenset({"B"})] * 10 + [frozenset({"A"})] * 10
+    oof = cb.group_oof("logreg", 0, x, y, w, honest, real, None, plan)
+    assert np.isnan(oof[70:]).all()  # mixes are never scored
+    assert np.nanmax(oof[60:70]) < 0.5
+    # the rule matters: trained on mixes over the very recordings it scores, they look danger
+    assert np.nanmin(cb.group_oof("logreg", 0, x, y, w, leaky, real, None, plan)[60:70]) > 0.5
+
+
+def test_head_gate_graph_matches_numpy_and_zeroes_unheard_classes() -> None:
+    plan = _plan()
+    rng = np.random.default_rng(3)
+    n, labels = 64, 8
+    proba = rng.dirichlet(np.ones(3), n).astype(np.float32)
+    head = rng.uniform(0.0, 0.4, (n, labels)).astype(np.float32)
+    graph = _scores_graph(plan, 3, labels)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"probabilities": proba, "audioset_probs": head})[0]
+    want = class_scores(proba, head, plan, np.array([0, 1, 2]))
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    unheard = head[:, [0, 1]].max(axis=1) < 0.2
+    assert unheard.any() and (~unheard).any()
+    assert (got[unheard, 0] == 0).all()
+    np.testing.assert_allclose(got[~unheard, 0], proba[~unheard, 1])
+    np.testing.assert_allclose(got[:, 1], proba[:, 2])  # no gate: the classifier's own score
+
+
+def test_head_gates_are_a_low_percentile_of_each_class_training_clips() -> None:
+    plan = _plan()
+    evidence = np.linspace(0.01, 1.0, 100)
+    head = np.zeros((102, 8), np.float32)
+    head[:100, 1] = evidence
+    head[100:, 2] = 0.5
+    danger_class = np.array(["a"] * 100 + ["b", "b"])
+    files = np.array([f"f{i}" for i in range(102)])
+    real = np.ones(102, bool)
+    gates = head_gates(plan, head, danger_class, files, real)
+    assert gates["a"] == pytest.approx(np.percentile(evidence, 2.0), rel=1e-5)
+    assert set(gates) == {"a", "b"}  # zero-shot z has no gate
+
+
+def test_zero_shot_threshold_stays_under_the_weakest_real_recording() -> None:
+    plan = _plan()
+    head = np.zeros((6, 8), np.float32)
+    head[:, 3] = [0.9, 0.40, 0.45, 0.0, 0.0, 0.0]  # alarm.wav (2 windows), other.wav, safe
+    danger_class = np.array(["z", "z", "z", "", "", ""])
+    files = np.array(["alarm.wav", "alarm.wav", "other.wav", "s1", "s2", "s3"])
+    ceilings = cb.zero_shot_ceilings(plan, head, danger_class, files, np.ones(6, bool))
+    assert ceilings == {"z": pytest.approx(0.45)}
+    y = np.array([-1, -1, -1, 0, 0, 0])
+    oof = np.zeros((6, 3), np.float32)
+    oof[3:, 2] = [0.8, 0.7, 0.6]  # safe files the head hears as z
+    t = cb.choose_thresholds(plan, oof, y, files, 0.0, ceilings)
+    assert t[2] == pytest.approx(0.45 - 1e-4)
+    assert cb.choose_thresholds(plan, oof, y, files, 0.0)[2] > 0.6
