@@ -68,8 +68,8 @@ class DetectorStream:
     Class models: each window's normalised class scores pass through this stream's own
     :class:`~edge_runtime.persistence.Persistence` (``classes.min_seconds``) before they make
     p(danger), its class and the per-class scores; a level-gated window counts as below every
-    threshold there. Chunk scores get the same window's caps, so they cannot decide for a held
-    class either.
+    threshold there. A chunk scored alone cannot decide for a persisted class that its window
+    has not released either (``chunk_decisions``).
     """
 
     def __init__(self, detector: Detector) -> None:
@@ -118,18 +118,20 @@ class DetectorStream:
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
-            p, held = float(scores.danger[i]), None
+            p, chunk_cap = float(scores.danger[i]), None
             row = None if scores.normalised is None else scores.normalised[i]
             k = None if scores.best is None else int(scores.best[i])
             if row is not None and self._persistence.active:
-                held = self._persistence.step((row >= DECISION_THRESHOLD) & (not gated), end)
+                above = (row >= DECISION_THRESHOLD) & (not gated)
+                held = self._persistence.step(above, end)
+                chunk_cap = self._persistence.unreleased(above, held)
                 if held.any():  # the held classes' scores capped: p, class and scores agree
                     row = hold(row, held)
                     k = int(row.argmax())
                     p = float(np.float32(row[k]))
             if gated:  # quieter than any danger sound the model was built for
                 p = 0.0
-            chunk_probs = [float(q) for q in self._chunk_danger(w.chunk_embeddings, held)]
+            chunk_probs = [float(q) for q in self._chunk_danger(w.chunk_embeddings, chunk_cap)]
             if gate is not None:
                 chunk_probs = [q if dbfs(pw) >= gate else 0.0
                                for q, pw in zip(chunk_probs, powers, strict=True)]
@@ -145,12 +147,13 @@ class DetectorStream:
                                    w.audio_chunks, decision, raw, label, per_class))
         return out
 
-    def _chunk_danger(self, embeddings: np.ndarray, held: np.ndarray | None) -> np.ndarray:
-        """p(danger) of each chunk alone, with the window's held classes capped."""
+    def _chunk_danger(self, embeddings: np.ndarray, cap: np.ndarray | None) -> np.ndarray:
+        """p(danger) of each chunk alone, the ``cap`` classes (persisted, not released in
+        this window) held like the window's."""
         scorer = self.detector.scorer
-        if held is None or not held.any():
+        if cap is None or not cap.any():
             return scorer.danger(embeddings)
-        return hold(scorer.score(embeddings).normalised, held).max(axis=1).astype(np.float32)
+        return hold(scorer.score(embeddings).normalised, cap).max(axis=1).astype(np.float32)
 
 
 class Detector:

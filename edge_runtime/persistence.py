@@ -31,7 +31,8 @@ class Persistence:
 
     def __init__(self, min_seconds: Sequence[float]) -> None:
         self.min_seconds = np.asarray(min_seconds, np.float64)
-        self.active = bool(np.any(self.min_seconds > 0))
+        self.persisted = self.min_seconds > 0
+        self.active = bool(self.persisted.any())
         self._since = np.full(self.min_seconds.shape, np.nan)  # end of each run's first window
 
     def step(self, above: np.ndarray, end_s: float) -> np.ndarray:
@@ -44,7 +45,12 @@ class Persistence:
         self._since = np.where(above, np.where(np.isnan(self._since), end_s, self._since),
                                np.nan)
         lasted = end_s - self._since  # nan (False below) where the class is not high
-        return above & (self.min_seconds > 0) & ~(lasted >= self.min_seconds - TOLERANCE)
+        return above & self.persisted & ~(lasted >= self.min_seconds - TOLERANCE)
+
+    def unreleased(self, above: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """[K]: persisted classes not released in this window (``above``, ``held`` from its
+        :meth:`step`): what a chunk scored alone may not decide for either."""
+        return self.persisted & ~(np.asarray(above, bool) & ~np.asarray(held, bool))
 
 
 def hold(normalised: np.ndarray, held: np.ndarray) -> np.ndarray:

@@ -70,6 +70,11 @@ def test_classes_are_held_independently_and_capped_below_the_threshold() -> None
     assert hold(np.array([0.3, 0.7]), first).tolist() == [0.3, 0.7]  # never raised
     assert persistence.step(np.array([True, False]), 4.0).tolist() == [True, False]
     assert persistence.step(np.array([True, True]), 6.0).tolist() == [False, False]
+    # what a chunk alone may not decide: the persisted class unless released in its window
+    assert persistence.unreleased(np.array([True, True]), np.array([False, False])).tolist() \
+        == [False, False]
+    assert persistence.unreleased(np.array([False, True]), np.array([False, False])).tolist() \
+        == [True, False]
 
 
 def test_each_stream_has_its_own_runs(tmp_path: Path) -> None:
@@ -90,6 +95,16 @@ def test_each_stream_has_its_own_runs(tmp_path: Path) -> None:
     assert all(s.label == "alarm" and s.classes["alarm"] == pytest.approx(s.decision)
                for s in held + released)
     assert all(s.classes["alarm"] == pytest.approx(HELD_CAP) for s in held)
+
+
+def test_chunk_decisions_cannot_bypass_persistence(tmp_path: Path) -> None:
+    """With chunk decisions on, a 1.5 s burst's own chunks do not decide for a held class."""
+    audio = hiss(20.0)
+    audio[8 * SR:int(9.5 * SR)] += tone(1.5, amp=0.3)
+    for min_seconds, label in (((6.0, 0.0), "safe"), ((), "danger")):
+        model = build_tiny_class_model(tmp_path / label, (0.5, 0.3), min_seconds)
+        found = Detector(model, provider="cpu", chunk_decisions=True).predict(audio)
+        assert found.label == label, (min_seconds, found)
 
 
 def write(path: Path, seconds: float, sound: tuple[float, float], amp: float) -> None:
