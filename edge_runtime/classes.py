@@ -12,7 +12,8 @@ piecewise-linearly so that its class threshold lands on 0.5::
 
 p(danger) of a window is the largest normalised score and its class the one that gave it, so
 ``p(danger) >= 0.5`` exactly when some class reaches its own threshold. Windows quieter than
-``classes.level_gate_dbfs`` (RMS) are never danger.
+``classes.level_gate_dbfs`` (RMS) are never danger. A class with ``classes.min_seconds`` is held
+just below 0.5 until it has lasted that long (:mod:`edge_runtime.persistence`, per stream).
 """
 
 from __future__ import annotations

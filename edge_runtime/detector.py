@@ -19,6 +19,7 @@ from edge_runtime.classes import DECISION_THRESHOLD, dbfs
 from edge_runtime.features import embed_offline
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.options import THRESHOLD_FALLBACK
+from edge_runtime.persistence import Persistence, hold
 from edge_runtime.scoring import Scorer
 from edge_runtime.sessions import ModelSessions, load_sessions
 from edge_runtime.window import FrameWindow, Window
@@ -62,7 +63,14 @@ class Prediction:
 
 
 class DetectorStream:
-    """Incremental scoring of one audio stream (float32 mono at the model rate)."""
+    """Incremental scoring of one audio stream (float32 mono at the model rate).
+
+    Class models: each window's normalised class scores pass through this stream's own
+    :class:`~edge_runtime.persistence.Persistence` (``classes.min_seconds``) before they make
+    p(danger), its class and the per-class scores; a level-gated window counts as below every
+    threshold there. A chunk scored alone cannot decide for a persisted class that its window
+    has not released either (``chunk_decisions``).
+    """
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
@@ -70,6 +78,8 @@ class DetectorStream:
         self._window = FrameWindow(detector.sessions)
         self.samples = 0
         self._newest_scored = -1  # last chunk index already taken into a decision
+        classes = detector.scorer.classes
+        self._persistence = Persistence(() if classes is None else classes.min_seconds)
 
     @property
     def seconds(self) -> float:
@@ -103,15 +113,25 @@ class DetectorStream:
         names = scorer.class_names
         out = []
         for i, w in enumerate(windows):
-            p = float(scores.danger[i])
-            if gate is not None:  # quieter than any danger sound the model was built for
-                powers = w.chunk_powers  # chunks are equally long
-                if dbfs(float(np.mean(powers))) < gate:
-                    p = 0.0
+            powers = w.chunk_powers  # chunks are equally long
+            gated = gate is not None and dbfs(float(np.mean(powers))) < gate
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
-            chunk_probs = [float(q) for q in scorer.danger(w.chunk_embeddings)]
+            p, chunk_cap = float(scores.danger[i]), None
+            row = None if scores.normalised is None else scores.normalised[i]
+            k = None if scores.best is None else int(scores.best[i])
+            if row is not None and self._persistence.active:
+                above = (row >= DECISION_THRESHOLD) & (not gated)
+                held = self._persistence.step(above, end)
+                chunk_cap = self._persistence.unreleased(above, held)
+                if held.any():  # the held classes' scores capped: p, class and scores agree
+                    row = hold(row, held)
+                    k = int(row.argmax())
+                    p = float(np.float32(row[k]))
+            if gated:  # quieter than any danger sound the model was built for
+                p = 0.0
+            chunk_probs = [float(q) for q in self._chunk_danger(w.chunk_embeddings, chunk_cap)]
             if gate is not None:
                 chunk_probs = [q if dbfs(pw) >= gate else 0.0
                                for q, pw in zip(chunk_probs, powers, strict=True)]
@@ -119,13 +139,21 @@ class DetectorStream:
                      if j > self._newest_scored]
             self._newest_scored = max(self._newest_scored, w.last_chunk)
             decision = max([p, *fresh]) if self.detector.chunk_decisions else p
-            label = names[int(scores.best[i])] if names else None
+            label = names[k] if names and k is not None else None
             raw = None if scores.classes is None else scores.classes[i]
-            per_class = None if scores.normalised is None else dict(zip(
-                names, (float(v) for v in scores.normalised[i]), strict=True))
+            per_class = None if row is None else dict(zip(
+                names, (float(v) for v in row), strict=True))
             out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
                                    w.audio_chunks, decision, raw, label, per_class))
         return out
+
+    def _chunk_danger(self, embeddings: np.ndarray, cap: np.ndarray | None) -> np.ndarray:
+        """p(danger) of each chunk alone, the ``cap`` classes (persisted, not released in
+        this window) held like the window's."""
+        scorer = self.detector.scorer
+        if cap is None or not cap.any():
+            return scorer.danger(embeddings)
+        return hold(scorer.score(embeddings).normalised, cap).max(axis=1).astype(np.float32)
 
 
 class Detector:

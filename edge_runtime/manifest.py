@@ -68,6 +68,7 @@ SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 EVIDENCE = ("trained", "audioset")
 WINDOW_EMBEDDINGS = ("chunked", "whole")
 LEVEL_GATE_RANGE = (-120.0, 0.0)
+MIN_SECONDS_RANGE = (0.0, 60.0)  # classes.min_seconds (edge_runtime.persistence)
 
 
 class ManifestError(RuntimeError):
@@ -354,7 +355,9 @@ class ClassifierSpec(_Replace):
 class ClassSpec(_Replace):
     """Named danger classes: ``output`` [batch, K] of classifier.onnx, one column per name, in
     ``names`` order; ``thresholds`` one per class on the raw score scale; windows quieter than
-    ``level_gate_dbfs`` are never danger; ``calibration`` records how thresholds were chosen."""
+    ``level_gate_dbfs`` are never danger; ``calibration`` records how thresholds were chosen;
+    ``min_seconds`` one per class: how long it must last before it counts
+    (:mod:`edge_runtime.persistence`; empty or absent: 0 for every class)."""
 
     names: tuple[str, ...]
     thresholds: tuple[float, ...]
@@ -362,6 +365,11 @@ class ClassSpec(_Replace):
     evidence: tuple[str, ...] = EVIDENCE
     level_gate_dbfs: float = LEVEL_GATE_RANGE[0]
     calibration: dict[str, Any] = field(default_factory=dict)
+    min_seconds: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.min_seconds:  # no persistence: one 0 per class
+            object.__setattr__(self, "min_seconds", (0.0,) * len(self.names))
 
     @classmethod
     def parse(cls, f: _Fields) -> ClassSpec:
@@ -385,15 +393,22 @@ class ClassSpec(_Replace):
                 or len(set(evidence)) != len(evidence)):
             raise f.fail("evidence", f"must be a non-empty list of distinct values from "
                                      f"{list(EVIDENCE)}")
+        persist = f.raw("min_seconds", required=False)
+        persist = [0.0] * len(names) if persist is None else persist
+        if not isinstance(persist, list) or len(persist) != len(names):
+            raise f.fail("min_seconds", f"must be a list of {len(names)} numbers (one per name)")
+        min_seconds = tuple(_number(m, *MIN_SECONDS_RANGE, False,
+                                    lambda p, i=i: f.fail(f"min_seconds[{i}]", p))
+                            for i, m in enumerate(persist))
         extra = f.rest({"names", "output", "thresholds", "evidence", "level_gate_dbfs",
-                        "calibration"})
+                        "calibration", "min_seconds"})
         if extra:
             raise f.fail(sorted(extra)[0], "is not a known field (free-form notes go in "
                                            "classes.calibration)")
         gate = f.number("level_gate_dbfs", *LEVEL_GATE_RANGE, required=False)
         return cls(tuple(names), values, f.string("output", "class_scores", max_len=200),
                    tuple(evidence), LEVEL_GATE_RANGE[0] if gate is None else gate,
-                   f.obj("calibration") or {})
+                   f.obj("calibration") or {}, min_seconds)
 
     def with_thresholds(self, thresholds: list[float] | tuple[float, ...]) -> ClassSpec:
         """A copy with other per-class thresholds (calibration)."""
@@ -403,6 +418,8 @@ class ClassSpec(_Replace):
         out = {"names": list(self.names), "output": self.output,
                "thresholds": list(self.thresholds), "evidence": list(self.evidence),
                "level_gate_dbfs": self.level_gate_dbfs}
+        if any(m > 0 for m in self.min_seconds):  # absent when 0: older model ids stay valid
+            out["min_seconds"] = list(self.min_seconds)
         return {**out, "calibration": self.calibration} if self.calibration else out
 
     def as_dict(self) -> dict[str, Any]:

@@ -211,6 +211,11 @@ TAMPERED: list[tuple[str, Edit, str]] = [
     ("classes-evidence-empty", classes(evidence=[]), "classes.evidence"),
     ("classes-level-gate", classes(level_gate_dbfs=10), "classes.level_gate_dbfs"),
     ("classes-unknown-key", classes(colour="red"), "classes.colour"),
+    ("classes-min-seconds-short", classes(min_seconds=[6.0]), "classes.min_seconds must"),
+    ("classes-min-seconds-negative", classes(min_seconds=[-1.0, 0.0]),
+     "classes.min_seconds[0]"),
+    ("classes-min-seconds-61", classes(min_seconds=[0.0, 61]), "classes.min_seconds[1]"),
+    ("classes-min-seconds-text", classes(min_seconds=["6", 0]), "classes.min_seconds[0]"),
     ("format-other", setter("format", "onnx-zoo"), "not an edge-detect manifest"),
     ("format-version-99", setter("format_version", 99), "newer than this runtime"),
     ("format-version-string", setter("format_version", "2"), "format_version"),
@@ -364,6 +369,22 @@ def test_round_trip_and_classes_section(tiny: Path, tmp_path: Path) -> None:
     manifest.write(model)
     assert load_manifest(model) == manifest
     assert sha256_file(model / MANIFEST_NAME)
+
+
+def test_class_min_seconds_round_trip_and_older_manifests(tiny: Path, tmp_path: Path) -> None:
+    """``classes.min_seconds`` is kept through a round trip; a manifest without it (older
+    builds) loads with 0 for every class, writes no such key and keeps its model id."""
+    old = load_manifest(tamper(tiny, tmp_path / "old", classes()))
+    assert old.classes.min_seconds == (0.0, 0.0)
+    assert "min_seconds" not in old.to_dict()["classes"]
+    assert Manifest.from_dict(old.to_dict()).model_id() == old.model_id()
+    model = tamper(tiny, tmp_path / "new", classes(min_seconds=[6, 0]))
+    manifest = load_manifest(model)
+    assert manifest.classes.min_seconds == (6.0, 0.0)
+    assert manifest.to_dict()["classes"]["min_seconds"] == [6.0, 0.0]
+    assert Manifest.from_dict(manifest.to_dict()) == manifest
+    assert manifest.classes.with_thresholds([0.5, 0.5]).min_seconds == (6.0, 0.0)
+    assert manifest.model_id() != old.model_id()
 
 
 def test_manifest_write_refuses_invalid_values(tiny: Path, tmp_path: Path) -> None:

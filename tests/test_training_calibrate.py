@@ -220,9 +220,11 @@ def test_mn04_on_real_ambiences_and_held_out_fold(mn04_weights: Path, esc10_dir:
     assert ev["danger_recall"] == pytest.approx(d["recall_after"])
 
 
-def build_tiny_class_model(out: Path) -> Path:
+def build_tiny_class_model(out: Path, thresholds: tuple[float, float] = (0.5, 0.5),
+                           min_seconds: tuple[float, ...] = ()) -> Path:
     """The tiny model with two named classes on its log energy e: ``alarm`` =
-    sigmoid(2 (e + 5)) (any loud sound) and ``bang`` = sigmoid(e + 1) (only very loud ones)."""
+    sigmoid(2 (e + 5)) (any loud sound) and ``bang`` = sigmoid(e + 1) (only very loud ones);
+    ``min_seconds``: each class's persistence (none by default)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from edge_runtime.manifest import ClassSpec, load_manifest
@@ -241,8 +243,8 @@ def build_tiny_class_model(out: Path) -> Path:
     manifest = load_manifest(out).with_file(out, "classifier", "classifier.onnx")
     manifest.replace(
         streaming=manifest.streaming.replace(chunk_decisions=False),
-        classes=ClassSpec(("alarm", "bang"), (0.5, 0.5), "class_scores", ("trained",), -120.0,
-                          calibration={"method": "set by the build"}),
+        classes=ClassSpec(("alarm", "bang"), thresholds, "class_scores", ("trained",), -120.0,
+                          calibration={"method": "set by the build"}, min_seconds=min_seconds),
         classifier=manifest.classifier.replace(mapping={"classes": {
             "alarm": {"categories": ["alarm"]}, "bang": {"categories": ["bang"]}}}),
     ).write(out)
@@ -281,3 +283,22 @@ def test_class_model_calibration_and_evaluation_through_the_daemon(
     assert conf["expected_class"] == {"alarm": "alarm"}
     assert conf["class_correct_rate"] == 1.0
     assert (tmp_path / "eval" / "openworld_eval.png").is_file()
+
+
+def test_calibration_replays_class_persistence(tmp_path: Path, ambience: Path) -> None:
+    """``alarm`` must last 6 s: the three 1.5 s bursts are held (no event), a 12 s tone is one
+    event. The re-simulation must apply the same persistence to match the daemon (else it
+    counts the bursts and refuses), and the budget then only has to rise above the long tone."""
+    model = build_tiny_class_model(tmp_path / "classes", min_seconds=(6.0, 0.0))
+    home = ambience / "home"
+    audio = hiss(30.0, seed=7)
+    audio[5 * SR:17 * SR] += tone(12.0, amp=0.3)  # alarm ≈ 0.978; the bursts reach 0.997
+    sf.write(home / "long.flac", audio, SR)
+    assert [Path(e["source"]).name for e in daemon_events(model, home)] == ["long.flac"]
+    report = calibrate(model, [ambience], budget_per_hour=0.5)
+    assert report["false_events_before"] == 1 and report["false_events_after"] == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["classes"]["min_seconds"] == [6.0, 0.0]  # kept with the new thresholds
+    alarm, bang = manifest["classes"]["thresholds"]
+    assert 0.97 < alarm < 0.99 and bang == 0.5
+    assert daemon_events(model, home) == []

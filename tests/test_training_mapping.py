@@ -43,6 +43,19 @@ def test_default_mapping() -> None:
     assert mapping.class_of("dog_bark") == mapping.class_of("dog") == "dog_bark"
     assert mapping.class_of("gun_shot") == "gunshot"
     assert mapping.class_of("rain") is None
+    # a smoke alarm sounds for minutes, household beeps for 1-2 s: only it must persist
+    assert {c.name: c.min_seconds for c in mapping.classes if c.min_seconds} == {
+        "smoke_alarm": 6.0}
+    assert mapping.as_dict()["classes"]["smoke_alarm"]["min_seconds"] == 6.0
+    assert "min_seconds" not in mapping.as_dict()["classes"]["siren"]
+
+
+def test_class_min_seconds_loads(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n[classes.barking]\n'
+                                'categories = ["dog"]\nmin_seconds = 2.5\n[classes.other]\n'
+                                'audioset = ["Bark"]\n')
+    assert [(c.name, c.min_seconds) for c in load_mapping(path).classes] == [
+        ("barking", 2.5), ("other", 0.0)]
 
 
 def test_binary_mapping_is_the_seeds() -> None:
@@ -64,6 +77,11 @@ def test_classes_table_loads_and_is_validated(tmp_path: Path) -> None:
         ('[classes.x]\n', "give 'audioset' labels"),
         ('[classes.x]\naudioset = "Bark"\ncategories = ["dog"]\n', "must be a list"),
         ('min_clips = 0\n[classes.x]\ncategories = ["dog"]\n', "min_clips"),
+        ('[classes.x]\ncategories = ["dog"]\nmin_seconds = -1\n', r"classes.x.min_seconds must"),
+        ('[classes.x]\ncategories = ["dog"]\nmin_seconds = 61\n', r"\[0, 60\], got 61"),
+        ('[classes.x]\ncategories = ["dog"]\nmin_seconds = "6"\n', r"x.min_seconds .*'6'"),
+        ('[classes.x]\ncategories = ["dog"]\nmin_seconds = nan\n', r"x.min_seconds .*nan"),
+        ('[classes.x]\ncategories = ["dog"]\nmin_second = 6\n', "unexpected keys min_second"),
     ]:
         path = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n' + body)
         with pytest.raises(ValueError, match=message) as exc:

@@ -13,9 +13,10 @@
    * binary model (``classifier.threshold``): the smallest threshold at which every higher
      candidate keeps false events per hour ≤ budget;
    * class model (``classes.thresholds``, raw ``class_scores`` scale): each class on its own
-     gets budget / K; then the combined decision (max over classes of the normalised score,
-     as the runtime decides) is simulated and, while it exceeds the budget, the class with the
-     most events is raised to its next candidate.
+     gets budget / K; then the combined decision (max over classes of the normalised score
+     after each class's ``min_seconds`` persistence, as the runtime decides) is simulated
+     and, while it exceeds the budget, the class with the most events is raised to its next
+     candidate.
 
    Before any search the simulation at the current thresholds must give exactly the daemon's
    event count on every file; otherwise the command stops (the cache would not be the path).
@@ -38,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.classes import normalise
+from edge_runtime.classes import DECISION_THRESHOLD, normalise
 from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
+from edge_runtime.persistence import held_windows, hold
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import overlap_warning
 from training.replay import FileRun, cli_event_config, count_events, open_detector, replay
@@ -104,6 +106,7 @@ class Rule:
         if classes is not None:
             self.names = list(classes.names)
             self.before = np.asarray(classes.thresholds, np.float64)
+            self.min_seconds = np.asarray(classes.min_seconds, np.float64)
             if self.before.shape != (len(self.names),):
                 raise ValueError(f"manifest classes: {len(self.names)} names but "
                                  f"{self.before.size} thresholds")
@@ -136,9 +139,12 @@ class Rule:
         cols = slice(None) if only is None else slice(only, only + 1)
         if not r.values.size:
             return np.zeros(r.values.shape[0])
-        # the runtime's arithmetic: float64 normalisation, decision rounded to float32
-        d = normalise(r.values[:, cols], t[cols]).max(axis=1).astype(np.float32)
-        d = d.astype(np.float64)
+        # the runtime's arithmetic: float64 normalisation, the stream's persistence (gated
+        # windows are below every threshold), decision rounded to float32
+        norm = normalise(r.values[:, cols], t[cols])
+        above = (norm >= DECISION_THRESHOLD) & ~r.gated[:, None]
+        norm = hold(norm, held_windows(above, r.run.trace.end, self.min_seconds[cols]))
+        d = norm.max(axis=1).astype(np.float32).astype(np.float64)
         d[r.gated] = 0.0
         return d
 

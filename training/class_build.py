@@ -307,8 +307,9 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                        and not c.group.startswith("mix:")],
                       sessions.chunk_samples * sessions.window_chunks / sessions.sample_rate,
                       sessions.sample_rate)
+    persist = {c.name: c.min_seconds for c in mapping.classes}
     spec = ClassSpec(tuple(plan.names), tuple(thresholds), CLASS_OUTPUT, tuple(plan.evidence),
-                     gate["level_gate_dbfs"],
+                     gate["level_gate_dbfs"], min_seconds=tuple(persist[n] for n in plan.names),
                      calibration={"method": "out-of-group safe files",
                                   "safe_file_budget": SAFE_FILE_BUDGET,
                                   "safe_file_rate_per_class": round(rate, 6),

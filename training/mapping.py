@@ -9,6 +9,7 @@ danger classes (the packaged default, ``training/default_mapping.toml``, has nin
     [classes.dog_bark]
     audioset = ["Dog", "Bark"]            # zero-shot evidence from the AudioSet head
     categories = ["dog", "dog_bark"]      # training categories (ESC-50 or --extra labels.csv)
+    min_seconds = 0                       # optional: how long it must last to count (0-60 s)
 
 Categories in neither list are left out of training. Unknown names, a name in both lists, an
 empty list, an unknown AudioSet label or a danger category that belongs to no class are errors
@@ -50,16 +51,19 @@ DEFAULT_SAFE = ("rain", "clock_tick", "wind", "sea_waves", "keyboard_typing")
 
 
 DEFAULT_MIN_CLIPS = 8  # fewer training clips than this: a class relies on its AudioSet labels
+MAX_MIN_SECONDS = 60.0  # bound of a class's min_seconds (the manifest's classes.min_seconds)
 NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 
 
 @dataclass(frozen=True)
 class DangerClass:
-    """One named danger class and its evidence (training categories, AudioSet labels)."""
+    """One named danger class, its evidence (training categories, AudioSet labels) and how
+    long it must last before it counts (``min_seconds``, :mod:`edge_runtime.persistence`)."""
 
     name: str
     audioset: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    min_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ class Mapping:
                                   "source": self.source}
         if self.classes:
             out["classes"] = {c.name: {"audioset": list(c.audioset),
-                                       "categories": list(c.categories)} for c in self.classes}
+                                       "categories": list(c.categories),
+                                       **({"min_seconds": c.min_seconds} if c.min_seconds
+                                          else {})} for c in self.classes}
             out["min_clips"] = self.min_clips
         return out
 
@@ -152,10 +158,10 @@ def parse_classes(table: object, source: str) -> tuple[DangerClass, ...]:
             raise ValueError(f"{where}: class names are 1-64 characters of a-z, 0-9 and _")
         if not isinstance(spec, dict):
             raise ValueError(f"{where} must be a table")
-        unexpected = sorted(set(spec) - {"audioset", "categories"})
+        unexpected = sorted(set(spec) - {"audioset", "categories", "min_seconds"})
         if unexpected:
             raise ValueError(f"{where}: unexpected keys {', '.join(unexpected)}; expected "
-                             "'audioset' and 'categories'")
+                             "'audioset', 'categories' and 'min_seconds'")
         audioset = _str_list(spec.get("audioset", []), f"{where}.audioset")
         categories = _str_list(spec.get("categories", []), f"{where}.categories")
         unknown = sorted(set(audioset) - known)
@@ -164,7 +170,12 @@ def parse_classes(table: object, source: str) -> tuple[DangerClass, ...]:
                              "edge_runtime/data/audioset_class_labels_indices.csv)")
         if not audioset and not categories:
             raise ValueError(f"{where}: give 'audioset' labels, 'categories', or both")
-        out.append(DangerClass(name, tuple(audioset), tuple(categories)))
+        persist = spec.get("min_seconds", 0.0)
+        if (isinstance(persist, bool) or not isinstance(persist, int | float)
+                or not 0.0 <= persist <= MAX_MIN_SECONDS):  # NaN fails too
+            raise ValueError(f"{where}.min_seconds must be a number of seconds in "
+                             f"[0, {MAX_MIN_SECONDS:g}], got {persist!r}")
+        out.append(DangerClass(name, tuple(audioset), tuple(categories), float(persist)))
     return tuple(out)
 
 

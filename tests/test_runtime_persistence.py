@@ -1,0 +1,142 @@
+"""Per-class minimum persistence (``classes.min_seconds``): the rule on window sequences, the
+event state machine fed through it, per-stream state, and ``edge-detect --once`` end to end on
+a hand-built class model (``alarm`` persisted 6 s, ``bang`` not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_runtime.classes import DECISION_THRESHOLD
+from edge_runtime.detector import Detector
+from edge_runtime.events import EventConfig, EventTracker
+from edge_runtime.persistence import HELD_CAP, Persistence, held_windows, hold
+from tests.runtime_model import SR, hiss, tone
+from tests.test_training_calibrate import build_tiny_class_model, daemon_events
+
+WINDOW, STRIDE = 5.0, 2.0  # the mn04 class model's windows
+
+
+def windows(seconds: float) -> list[tuple[float, float]]:
+    """(start, end) of the 5 s windows scored every 2 s over ``seconds`` of audio."""
+    return [(s, s + WINDOW) for s in np.arange(0.0, seconds - WINDOW + 1e-9, STRIDE)]
+
+
+def events_for(sound: tuple[float, float], min_seconds: float,
+               seconds: float = 60.0) -> list[tuple[float, float, str]]:
+    """Events of one class that scores 0.9 (normalised) in every window overlapping ``sound``
+    and 0.1 elsewhere, through persistence then the daemon's event rules."""
+    persistence = Persistence([min_seconds])
+    tracker = EventTracker(EventConfig(threshold=DECISION_THRESHOLD), STRIDE)
+    out = []
+    for start, end in windows(seconds):
+        row = np.array([0.9 if start < sound[1] and sound[0] < end else 0.1])
+        p = float(hold(row, persistence.step(row >= DECISION_THRESHOLD, end)).max())
+        out += [(t.event.start_s, t.event.end_s, t.kind) for t in tracker.update(start, end, p)]
+    return out + [(t.event.start_s, t.event.end_s, t.kind) for t in tracker.close(seconds)]
+
+
+def test_a_short_beep_raises_no_event_a_long_alarm_one() -> None:
+    assert len(events_for((20.0, 22.0), 0.0)) == 2  # without persistence: start and end
+    assert events_for((20.0, 22.0), 6.0) == []  # 2 s beep: 3 windows, ends 4 s apart
+    assert events_for((20.0, 21.0), 6.0) == []
+    (start, _, first), (_, end, last) = events_for((20.0, 32.0), 6.0)  # 12 s alarm
+    assert (first, last) == ("start", "end")
+    # windows overlapping it end at 21, 23, 25 (held), 27 (ends 6 s apart: released)
+    assert start == pytest.approx(25.0)  # the newest stride of the releasing window [22, 27)
+    assert 32.0 <= end <= 35.0
+
+
+def test_runs_restart_when_interrupted() -> None:
+    ends = np.arange(1, 13) * 2.0
+    above = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1], bool)[:, None]
+    held = held_windows(above, ends, [6.0])[:, 0]
+    # ends of the run 10..18: released at 16 (6 s after 10); a window below is never held
+    assert held.tolist() == [True, True, True, False, True, True, True, False, False, False,
+                             True, True]
+    assert not held_windows(above, ends, [0.0]).any()  # no persistence, nothing held
+    assert held_windows(np.zeros((0, 1), bool), np.zeros(0), [6.0]).shape == (0, 1)
+
+
+def test_classes_are_held_independently_and_capped_below_the_threshold() -> None:
+    persistence = Persistence([4.0, 0.0])
+    first = persistence.step(np.array([True, True]), 2.0)
+    assert first.tolist() == [True, False]  # only the persisted class is held
+    row = hold(np.array([0.95, 0.7]), first)
+    assert row.tolist() == [HELD_CAP, 0.7] and HELD_CAP < DECISION_THRESHOLD
+    assert hold(np.array([0.3, 0.7]), first).tolist() == [0.3, 0.7]  # never raised
+    assert persistence.step(np.array([True, False]), 4.0).tolist() == [True, False]
+    assert persistence.step(np.array([True, True]), 6.0).tolist() == [False, False]
+    # what a chunk alone may not decide: the persisted class unless released in its window
+    assert persistence.unreleased(np.array([True, True]), np.array([False, False])).tolist() \
+        == [False, False]
+    assert persistence.unreleased(np.array([False, True]), np.array([False, False])).tolist() \
+        == [True, False]
+
+
+def test_each_stream_has_its_own_runs(tmp_path: Path) -> None:
+    """Two streams of one detector: the long sound in one releases ``alarm`` there only."""
+    model = build_tiny_class_model(tmp_path / "m", (0.5, 0.3), (6.0, 0.0))
+    detector = Detector(model, provider="cpu")
+    long_stream, short_stream = detector.stream(), detector.stream()
+    loud, quiet = tone(1.0, amp=0.3), hiss(1.0)
+    long_scores, short_scores = [], []
+    for second in range(16):
+        long_scores += long_stream.push(loud)
+        short_scores += short_stream.push(loud if 5 <= second < 7 else quiet)
+    assert max(s.decision for s in short_scores) == pytest.approx(HELD_CAP)
+    released = [s for s in long_scores if s.decision >= DECISION_THRESHOLD]
+    assert released and released[0].end_s == pytest.approx(11.0)  # ends 5 … 11: 6 s
+    held = [s for s in long_scores if s.end_s < 11.0]
+    # the class reported and the per-class scores agree with the capped decision
+    assert all(s.label == "alarm" and s.classes["alarm"] == pytest.approx(s.decision)
+               for s in held + released)
+    assert all(s.classes["alarm"] == pytest.approx(HELD_CAP) for s in held)
+
+
+def test_chunk_decisions_cannot_bypass_persistence(tmp_path: Path) -> None:
+    """With chunk decisions on, a 1.5 s burst's own chunks do not decide for a held class."""
+    audio = hiss(20.0)
+    audio[8 * SR:int(9.5 * SR)] += tone(1.5, amp=0.3)
+    for min_seconds, label in (((6.0, 0.0), "safe"), ((), "danger")):
+        model = build_tiny_class_model(tmp_path / label, (0.5, 0.3), min_seconds)
+        found = Detector(model, provider="cpu", chunk_decisions=True).predict(audio)
+        assert found.label == label, (min_seconds, found)
+
+
+def write(path: Path, seconds: float, sound: tuple[float, float], amp: float) -> None:
+    audio = hiss(seconds)
+    audio[int(sound[0] * SR):int(sound[1] * SR)] += tone(sound[1] - sound[0], amp=amp)
+    sf.write(path, audio, SR)
+
+
+def test_cli_persisted_class_needs_a_long_sound(tmp_path: Path) -> None:
+    """``edge-detect --once``: a 1.5 s burst raises no ``alarm`` event when alarm must last
+    6 s, but does without persistence; a 12 s one does; ``bang`` (no persistence) fires on a
+    short very loud burst."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    write(audio / "short.flac", 20.0, (8.0, 9.5), 0.3)
+    write(audio / "long.flac", 24.0, (4.0, 16.0), 0.3)
+    write(audio / "bang.flac", 20.0, (8.0, 9.5), 0.9)
+    persisted = build_tiny_class_model(tmp_path / "persisted", (0.5, 0.3), (6.0, 0.0))
+    plain = build_tiny_class_model(tmp_path / "plain", (0.5, 0.3))
+
+    def by_file(model: Path) -> dict[str, list[tuple[str, float]]]:
+        found: dict[str, list[tuple[str, float]]] = {}
+        for e in daemon_events(model, audio):
+            found.setdefault(Path(e["source"]).stem, []).append(
+                (e["class"], e["offset_start_s"]))
+        return found
+
+    events = by_file(persisted)
+    assert "short" not in events
+    ((cls, start),) = events["long"]
+    assert cls == "alarm" and start >= 6.0  # released by the window [6, 11)
+    assert [c for c, _ in events["bang"]] == ["bang"]
+    before = by_file(plain)
+    assert [c for c, _ in before["short"]] == ["alarm"]
+    assert before["long"][0][1] < 6.0
