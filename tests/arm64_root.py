@@ -161,7 +161,9 @@ def chroot_env(root: Path) -> dict[str, str]:
     env = dict(CHROOT_ENV)
     bundle = host_ca_bundle()
     if bundle is not None:
-        shutil.copy2(bundle, root / HOST_CA.lstrip("/"))
+        target = root / HOST_CA.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)  # a root without ca-certificates yet
+        shutil.copy2(bundle, target)
         env["PIP_CERT"] = HOST_CA
     for key in ("PIP_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
                 "NO_PROXY", "no_proxy"):

@@ -65,8 +65,11 @@ SAFE_FILE_BUDGET = 0.02
 # ... but each class may always pass its 2 highest-scoring safe files: a class's top safe files
 # are often mislabelled or mixed (an UrbanSound8K "children playing" clip with a dog barking in
 # it scored 0.986 as dog_bark out of group and alone pushed that threshold to 0.986: held-out dog
-# recall 0.60). With ~400-800 safe files a 0.2 % quantile cannot be estimated anyway.
+# recall 0.60). With ~400-800 safe files a 0.2 % quantile cannot be estimated anyway. Never
+# more than 0.5 % of the safe files, though: a small build (120 safe files) passing its top 2
+# set a gunshot threshold that a clock tick reached.
 MIN_PASSED_FILES = 2
+MAX_PASSED_SHARE = 0.005
 THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (class_model)
 LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
 GATE_MARGIN_DB = 10.0  # level gate: this far below the quietest (1st percentile) danger window
@@ -186,7 +189,8 @@ def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
 def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
                       rate: float, ceilings: dict[str, float] | None = None) -> list[float]:
     """Per class: the lowest threshold at which at most ``rate`` of the safe files (their
-    loudest window, out of group), or ``MIN_PASSED_FILES`` of them, would raise that class;
+    loudest window, out of group), or ``MIN_PASSED_FILES`` of them (at most
+    ``MAX_PASSED_SHARE`` of all), would raise that class;
     for a zero-shot class never above its ``ceilings`` value (just under its weakest real
     recording); never below the default of the class's evidence (few safe files cannot vouch
     for a low threshold)."""
@@ -202,7 +206,8 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
         if values.size == 0:
             thresholds.append(plan.default_thresholds()[k])
             continue
-        allowed = max(int(np.floor(rate * values.size)), MIN_PASSED_FILES)
+        allowed = max(int(np.floor(rate * values.size)),
+                      min(MIN_PASSED_FILES, int(np.floor(MAX_PASSED_SHARE * values.size))))
         t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
         if plan.names[k] in ceilings:
             t = min(t, ceilings[plan.names[k]] - 1e-4)
@@ -314,6 +319,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                                   "safe_file_budget": SAFE_FILE_BUDGET,
                                   "safe_file_rate_per_class": round(rate, 6),
                                   "min_passed_files": MIN_PASSED_FILES,
+                                  "max_passed_share": MAX_PASSED_SHARE,
                                   "head_gates": {n: round(g, 6) for n, g in plan.gates.items()},
                                   "head_gate_percentile": GATE_PERCENTILE,
                                   "zero_shot_ceilings": {n: round(c, 6)
