@@ -31,6 +31,7 @@ from training.class_model import (
     class_scores,
     features,
     head_gates,
+    per_file_max,
     plan_classes,
 )
 from training.dataset import Clip, load_audio
@@ -178,9 +179,7 @@ def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
         return ceilings
     for name, labels in plan.zero_shot.items():
         rows = real & (danger_class == name)
-        peaks: dict[str, float] = {}
-        for f, v in zip(files[rows], head[rows][:, labels].max(axis=1), strict=True):
-            peaks[f] = max(peaks.get(f, 0.0), float(v))
+        peaks = per_file_max(files[rows], head[rows][:, labels].max(axis=1))
         if peaks:
             ceilings[name] = min(peaks.values())
     return ceilings
@@ -199,10 +198,7 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
     safe = (y == 0) & ~np.isnan(oof[:, 0])
     names = files[safe]
     for k in range(len(plan.names)):
-        per_file: dict[str, float] = {}
-        for f, v in zip(names, oof[safe, k], strict=True):
-            per_file[f] = max(per_file.get(f, 0.0), float(v))
-        values = np.sort(np.array(list(per_file.values())))
+        values = np.sort(np.array(list(per_file_max(names, oof[safe, k]).values())))
         if values.size == 0:
             thresholds.append(plan.default_thresholds()[k])
             continue

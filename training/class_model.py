@@ -111,6 +111,14 @@ def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bo
     return plan
 
 
+def per_file_max(files: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """Each file's largest value over its rows (windows)."""
+    peaks: dict[str, float] = {}
+    for f, v in zip(files, values, strict=True):
+        peaks[f] = max(peaks.get(f, 0.0), float(v))
+    return peaks
+
+
 def head_gates(plan: ClassPlan, head: np.ndarray, danger_class: np.ndarray,
                files: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """Per trained class with AudioSet labels: the ``GATE_PERCENTILE`` of its real training
@@ -120,10 +128,7 @@ def head_gates(plan: ClassPlan, head: np.ndarray, danger_class: np.ndarray,
         if name not in plan.audioset:
             continue
         rows = real & (danger_class == name)
-        per_clip: dict[str, float] = {}
-        for f, e in zip(files[rows], head[rows][:, plan.audioset[name]].max(axis=1),
-                        strict=True):
-            per_clip[f] = max(per_clip.get(f, 0.0), float(e))
+        per_clip = per_file_max(files[rows], head[rows][:, plan.audioset[name]].max(axis=1))
         if per_clip:
             gates[name] = float(np.percentile(list(per_clip.values()), GATE_PERCENTILE))
     return gates
