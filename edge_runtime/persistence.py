@@ -68,3 +68,29 @@ def held_windows(above: np.ndarray, ends: np.ndarray,
     if not tracker.active or not above.any():
         return np.zeros(above.shape, bool)
     return np.stack([tracker.step(row, float(e)) for row, e in zip(above, ends, strict=True)])
+
+
+def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> float:
+    """The highest raw threshold at which one class of a stream would be released somewhere
+    (:meth:`Persistence.step`'s rule inverted): over every run of consecutive windows whose
+    ends span ``min_seconds``, the run's lowest score; the largest of those. With
+    ``min_seconds`` 0 it is the stream's peak; 0.0 when no run can span it (a stream that
+    short never releases the class). ``scores`` [n] and ``ends`` [n] are in stream order.
+
+    A threshold search over safe recordings uses it as the per-file maximum is used for
+    unpersisted classes: a recording raises the class at threshold t exactly when
+    ``release_level ≥ t``."""
+    scores = np.asarray(scores, np.float64)
+    ends = np.asarray(ends, np.float64)
+    if scores.size == 0:
+        return 0.0
+    if min_seconds <= 0:
+        return float(scores.max())
+    level, first = 0.0, 0
+    # for each window i, the run back to the newest j whose end is ≥ min_seconds before i's
+    for i in range(scores.size):
+        while first + 1 <= i and ends[i] - ends[first + 1] >= min_seconds - TOLERANCE:
+            first += 1
+        if ends[i] - ends[first] >= min_seconds - TOLERANCE:
+            level = max(level, float(scores[first:i + 1].min()))
+    return level

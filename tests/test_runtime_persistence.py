@@ -13,7 +13,7 @@ import soundfile as sf
 from edge_runtime.classes import DECISION_THRESHOLD
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig, EventTracker
-from edge_runtime.persistence import HELD_CAP, Persistence, held_windows, hold
+from edge_runtime.persistence import HELD_CAP, Persistence, held_windows, hold, release_level
 from tests.runtime_model import SR, hiss, tone
 from tests.test_training_calibrate import build_tiny_class_model, daemon_events
 
@@ -140,3 +140,16 @@ def test_cli_persisted_class_needs_a_long_sound(tmp_path: Path) -> None:
     before = by_file(plain)
     assert [c for c, _ in before["short"]] == ["alarm"]
     assert before["long"][0][1] < 6.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_release_level_is_the_threshold_at_which_the_rule_releases(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ends = np.cumsum(rng.choice([1.0, 2.0], 40))  # uneven strides, like a stream's last window
+    scores = rng.uniform(0.0, 1.0, 40) ** 0.3
+    for m in (0.0, 2.0, 6.0, 10.0):
+        level = release_level(scores, ends, m)
+        released = [bool((~held_windows((scores >= t)[:, None], ends, [m])[:, 0]
+                          & (scores >= t)).any()) for t in (level, level + 1e-6)]
+        assert released == [True, False], (m, level)
+    assert release_level(scores[:3], ends[:3], 60.0) == 0.0  # too short to ever release

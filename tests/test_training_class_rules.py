@@ -1,6 +1,6 @@
 """The class model's training rules, on small synthetic data (no backbone needed): mixing SNR,
 recording-disjoint CV with mixes, the head gate (ONNX graph vs its numpy twin), zero-shot
-threshold ceilings."""
+threshold ceilings, thresholds of persisted classes from what long recordings hold."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 import soundfile as sf
 
 from training import class_build as cb
-from training.class_model import ClassPlan, _scores_graph, class_scores, head_gates
+from training.class_model import (
+    ZERO_SHOT_PERSISTED_THRESHOLD,
+    ClassPlan,
+    _scores_graph,
+    class_scores,
+    head_gates,
+)
+from training.class_thresholds import ScoredWindows, choose_thresholds, zero_shot_ceilings
 from training.dataset import Clip
 from training.negatives import RATE, active_power, mix, mix_clips
 
@@ -113,17 +120,58 @@ def test_head_gates_are_a_low_percentile_of_each_class_training_clips() -> None:
     assert set(gates) == {"a", "b"}  # zero-shot z has no gate
 
 
+def _one_window_each(files: np.ndarray) -> ScoredWindows:
+    """Rows as consecutive windows of their file (5 s windows every 1 s chunk, stride 2)."""
+    index: dict[str, int] = {}
+    window = []
+    for f in files:
+        window.append(index.get(f, 0))
+        index[f] = window[-1] + 1
+    return ScoredWindows.of(files, np.array(window), 5, 2, 1.0)
+
+
 def test_zero_shot_threshold_stays_under_the_weakest_real_recording() -> None:
     plan = _plan()
     head = np.zeros((6, 8), np.float32)
     head[:, 3] = [0.9, 0.40, 0.45, 0.0, 0.0, 0.0]  # alarm.wav (2 windows), other.wav, safe
     danger_class = np.array(["z", "z", "z", "", "", ""])
     files = np.array(["alarm.wav", "alarm.wav", "other.wav", "s1", "s2", "s3"])
-    ceilings = cb.zero_shot_ceilings(plan, head, danger_class, files, np.ones(6, bool))
+    windows = _one_window_each(files)
+    ceilings = zero_shot_ceilings(plan, head, danger_class, windows, np.ones(6, bool))
     assert ceilings == {"z": pytest.approx(0.45)}
     y = np.array([-1, -1, -1, 0, 0, 0])
     oof = np.zeros((6, 3), np.float32)
     oof[3:, 2] = [0.8, 0.7, 0.6]  # safe files the head hears as z
-    t = cb.choose_thresholds(plan, oof, y, files, 0.0, ceilings)
+    t = choose_thresholds(plan, oof, y, windows, 0.0, ceilings)
     assert t[2] == pytest.approx(0.45 - 1e-4)
-    assert cb.choose_thresholds(plan, oof, y, files, 0.0)[2] > 0.6
+    assert choose_thresholds(plan, oof, y, windows, 0.0)[2] > 0.6
+
+
+def test_a_persisted_class_threshold_comes_from_what_long_safe_audio_holds() -> None:
+    """z lasts 6 s: short safe clips peaking at 0.8 cannot raise it (4 s: one window); a long
+    safe recording holding 0.25 over 6 s (with a 0.9 blip) can; a long real alarm holding 0.3
+    (peak 0.5) must stay above the threshold."""
+    plan = _plan()
+    plan.min_seconds = {"z": 6.0}
+    rng = np.random.default_rng(4)
+    long_safe = np.full(60, 0.05)
+    long_safe[20:28] = 0.25  # windows 20..27: scored ones 20, 22, 24, 26 end 6 s apart
+    long_safe[40] = 0.9  # a 1 s blip: one scored window
+    alarm = np.where(np.arange(30) % 4 == 1, 0.3, 0.5)  # every scored (even) window ≥ 0.3
+    short = rng.uniform(0.6, 0.8, 200)  # 200 four-second safe clips, one window each
+    files = np.array(["home.flac"] * 60 + ["alarm.flac"] * 30
+                     + [f"clip{i}.flac" for i in range(200)])
+    windows = _one_window_each(files)
+    head = np.zeros((files.size, 8), np.float32)
+    head[:, 3] = np.concatenate([long_safe, alarm, short])
+    danger_class = np.array([""] * 60 + ["z"] * 30 + [""] * 200)
+    y = np.array([0] * 60 + [-1] * 30 + [0] * 200)
+    oof = np.zeros((files.size, 3), np.float32)
+    oof[:, 2] = head[:, 3]
+    oof[60:90] = np.nan
+    ceilings = zero_shot_ceilings(plan, head, danger_class, windows, np.ones(files.size, bool))
+    assert ceilings == {"z": pytest.approx(0.5)}  # its scored windows: all 0.5
+    t = choose_thresholds(plan, oof, y, windows, 0.0, ceilings)[2]
+    assert t == pytest.approx(max(0.25 + 1e-4, ZERO_SHOT_PERSISTED_THRESHOLD))
+    plan.min_seconds = {}  # the same data without persistence: above the short clips' peaks
+    assert choose_thresholds(plan, oof, y, windows, 0.0)[2] > short.max()

@@ -31,8 +31,15 @@ from training.class_model import (
     class_scores,
     features,
     head_gates,
-    per_file_max,
     plan_classes,
+)
+from training.class_thresholds import (
+    MAX_PASSED_SHARE,
+    MIN_PASSED_FILES,
+    SAFE_FILE_BUDGET,
+    ScoredWindows,
+    choose_thresholds,
+    zero_shot_ceilings,
 )
 from training.dataset import Clip, load_audio
 from training.embed import embed_clips
@@ -58,20 +65,6 @@ CHUNK_DECISIONS = False
 # 2 s; every sound up to 3 s still lies whole inside some window). Chunked (Cnn14) windows
 # cost nothing extra to score every hop.
 WINDOW_STRIDE = {"mn04": 2}
-# Share of safe files (out of group, their loudest window) allowed to raise some class, split
-# evenly over the classes: with the 9 default classes each class may flag 0.22 %. The product's
-# target is at most 3 % of safe recordings flagged; 2 % leaves room for recordings unlike any
-# in training.
-SAFE_FILE_BUDGET = 0.02
-# ... but each class may always pass its 2 highest-scoring safe files: a class's top safe files
-# are often mislabelled or mixed (an UrbanSound8K "children playing" clip with a dog barking in
-# it scored 0.986 as dog_bark out of group and alone pushed that threshold to 0.986: held-out dog
-# recall 0.60). With ~400-800 safe files a 0.2 % quantile cannot be estimated anyway. Never
-# more than 0.5 % of the safe files, though: a small build (120 safe files) passing its top 2
-# set a gunshot threshold that a clock tick reached.
-MIN_PASSED_FILES = 2
-MAX_PASSED_SHARE = 0.005
-THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (class_model)
 LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
 GATE_MARGIN_DB = 10.0  # level gate: this far below the quietest (1st percentile) danger window
 # ... but never above -60 dBFS: a gate learnt from loud training clips (UrbanSound8K fold 3:
@@ -169,49 +162,6 @@ def group_oof(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     return oof
 
 
-def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
-                       files: np.ndarray, real: np.ndarray) -> dict[str, float]:
-    """Per zero-shot class with real recordings in training (fewer than ``min_clips``: "this
-    is our smoke alarm"): the lowest of their peak head scores. Its threshold stays below that,
-    so every such recording is still detected."""
-    ceilings: dict[str, float] = {}
-    if head is None:
-        return ceilings
-    for name, labels in plan.zero_shot.items():
-        rows = real & (danger_class == name)
-        peaks = per_file_max(files[rows], head[rows][:, labels].max(axis=1))
-        if peaks:
-            ceilings[name] = min(peaks.values())
-    return ceilings
-
-
-def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, files: np.ndarray,
-                      rate: float, ceilings: dict[str, float] | None = None) -> list[float]:
-    """Per class: the lowest threshold at which at most ``rate`` of the safe files (their
-    loudest window, out of group), or ``MIN_PASSED_FILES`` of them (at most
-    ``MAX_PASSED_SHARE`` of all), would raise that class;
-    for a zero-shot class never above its ``ceilings`` value (just under its weakest real
-    recording); never below the default of the class's evidence (few safe files cannot vouch
-    for a low threshold)."""
-    ceilings = ceilings or {}
-    thresholds = []
-    safe = (y == 0) & ~np.isnan(oof[:, 0])
-    names = files[safe]
-    for k in range(len(plan.names)):
-        values = np.sort(np.array(list(per_file_max(names, oof[safe, k]).values())))
-        if values.size == 0:
-            thresholds.append(plan.default_thresholds()[k])
-            continue
-        allowed = max(int(np.floor(rate * values.size)),
-                      min(MIN_PASSED_FILES, int(np.floor(MAX_PASSED_SHARE * values.size))))
-        t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
-        if plan.names[k] in ceilings:
-            t = min(t, ceilings[plan.names[k]] - 1e-4)
-        floor = plan.default_thresholds()[k]  # never below the evidence's default
-        thresholds.append(float(np.clip(t, floor, THRESHOLD_RANGE[1])))
-    return thresholds
-
-
 def cv_report(oof: np.ndarray, y: np.ndarray, rows: np.ndarray, thresholds: list[float],
               danger_class: np.ndarray, plan, fold: np.ndarray) -> dict[str, Any]:
     """Danger vs safe on ``rows`` (per window; ESC clips are one window) at the thresholds."""
@@ -285,8 +235,11 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     groups = [cv_groups(by_name[n], by_name) for n in emb.filename]
     oof = group_oof(classifier, seed, x, y, w, groups, real, head, plan)
     rate = SAFE_FILE_BUDGET / len(plan.names)
-    ceilings = zero_shot_ceilings(plan, head, danger_class, emb.filename, real)
-    thresholds = choose_thresholds(plan, oof, y, emb.filename, rate, ceilings)
+    windows = ScoredWindows.of(emb.filename, emb.window, sessions.window_chunks,
+                               sessions.window_stride,
+                               sessions.chunk_samples / sessions.sample_rate)
+    ceilings = zero_shot_ceilings(plan, head, danger_class, windows, real)
+    thresholds = choose_thresholds(plan, oof, y, windows, rate, ceilings)
     log.info("thresholds (out-of-group, ≤ %.2f%% of safe files per class): %s", 100 * rate,
              ", ".join(f"{n} {t:.3f}" for n, t in zip(plan.names, thresholds, strict=True)))
     cv = cv_report(oof, y, real & (group == "esc50"), thresholds, danger_class, plan, emb.fold)
@@ -308,10 +261,13 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                        and not c.group.startswith("mix:")],
                       sessions.chunk_samples * sessions.window_chunks / sessions.sample_rate,
                       sessions.sample_rate)
-    persist = {c.name: c.min_seconds for c in mapping.classes}
     spec = ClassSpec(tuple(plan.names), tuple(thresholds), CLASS_OUTPUT, tuple(plan.evidence),
-                     gate["level_gate_dbfs"], min_seconds=tuple(persist[n] for n in plan.names),
+                     gate["level_gate_dbfs"],
+                     min_seconds=tuple(plan.persistence(n) for n in plan.names),
                      calibration={"method": "out-of-group safe files",
+                                  "persisted_classes": "level held for min_seconds in long "
+                                                       "safe files (short clips cannot raise "
+                                                       "them)",
                                   "safe_file_budget": SAFE_FILE_BUDGET,
                                   "safe_file_rate_per_class": round(rate, 6),
                                   "min_passed_files": MIN_PASSED_FILES,

@@ -1,0 +1,121 @@
+"""Per-class thresholds of a class model, from out-of-group scores of its training recordings.
+
+A class raises an event in a recording at threshold t when the recording's **level** for the
+class reaches t. Without persistence the level is the recording's loudest scored window; with
+``min_seconds`` (:mod:`edge_runtime.persistence`) it is the
+:func:`~edge_runtime.persistence.release_level`: the best score the class *holds* over
+consecutive windows spanning ``min_seconds``. A 4 s safe clip can never hold a persisted class,
+so its peak says nothing about that class's false events; long safe recordings (hours of
+synthetic home audio, real ambiences) do. Levels are computed on the windows the daemon scores
+(every ``window_stride``-th one, and the last), with their real end times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.persistence import release_level
+from training.class_model import per_file_max
+
+# Share of safe files (out of group, their loudest window) allowed to raise some class, split
+# evenly over the classes: with the 9 default classes each class may flag 0.22 %. The product's
+# target is at most 3 % of safe recordings flagged; 2 % leaves room for recordings unlike any
+# in training.
+SAFE_FILE_BUDGET = 0.02
+# ... but each class may always pass its 2 highest-scoring safe files: a class's top safe files
+# are often mislabelled or mixed (an UrbanSound8K "children playing" clip with a dog barking in
+# it scored 0.986 as dog_bark out of group and alone pushed that threshold to 0.986: held-out dog
+# recall 0.60). With ~400-800 safe files a 0.2 % quantile cannot be estimated anyway. Never
+# more than 0.5 % of the safe files, though: a small build (120 safe files) passing its top 2
+# set a gunshot threshold that a clock tick reached.
+MIN_PASSED_FILES = 2
+MAX_PASSED_SHARE = 0.005
+THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (ClassPlan)
+
+
+@dataclass(frozen=True)
+class ScoredWindows:
+    """Where each embedding row sits in its recording, as the daemon would score it."""
+
+    files: np.ndarray  # [rows] recording of each row
+    ends: np.ndarray  # [rows] end of the row's window in its recording, seconds
+    scored: np.ndarray  # [rows] bool: the daemon scores this window (its stride, or the last)
+
+    @classmethod
+    def of(cls, files: np.ndarray, window: np.ndarray, window_chunks: int, stride: int,
+           chunk_s: float) -> ScoredWindows:
+        """From the embedding cache's rows: ``window`` is each row's first chunk (hop 1)."""
+        window = np.asarray(window, np.int64)
+        last: dict[str, int] = {}
+        for f, w in zip(files, window, strict=True):
+            last[f] = max(last.get(f, -1), int(w))
+        is_last = np.array([w == last[f] for f, w in zip(files, window, strict=True)])
+        return cls(np.asarray(files), (window + window_chunks) * float(chunk_s),
+                   (window % stride == 0) | is_last)
+
+    def levels(self, rows: np.ndarray, values: np.ndarray, min_seconds: float,
+               short: str = "skip") -> dict[str, float]:
+        """Per recording among ``rows`` (bool mask): its level for ``values`` [rows] with
+        persistence ``min_seconds``. A recording too short to span it: left out
+        (``short="skip"``: it can never raise the class) or its lowest scored window
+        (``short="sustain"``: what it would hold if the sound went on, as an alarm does)."""
+        if min_seconds <= 0:
+            return per_file_max(self.files[rows], values[rows])
+        keep = rows & self.scored
+        out: dict[str, float] = {}
+        for f in dict.fromkeys(self.files[keep].tolist()):
+            mine = keep & (self.files == f)
+            order = np.argsort(self.ends[mine], kind="stable")
+            ends, v = self.ends[mine][order], values[mine][order]
+            if ends[-1] - ends[0] >= min_seconds - 1e-9:
+                out[f] = release_level(v, ends, min_seconds)
+            elif short == "sustain":
+                out[f] = float(v.min())
+        return out
+
+
+def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
+                       windows: ScoredWindows, real: np.ndarray) -> dict[str, float]:
+    """Per zero-shot class with real recordings in training (fewer than ``min_clips``: "this
+    is our smoke alarm"): the lowest of their levels on the head's evidence. Its threshold
+    stays below that, so every such recording is still detected."""
+    ceilings: dict[str, float] = {}
+    if head is None:
+        return ceilings
+    for name, labels in plan.zero_shot.items():
+        rows = real & (danger_class == name)
+        levels = windows.levels(rows, head[:, labels].max(axis=1), plan.persistence(name),
+                                short="sustain")
+        if levels:
+            ceilings[name] = min(levels.values())
+    return ceilings
+
+
+def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindows,
+                      rate: float, ceilings: dict[str, float] | None = None) -> list[float]:
+    """Per class: the lowest threshold at which at most ``rate`` of the safe recordings that
+    could raise it (out of group, their level), or ``MIN_PASSED_FILES`` of them (at most
+    ``MAX_PASSED_SHARE`` of all), would raise it; for a zero-shot class never above its
+    ``ceilings`` value (just under its weakest real recording); never below the default of
+    the class's evidence (few safe files cannot vouch for a low threshold). A persisted class
+    with no safe recording long enough to hold it falls back to the recordings' peaks."""
+    ceilings = ceilings or {}
+    thresholds = []
+    safe = (y == 0) & ~np.isnan(oof[:, 0])
+    for k, name in enumerate(plan.names):
+        levels = windows.levels(safe, oof[:, k], plan.persistence(name)) \
+            or windows.levels(safe, oof[:, k], 0.0)
+        values = np.sort(np.array(list(levels.values())))
+        if values.size == 0:
+            thresholds.append(plan.default_thresholds()[k])
+            continue
+        allowed = max(int(np.floor(rate * values.size)),
+                      min(MIN_PASSED_FILES, int(np.floor(MAX_PASSED_SHARE * values.size))))
+        t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
+        if name in ceilings:
+            t = min(t, ceilings[name] - 1e-4)
+        floor = plan.default_thresholds()[k]  # never below the evidence's default
+        thresholds.append(float(np.clip(t, floor, THRESHOLD_RANGE[1])))
+    return thresholds
