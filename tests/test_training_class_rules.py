@@ -18,6 +18,7 @@ from training.class_model import (
     _scores_graph,
     class_scores,
     head_gates,
+    plan_classes,
 )
 from training.class_thresholds import ScoredWindows, choose_thresholds, zero_shot_ceilings
 from training.dataset import Clip
@@ -64,7 +65,7 @@ def test_a_mix_records_its_background_and_belongs_to_both_groups(tmp_path: Path)
 
 def _plan() -> ClassPlan:
     return ClassPlan(names=["a", "b", "z"], trained=["a", "b"], zero_shot={"z": [3, 4]},
-                     use_head=True, audioset={"a": [0, 1], "b": [2], "z": [3, 4]},
+                     use_head=True, gate_labels={"a": [0, 1], "b": [2], "z": [3, 4]},
                      gates={"a": 0.2})
 
 
@@ -175,3 +176,19 @@ def test_a_persisted_class_threshold_comes_from_what_long_safe_audio_holds() -> 
     assert t == pytest.approx(max(0.25 + 1e-4, ZERO_SHOT_PERSISTED_THRESHOLD))
     plan.min_seconds = {}  # the same data without persistence: above the short clips' peaks
     assert choose_thresholds(plan, oof, y, windows, 0.0)[2] > short.max()
+
+
+def test_heard_as_labels_widen_a_trained_class_gate_only(tmp_path: Path) -> None:
+    from training.mapping import audioset_labels, load_mapping
+
+    path = tmp_path / "m.toml"
+    path.write_text('danger = ["dog", "siren"]\nsafe = ["rain"]\n'
+                    '[classes.bark]\naudioset = ["Bark"]\ncategories = ["dog"]\n'
+                    'heard_as = ["Howl"]\n'
+                    '[classes.wail]\naudioset = ["Siren"]\ncategories = ["siren"]\n'
+                    'heard_as = ["Whistle"]\n', "utf-8")
+    index = {n: i for i, n in enumerate(audioset_labels())}
+    plan = plan_classes(load_mapping(path), {"bark": 20, "wail": 2}, head_is_real=True)
+    assert plan.trained == ["bark"]
+    assert plan.gate_labels["bark"] == [index["Bark"], index["Howl"]]
+    assert plan.zero_shot == {"wail": [index["Siren"]]}  # zero-shot scores: audioset only

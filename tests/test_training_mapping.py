@@ -70,6 +70,11 @@ def test_classes_table_loads_and_is_validated(tmp_path: Path) -> None:
                               '[classes.barking]\naudioset = ["Bark"]\ncategories = ["dog"]\n')
     mapping = load_mapping(ok)
     assert mapping.class_of("dog") == "barking"
+    heard = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n[classes.barking]\n'
+                                 'audioset = ["Bark"]\ncategories = ["dog"]\nheard_as = ["Howl"]\n')
+    (barking,) = load_mapping(heard).classes
+    assert barking.heard_as == ("Howl",) and barking.audioset == ("Bark",)
+    assert load_mapping(heard).as_dict()["classes"]["barking"]["heard_as"] == ["Howl"]
     for body, message in [
         ('[classes.x]\naudioset = ["No such label"]\n', "unknown AudioSet label"),
         ('[classes.x]\ncategories = ["rain"]\n', r"belong\(s\) to no class"),
@@ -82,6 +87,9 @@ def test_classes_table_loads_and_is_validated(tmp_path: Path) -> None:
         ('[classes.x]\ncategories = ["dog"]\nmin_seconds = "6"\n', r"x.min_seconds .*'6'"),
         ('[classes.x]\ncategories = ["dog"]\nmin_seconds = nan\n', r"x.min_seconds .*nan"),
         ('[classes.x]\ncategories = ["dog"]\nmin_second = 6\n', "unexpected keys min_second"),
+        ('[classes.x]\ncategories = ["dog"]\nheard_as = ["Whip"]\n', "give 'audioset' too"),
+        ('[classes.x]\naudioset = ["Bark"]\ncategories = ["dog"]\nheard_as = ["Wihp"]\n',
+         "unknown AudioSet label.*Wihp"),
     ]:
         path = write_toml(tmp_path, 'danger = ["dog"]\nsafe = ["rain"]\n' + body)
         with pytest.raises(ValueError, match=message) as exc:

@@ -11,8 +11,9 @@ Evidence per class (recorded in the manifest's ``classes.evidence``):
   models use trained evidence alone and classes without clips are left out (with a warning).
 
 A trained class with AudioSet labels also has a **head gate** when the head is real: its score
-counts only in windows where the head gives the class's labels at least what nearly every
-training clip of the class had (:data:`GATE_PERCENTILE`); elsewhere it is 0. The classifier
+counts only in windows where the head gives the class's labels (and the labels it is often
+``heard_as``: gunshots as fireworks or a whip) at least what nearly every training clip of the
+class had (:data:`GATE_PERCENTILE`); elsewhere it is 0. The classifier
 extrapolates to sounds unlike its training (held-out accordion music scored 0.96 as dog_bark
 while the head heard no dog at all: max over the dog labels 0.001); the head, trained on
 AudioSet's 2 million clips, vetoes that.
@@ -69,7 +70,8 @@ class ClassPlan:
     zero_shot: dict[str, list[int]] = field(default_factory=dict)  # class → head indices
     use_head: bool = False
     clips: dict[str, int] = field(default_factory=dict)  # real training clips per class
-    audioset: dict[str, list[int]] = field(default_factory=dict)  # class → its head indices
+    # class → head indices its gate reads: its audioset labels and what it is heard_as
+    gate_labels: dict[str, list[int]] = field(default_factory=dict)
     gates: dict[str, float] = field(default_factory=dict)  # trained class → head gate
     min_seconds: dict[str, float] = field(default_factory=dict)  # class → its persistence
 
@@ -100,8 +102,8 @@ def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bo
     """Decide each class's evidence from its real clip count and whether the head is real."""
     labels = {name: i for i, name in enumerate(audioset_labels())}
     names, trained, zero_shot = [], [], {}
-    audioset = {cls.name: [labels[a] for a in cls.audioset] for cls in mapping.classes
-                if cls.audioset}
+    gate_labels = {cls.name: [labels[a] for a in cls.audioset + cls.heard_as]
+                   for cls in mapping.classes if cls.audioset}
     for cls in mapping.classes:
         n = clip_counts.get(cls.name, 0)
         if n >= mapping.min_clips:
@@ -118,7 +120,7 @@ def plan_classes(mapping: Mapping, clip_counts: dict[str, int], head_is_real: bo
         raise ValueError("no class has enough training clips for a classifier (min_clips "
                          f"{mapping.min_clips}); counts: {clip_counts}")
     plan = ClassPlan(names, trained, zero_shot, head_is_real, dict(clip_counts),
-                     audioset if head_is_real else {},
+                     gate_labels if head_is_real else {},
                      min_seconds={c.name: c.min_seconds for c in mapping.classes
                                   if c.name in names and c.min_seconds > 0})
     log.info("classes: trained %s; zero-shot (AudioSet) %s", ", ".join(trained) or "-",
@@ -140,10 +142,10 @@ def head_gates(plan: ClassPlan, head: np.ndarray, danger_class: np.ndarray,
     clips' head evidence (each clip's largest over its windows)."""
     gates = {}
     for name in plan.trained:
-        if name not in plan.audioset:
+        if name not in plan.gate_labels:
             continue
         rows = real & (danger_class == name)
-        per_clip = per_file_max(files[rows], head[rows][:, plan.audioset[name]].max(axis=1))
+        per_clip = per_file_max(files[rows], head[rows][:, plan.gate_labels[name]].max(axis=1))
         if per_clip:
             gates[name] = float(np.percentile(list(per_clip.values()), GATE_PERCENTILE))
     return gates
@@ -170,7 +172,7 @@ def class_scores(proba: np.ndarray, head_probs: np.ndarray | None, plan: ClassPl
             col = column.get(plan.trained.index(name) + 1)  # absent: no rows in this fit
             score = np.zeros(len(proba)) if col is None else proba[:, col]
             if name in plan.gates and head_probs is not None:
-                evidence = head_probs[:, plan.audioset[name]].max(axis=1)
+                evidence = head_probs[:, plan.gate_labels[name]].max(axis=1)
                 score = np.where(evidence >= np.float32(plan.gates[name]), score, 0.0)
             cols.append(score)
         else:
@@ -223,7 +225,7 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
                                           [f"s/t{k}" if gated else f"s/c{k}"], axis=1))
             if gated:
                 labels = helper.make_tensor(f"s/l{k}", TensorProto.INT64,
-                                            [len(plan.audioset[name])], plan.audioset[name])
+                                            [len(plan.gate_labels[name])], plan.gate_labels[name])
                 gate = helper.make_tensor(f"s/gate{k}", TensorProto.FLOAT, [],
                                           [plan.gates[name]])
                 inits += [labels, gate]

@@ -12,12 +12,15 @@ synthetic home audio, real ambiences) do. Levels are computed on the windows the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge_runtime.persistence import release_level
 from training.class_model import per_file_max
+
+log = logging.getLogger(__name__)
 
 # Share of safe files (out of group, their loudest window) allowed to raise some class, split
 # evenly over the classes: with the 9 default classes each class may flag 0.22 %. The product's
@@ -107,13 +110,16 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindo
     for k, name in enumerate(plan.names):
         levels = windows.levels(safe, oof[:, k], plan.persistence(name)) \
             or windows.levels(safe, oof[:, k], 0.0)
-        values = np.sort(np.array(list(levels.values())))
+        ranked = sorted(levels.items(), key=lambda item: item[1])
+        values = np.array([v for _, v in ranked])
         if values.size == 0:
             thresholds.append(plan.default_thresholds()[k])
             continue
         allowed = max(int(np.floor(rate * values.size)),
                       min(MIN_PASSED_FILES, int(np.floor(MAX_PASSED_SHARE * values.size))))
         t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
+        log.info("%s: top safe files (%d passed, the next sets the threshold): %s", name,
+                 allowed, ", ".join(f"{f} {v:.3f}" for f, v in ranked[::-1][:allowed + 1]))
         if name in ceilings:
             t = min(t, ceilings[name] - 1e-4)
         floor = plan.default_thresholds()[k]  # never below the evidence's default

@@ -10,6 +10,7 @@ danger classes (the packaged default, ``training/default_mapping.toml``, has nin
     audioset = ["Dog", "Bark"]            # zero-shot evidence from the AudioSet head
     categories = ["dog", "dog_bark"]      # training categories (ESC-50 or --extra labels.csv)
     min_seconds = 0                       # optional: how long it must last to count (0-60 s)
+    heard_as = ["Growling"]               # optional: labels the head often gives its sounds
 
 Categories in neither list are left out of training. Unknown names, a name in both lists, an
 empty list, an unknown AudioSet label or a danger category that belongs to no class are errors
@@ -58,12 +59,16 @@ NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 @dataclass(frozen=True)
 class DangerClass:
     """One named danger class, its evidence (training categories, AudioSet labels) and how
-    long it must last before it counts (``min_seconds``, :mod:`edge_runtime.persistence`)."""
+    long it must last before it counts (``min_seconds``, :mod:`edge_runtime.persistence`).
+    ``heard_as``: AudioSet labels the head often gives the class's real sounds (gunshots heard
+    as fireworks): the head gate of a trained class accepts them, zero-shot scores never use
+    them."""
 
     name: str
     audioset: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     min_seconds: float = 0.0
+    heard_as: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,8 @@ class Mapping:
             out["classes"] = {c.name: {"audioset": list(c.audioset),
                                        "categories": list(c.categories),
                                        **({"min_seconds": c.min_seconds} if c.min_seconds
+                                          else {}),
+                                       **({"heard_as": list(c.heard_as)} if c.heard_as
                                           else {})} for c in self.classes}
             out["min_clips"] = self.min_clips
         return out
@@ -158,13 +165,14 @@ def parse_classes(table: object, source: str) -> tuple[DangerClass, ...]:
             raise ValueError(f"{where}: class names are 1-64 characters of a-z, 0-9 and _")
         if not isinstance(spec, dict):
             raise ValueError(f"{where} must be a table")
-        unexpected = sorted(set(spec) - {"audioset", "categories", "min_seconds"})
+        unexpected = sorted(set(spec) - {"audioset", "categories", "min_seconds", "heard_as"})
         if unexpected:
             raise ValueError(f"{where}: unexpected keys {', '.join(unexpected)}; expected "
-                             "'audioset', 'categories' and 'min_seconds'")
+                             "'audioset', 'categories', 'min_seconds' and 'heard_as'")
         audioset = _str_list(spec.get("audioset", []), f"{where}.audioset")
         categories = _str_list(spec.get("categories", []), f"{where}.categories")
-        unknown = sorted(set(audioset) - known)
+        heard_as = _str_list(spec.get("heard_as", []), f"{where}.heard_as")
+        unknown = sorted(set(audioset + heard_as) - known)
         if unknown:
             raise ValueError(f"{where}: unknown AudioSet label(s) {', '.join(unknown)} (see "
                              "edge_runtime/data/audioset_class_labels_indices.csv)")
@@ -175,7 +183,11 @@ def parse_classes(table: object, source: str) -> tuple[DangerClass, ...]:
                 or not 0.0 <= persist <= MAX_MIN_SECONDS):  # NaN fails too
             raise ValueError(f"{where}.min_seconds must be a number of seconds in "
                              f"[0, {MAX_MIN_SECONDS:g}], got {persist!r}")
-        out.append(DangerClass(name, tuple(audioset), tuple(categories), float(persist)))
+        if heard_as and not audioset:
+            raise ValueError(f"{where}: 'heard_as' widens the head gate of 'audioset' labels; "
+                             "give 'audioset' too")
+        out.append(DangerClass(name, tuple(audioset), tuple(categories), float(persist),
+                               tuple(heard_as)))
     return tuple(out)
 
 
