@@ -7,7 +7,10 @@ Each model runs in its own process (its peak RSS is its own): load, then the dae
 runtime's own ``DetectorStream.push`` of one 1 s chunk, or of ``window_stride`` chunks
 (``engines.daemon_hop_runner``) — timed
 at 1 thread and at onnxruntime's default threads; VmHWM (peak while loading and streaming) and
-VmRSS after the 1-thread run (before the second setting loads the model again). Writes
+VmRSS after the 1-thread run (before the second setting loads the model again). With
+``--rounds N`` the models take turns N times (A B A B ...): the table gives each model's median
+over the rounds and the median of the per-round ratios to the first model, so a burst of load
+from elsewhere on a shared machine moves one round, not the comparison. Writes
 ``class_cost.json``, ``class_cost.md`` and ``class_cost.png``.
 """
 
@@ -19,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.harness import Budget, measure, peak_rss_mb, stats
 
@@ -56,14 +61,34 @@ def job(model_dir: Path, budget_s: float) -> dict[str, Any]:
     return out
 
 
+def combine(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per model from its runs in every round: medians of the timings and memory, the
+    per-round ratios to the first model (1 thread) and their median."""
+    rows = []
+    for runs in zip(*rounds, strict=True):
+        row = dict(runs[0])
+        row["hop"] = [{**h, "ms_per_audio_s": float(np.median(
+            [r["hop"][i]["ms_per_audio_s"] for r in runs])),
+            "rounds_ms_per_audio_s": [r["hop"][i]["ms_per_audio_s"] for r in runs]}
+            for i, h in enumerate(runs[0]["hop"])]
+        for key in ("peak_rss_mb", "resident_mb"):
+            row[key] = float(np.median([r[key] for r in runs]))
+        rows.append(row)
+    for k, row in enumerate(rows):
+        ratios = [rnd[k]["hop"][0]["ms_per_audio_s"] / rnd[0]["hop"][0]["ms_per_audio_s"]
+                  for rnd in rounds]
+        row["ratio_to_first_1_thread"] = float(np.median(ratios))
+        row["rounds_ratio_to_first_1_thread"] = ratios
+    return rows
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    base = rows[0]
     lines = ["| model | classes | window | ms / audio-s, 1 thread | default threads | "
              "vs first (1 thread) | peak RSS MB | resident MB |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         one, default = r["hop"][0]["ms_per_audio_s"], r["hop"][1]["ms_per_audio_s"]
-        ratio = one / base["hop"][0]["ms_per_audio_s"]
+        ratio = r["ratio_to_first_1_thread"]
         lines.append(f"| {Path(r['model']).name} | {'yes' if r['classes'] else 'no'} | "
                      f"{r['window_embedding']}, every {r.get('window_stride', 1)} chunk(s)"
                      f"{', frontend.onnx' if r.get('frontend_graph') else ''} | "
@@ -93,22 +118,30 @@ def main() -> None:
     ap.add_argument("--model", action="append", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("/tmp/class_cost"))
     ap.add_argument("--budget-s", type=float, default=4.0, help="Timing budget per setting.")
+    ap.add_argument("--rounds", type=int, default=5, choices=range(1, 51), metavar="[1-50]",
+                    help="Times the models take turns; medians over the rounds.")
     ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job:
         print(json.dumps(job(args.job, args.budget_s)), flush=True)
         return
-    rows = []
-    for model in args.model:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.class_cost", "--model", str(model),
-                               "--job", str(model), "--budget-s", str(args.budget_s)],
-                              capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{model}: {rows[-1]['hop'][0]['ms_per_audio_s']:.2f} ms/audio-s", file=sys.stderr)
+    rounds = []
+    for k in range(args.rounds):
+        runs = []
+        for model in args.model:
+            done = subprocess.run([sys.executable, "-m", "benchmarks.class_cost", "--model",
+                                   str(model), "--job", str(model),
+                                   "--budget-s", str(args.budget_s)],
+                                  capture_output=True, text=True, check=True)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {k + 1}/{args.rounds} {model}: "
+                  f"{runs[-1]['hop'][0]['ms_per_audio_s']:.2f} ms/audio-s", file=sys.stderr)
+        rounds.append(runs)
+    rows = combine(rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     from benchmarks.machine import machine_info
 
-    result = {"machine": machine_info(), "models": rows}
+    result = {"machine": machine_info(), "rounds": args.rounds, "models": rows}
     (args.out / "class_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "class_cost.md").write_text(markdown(rows))
     plot(rows, args.out / "class_cost.png")
