@@ -6,8 +6,8 @@ or above its own threshold (normalised score ≥ 0.5) in consecutive scored wind
 lie at least m seconds apart: ``end(latest) − end(first of the run) ≥ m``. A window below the
 threshold (or level-gated) ends the run. The window length is deliberately not counted: a 1 s
 beep keeps every 5 s window that overlaps it high, so a span that includes the window measures
-the window, not the sound. With 5 s windows every 3 s (mn04 class models), m = 6 needs 3
-consecutive windows, i.e. 11 s of audio in which every scored 5 s window holds the sound.
+the window, not the sound. With 5 s windows every 2 s, m = 6 needs 4 consecutive windows, i.e.
+11 s of audio in which every 5 s window holds the sound.
 
 While held, the class's normalised score is capped at :data:`HELD_CAP` (just below the 0.5
 decision threshold), so it cannot open an event; once released it passes unchanged until the

@@ -99,7 +99,7 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert -70.0 <= classes.level_gate_dbfs <= -60.0  # only near-silence is gated
     assert manifest.streaming.window_embedding == "whole"
     assert manifest.streaming.chunk_decisions is False
-    assert manifest.streaming.window_stride == 3
+    assert manifest.streaming.window_stride == 2
     assert "frontend" in manifest.files  # log-mel once per chunk, its own graph
     assert manifest.classifier.trained_on["extras"] == ["extra"]
     report = json.loads((class_model / "report.json").read_text())
@@ -111,13 +111,12 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
 @pytest.mark.parametrize("seconds, spans", [
     (3, [(0, 3)]),  # shorter than a window: one short window
     (6, [(0, 5), (1, 6)]),  # the chunk after the last scored window gets a window at the end
-    (8, [(0, 5), (3, 8)]),
-    (10, [(0, 5), (3, 8), (5, 10)]),
-    (11, [(0, 5), (3, 8), (6, 11)]),
+    (7, [(0, 5), (2, 7)]),
+    (8, [(0, 5), (2, 7), (3, 8)]),
 ])
 def test_windows_every_stride_equal_the_training_features(class_model: Path, seconds: int,
                                                           spans: list[tuple[int, int]]) -> None:
-    """A window every 3 chunks, each embedded from its chunks' cached log-mels exactly as
+    """A window every 2 chunks, each embedded from its chunks' cached log-mels exactly as
     training embeds that span (features.embed_audio); none is skipped at the end."""
     from edge_runtime.features import embed_audio
 
