@@ -306,6 +306,32 @@ def synth_home_cmd(out: Path, minutes: float, seed: int, file_minutes: float) ->
     click.echo(f"labels: {Path(info['out']) / 'labels.csv'}  (seconds: {info['seconds']})")
 
 
+@main.command("place")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Labelled folder (labels.csv or ESC-50 layout) whose clips are placed.")
+@click.option("--fold", help="Only this fold of --data ('none': the clips without a fold).")
+@click.option("--ambience", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+              required=True, help="Safe recordings to place them in (a folder's safe rows or "
+                                  "every audio file); repeatable.")
+@click.option("--out", type=Path, required=True, help="Folder for labels.csv and audio/.")
+@click.option("--snr-db", type=click.FloatRange(-30, 60), default=10.0, show_default=True,
+              help="Clip's active power over the ambience's mean power, dB.")
+@click.option("--seconds", type=click.FloatRange(3, 600), default=20.0, show_default=True,
+              help="Length of each file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def place_cmd(data: Path, fold: str | None, ambience: tuple[Path, ...], out: Path,
+              snr_db: float, seconds: float, seed: int) -> None:
+    """Clips placed at random offsets inside longer real ambience (a labelled folder for
+    'edge-train evaluate --data OUT'): recall as a home hears the sound, not the clip alone."""
+    from training.in_ambience import place_in_ambience
+
+    info = place_in_ambience(data, list(ambience), out, fold=fold, snr_db=snr_db,
+                             seconds=seconds, seed=seed)
+    click.echo(f"{info['clips']} clips placed in {info['ambiences']} ambience recording(s), "
+               f"{info['skipped']} left out; labels: {Path(info['out']) / 'labels.csv'}  "
+               f"(seconds: {info['seconds']})")
+
+
 @main.command("calibrate")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Model dir whose thresholds are calibrated (manifest updated).")
