@@ -139,19 +139,21 @@ def test_zero_shot_threshold_stays_under_the_weakest_real_recording() -> None:
     files = np.array(["alarm.wav", "alarm.wav", "other.wav", "s1", "s2", "s3"])
     windows = _one_window_each(files)
     ceilings = zero_shot_ceilings(plan, head, danger_class, windows, np.ones(6, bool))
-    assert ceilings == {"z": pytest.approx(0.45)}
+    # alarm.wav: a stream that scores only its 2nd window (stride 2, phase 1) hears 0.40
+    assert ceilings == {"z": pytest.approx(0.40)}
     y = np.array([-1, -1, -1, 0, 0, 0])
     oof = np.zeros((6, 3), np.float32)
     oof[3:, 2] = [0.8, 0.7, 0.6]  # safe files the head hears as z
     t = choose_thresholds(plan, oof, y, windows, 0.0, ceilings)
-    assert t[2] == pytest.approx(0.45 - 1e-4)
+    assert t[2] == pytest.approx(0.40 - 1e-4)
     assert choose_thresholds(plan, oof, y, windows, 0.0)[2] > 0.6
 
 
 def test_a_persisted_class_threshold_comes_from_what_long_safe_audio_holds() -> None:
     """z lasts 6 s: short safe clips peaking at 0.8 cannot raise it (4 s: one window); a long
-    safe recording holding 0.25 over 6 s (with a 0.9 blip) can; a long real alarm holding 0.3
-    (peak 0.5) must stay above the threshold."""
+    safe recording holding 0.25 over 6 s (with a 0.9 blip) can; a long real alarm at 0.5 in
+    its even windows and 0.3 in every other odd one holds 0.3 when its scored windows are the
+    odd ones: its threshold stays under that."""
     plan = _plan()
     plan.min_seconds = {"z": 6.0}
     rng = np.random.default_rng(4)
@@ -171,7 +173,7 @@ def test_a_persisted_class_threshold_comes_from_what_long_safe_audio_holds() -> 
     oof[:, 2] = head[:, 3]
     oof[60:90] = np.nan
     ceilings = zero_shot_ceilings(plan, head, danger_class, windows, np.ones(files.size, bool))
-    assert ceilings == {"z": pytest.approx(0.5)}  # its scored windows: all 0.5
+    assert ceilings == {"z": pytest.approx(0.3)}  # the worst stride phase
     t = choose_thresholds(plan, oof, y, windows, 0.0, ceilings)[2]
     assert t == pytest.approx(max(0.25 + 1e-4, ZERO_SHOT_PERSISTED_THRESHOLD))
     plan.min_seconds = {}  # the same data without persistence: above the short clips' peaks
@@ -192,3 +194,41 @@ def test_heard_as_labels_widen_a_trained_class_gate_only(tmp_path: Path) -> None
     assert plan.trained == ["bark"]
     assert plan.gate_labels["bark"] == [index["Bark"], index["Howl"]]
     assert plan.zero_shot == {"wail": [index["Siren"]]}  # zero-shot scores: audioset only
+
+
+@pytest.mark.parametrize("seconds", [10.5, 11.0, 12.3, 4.0])
+def test_scored_windows_end_where_the_daemon_windows_end(tmp_path: Path, seconds: float) -> None:
+    """Phase 0 of ScoredWindows over the rows training embeds (hop 1) = the windows a
+    Detector stream with window_stride 2 scores in the same file, last one included."""
+    from edge_runtime.detector import Detector
+    from edge_runtime.features import embed_audio
+    from edge_runtime.manifest import load_manifest
+    from tests.runtime_model import SR, build_tiny_model, hiss
+
+    model = build_tiny_model(tmp_path / "m")
+    manifest = load_manifest(model)
+    manifest.replace(streaming=manifest.streaming.replace(window_stride=2)).write(model)
+    detector = Detector(model, provider="cpu")
+    audio = hiss(seconds, amp=0.05)
+    stream = detector.stream()
+    scored = [s.end_s for s in stream.push(audio) + stream.finish()]
+    _, spans = embed_audio(detector.sessions, audio)
+    files = np.array(["f"] * len(spans))
+    windows = ScoredWindows.of(files, np.array([s for s, _ in spans]), 5, 2,
+                               detector.sessions.chunk_samples / SR, {"f": audio.size / SR})
+    phase0 = (windows.window % 2 == 0) | windows.is_last
+    np.testing.assert_allclose(windows.ends[phase0], scored, atol=1e-6)
+
+
+def test_levels_take_the_best_phase_for_safe_audio_and_the_worst_for_an_alarm() -> None:
+    values = np.full(40, 0.1)
+    values[21:28] = 0.8  # high in windows 21..27: odd ones 21, 23, 25, 27 end 6 s apart
+    files = np.array(["f"] * 40)
+    windows = ScoredWindows.of(files, np.arange(40), 5, 2, 1.0)
+    rows = np.ones(40, bool)
+    assert windows.levels(rows, values, 6.0) == {"f": pytest.approx(0.8)}
+    assert windows.levels(rows, values, 6.0, phases="worst") == {"f": pytest.approx(0.1)}
+    short = ScoredWindows.of(files[:3], np.arange(3), 5, 2, 1.0)  # ends 5..7: never 6 s apart
+    assert short.levels(rows[:3], values[:3], 6.0) == {}
+    assert short.levels(rows[:3], np.array([0.4, 0.6, 0.5]), 6.0,
+                        short="sustain", phases="worst") == {"f": pytest.approx(0.4)}

@@ -113,6 +113,19 @@ def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float
             "clips": len(levels)}
 
 
+def durations(clips: dict[str, Clip]) -> dict[str, float]:
+    """Seconds of audio per clip name, where the file's header says (others: not capped)."""
+    import soundfile as sf
+
+    out = {}
+    for name, clip in clips.items():
+        try:
+            out[name] = float(sf.info(str(clip.path)).duration)
+        except (RuntimeError, OSError):  # a format only ffmpeg reads: its windows stay as cut
+            continue
+    return out
+
+
 def fit_pipeline(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray):
     """Fit one pipeline with per-row weights where the classifier takes them."""
     from sklearn.exceptions import ConvergenceWarning
@@ -240,10 +253,12 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     rate = SAFE_FILE_BUDGET / len(plan.names)
     windows = ScoredWindows.of(emb.filename, emb.window, sessions.window_chunks,
                                sessions.window_stride,
-                               sessions.chunk_samples / sessions.sample_rate)
+                               sessions.chunk_samples / sessions.sample_rate,
+                               durations({n: by_name[n] for n in set(emb.filename.tolist())}))
     ceilings = zero_shot_ceilings(plan, head, danger_class, windows, real)
     thresholds = choose_thresholds(plan, oof, y, windows, rate, ceilings)
-    log.info("thresholds (out-of-group, ≤ %.2f%% of safe files per class): %s", 100 * rate,
+    log.info("thresholds (out-of-group, ≤ %.2f%% of the safe files that could raise each "
+             "class): %s", 100 * rate,
              ", ".join(f"{n} {t:.3f}" for n, t in zip(plan.names, thresholds, strict=True)))
     cv = cv_report(oof, y, real & (group == "esc50"), thresholds, danger_class, plan, emb.fold)
     log.info("ESC-50 fold CV (danger vs safe, %s): accuracy %.3f ± %.3f, AUC %.4f",
@@ -268,9 +283,10 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                      gate["level_gate_dbfs"],
                      min_seconds=tuple(plan.persistence(n) for n in plan.names),
                      calibration={"method": "out-of-group safe files",
-                                  "persisted_classes": "level held for min_seconds in long "
-                                                       "safe files (short clips cannot raise "
-                                                       "them)",
+                                  **({"persisted_classes": "level held for min_seconds in "
+                                                           "safe files long enough to hold "
+                                                           "it"}
+                                     if any(plan.min_seconds.values()) else {}),
                                   "safe_file_budget": SAFE_FILE_BUDGET,
                                   "safe_file_rate_per_class": round(rate, 6),
                                   "min_passed_files": MIN_PASSED_FILES,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from edge_runtime.persistence import release_level
-from training.class_model import per_file_max
+from edge_runtime.persistence import TOLERANCE, release_level
+from training.class_model import ClassPlan
 
 log = logging.getLogger(__name__)
 
@@ -40,46 +41,72 @@ THRESHOLD_RANGE = (0.0, 0.995)  # lower bound: each evidence's default (ClassPla
 
 @dataclass(frozen=True)
 class ScoredWindows:
-    """Where each embedding row sits in its recording, as the daemon would score it."""
+    """Where each embedding row sits in its recording, as the daemon would score it.
+
+    The daemon scores every ``stride``-th window and a recording's last one; which windows
+    are "every stride-th" depends on where the stream started (a file starts at chunk 0, a
+    live stream anywhere), so levels are taken over every phase: the best one for safe
+    recordings (what could raise a false event), the worst for a real danger recording (what
+    it is sure to hold)."""
 
     files: np.ndarray  # [rows] recording of each row
-    ends: np.ndarray  # [rows] end of the row's window in its recording, seconds
-    scored: np.ndarray  # [rows] bool: the daemon scores this window (its stride, or the last)
+    window: np.ndarray  # [rows] the row window's first chunk (hop 1)
+    ends: np.ndarray  # [rows] its end in seconds; a recording's last at the recording's length
+    is_last: np.ndarray  # [rows] bool: the recording's last window
+    stride: int
 
     @classmethod
     def of(cls, files: np.ndarray, window: np.ndarray, window_chunks: int, stride: int,
-           chunk_s: float) -> ScoredWindows:
-        """From the embedding cache's rows: ``window`` is each row's first chunk (hop 1)."""
-        window = np.asarray(window, np.int64)
+           chunk_s: float, durations: dict[str, float] | None = None) -> ScoredWindows:
+        """From the embedding cache's rows; ``durations`` (seconds per recording) cap each
+        last window's end where the audio stops, as the detector reports it."""
+        files, window = np.asarray(files), np.asarray(window, np.int64)
         last: dict[str, int] = {}
         for f, w in zip(files, window, strict=True):
             last[f] = max(last.get(f, -1), int(w))
-        is_last = np.array([w == last[f] for f, w in zip(files, window, strict=True)])
-        return cls(np.asarray(files), (window + window_chunks) * float(chunk_s),
-                   (window % stride == 0) | is_last)
+        is_last = np.array([w == last[f] for f, w in zip(files, window, strict=True)], bool)
+        ends = (window + window_chunks) * float(chunk_s)
+        if durations:
+            ends = np.minimum(ends, [durations.get(f, np.inf) for f in files])
+        return cls(files, window, ends, is_last, max(1, int(stride)))
 
     def levels(self, rows: np.ndarray, values: np.ndarray, min_seconds: float,
-               short: str = "skip") -> dict[str, float]:
+               short: Literal["skip", "sustain"] = "skip",
+               phases: Literal["best", "worst"] = "best") -> dict[str, float]:
         """Per recording among ``rows`` (bool mask): its level for ``values`` [rows] with
-        persistence ``min_seconds``. A recording too short to span it: left out
+        persistence ``min_seconds`` (0: its loudest scored window), over the stride phases
+        (``best`` or ``worst``). A recording too short to span ``min_seconds``: left out
         (``short="skip"``: it can never raise the class) or its lowest scored window
         (``short="sustain"``: what it would hold if the sound went on, as an alarm does)."""
-        if min_seconds <= 0:
-            return per_file_max(self.files[rows], values[rows])
-        keep = rows & self.scored
         out: dict[str, float] = {}
-        for f in dict.fromkeys(self.files[keep].tolist()):
-            mine = keep & (self.files == f)
-            order = np.argsort(self.ends[mine], kind="stable")
-            ends, v = self.ends[mine][order], values[mine][order]
-            if ends[-1] - ends[0] >= min_seconds - 1e-9:
-                out[f] = release_level(v, ends, min_seconds)
-            elif short == "sustain":
-                out[f] = float(v.min())
+        pick = max if phases == "best" else min
+        index = np.flatnonzero(rows)
+        names, group = np.unique(self.files[index], return_inverse=True)
+        for g, name in enumerate(names.tolist()):
+            mine = index[group == g]
+            mine = mine[np.argsort(self.window[mine], kind="stable")]
+            found = [level for phase in range(self.stride)
+                     if (level := self._level(mine, values, phase, min_seconds, short))
+                     is not None]
+            if found:
+                out[name] = float(pick(found))
         return out
 
+    def _level(self, mine: np.ndarray, values: np.ndarray, phase: int, min_seconds: float,
+               short: str) -> float | None:
+        """One recording's level when its scored windows start at ``phase``."""
+        kept = mine[(self.window[mine] % self.stride == phase) | self.is_last[mine]]
+        if kept.size == 0:
+            return None
+        ends, v = self.ends[kept], values[kept]
+        if min_seconds <= 0:
+            return float(v.max())
+        if ends[-1] - ends[0] >= min_seconds - TOLERANCE:
+            return release_level(v, ends, min_seconds)
+        return float(v.min()) if short == "sustain" else None
 
-def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
+
+def zero_shot_ceilings(plan: ClassPlan, head: np.ndarray | None, danger_class: np.ndarray,
                        windows: ScoredWindows, real: np.ndarray) -> dict[str, float]:
     """Per zero-shot class with real recordings in training (fewer than ``min_clips``: "this
     is our smoke alarm"): the lowest of their levels on the head's evidence. Its threshold
@@ -90,13 +117,13 @@ def zero_shot_ceilings(plan, head: np.ndarray | None, danger_class: np.ndarray,
     for name, labels in plan.zero_shot.items():
         rows = real & (danger_class == name)
         levels = windows.levels(rows, head[:, labels].max(axis=1), plan.persistence(name),
-                                short="sustain")
+                                short="sustain", phases="worst")
         if levels:
             ceilings[name] = min(levels.values())
     return ceilings
 
 
-def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindows,
+def choose_thresholds(plan: ClassPlan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindows,
                       rate: float, ceilings: dict[str, float] | None = None) -> list[float]:
     """Per class: the lowest threshold at which at most ``rate`` of the safe recordings that
     could raise it (out of group, their level), or ``MIN_PASSED_FILES`` of them (at most
@@ -108,8 +135,11 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindo
     thresholds = []
     safe = (y == 0) & ~np.isnan(oof[:, 0])
     for k, name in enumerate(plan.names):
-        levels = windows.levels(safe, oof[:, k], plan.persistence(name)) \
-            or windows.levels(safe, oof[:, k], 0.0)
+        levels = windows.levels(safe, oof[:, k], plan.persistence(name))
+        if not levels and plan.persistence(name) > 0:
+            log.info("%s: no safe recording is long enough to hold it for %g s; its threshold "
+                     "comes from the recordings' peaks", name, plan.persistence(name))
+            levels = windows.levels(safe, oof[:, k], 0.0)
         ranked = sorted(levels.items(), key=lambda item: item[1])
         values = np.array([v for _, v in ranked])
         if values.size == 0:
@@ -123,5 +153,9 @@ def choose_thresholds(plan, oof: np.ndarray, y: np.ndarray, windows: ScoredWindo
         if name in ceilings:
             t = min(t, ceilings[name] - 1e-4)
         floor = plan.default_thresholds()[k]  # never below the evidence's default
+        if name in ceilings and ceilings[name] <= floor:
+            log.warning("%s: a real recording of it in training holds only %.3f, under the "
+                        "lowest threshold %.3f of its evidence; it will be missed", name,
+                        ceilings[name], floor)
         thresholds.append(float(np.clip(t, floor, THRESHOLD_RANGE[1])))
     return thresholds
