@@ -67,10 +67,12 @@ def combine(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for runs in zip(*rounds, strict=True):
         row = dict(runs[0])
-        row["hop"] = [{**h, "ms_per_audio_s": float(np.median(
-            [r["hop"][i]["ms_per_audio_s"] for r in runs])),
-            "rounds_ms_per_audio_s": [r["hop"][i]["ms_per_audio_s"] for r in runs]}
-            for i, h in enumerate(runs[0]["hop"])]
+        row["hop"] = [{**{k: float(np.median([r["hop"][i][k] for r in runs]))
+                          for k in ("ms_per_audio_s", "p95_ms_per_audio_s", "repeats",
+                                    "other_processes_cores") if k in h},
+                       "threads": h["threads"],
+                       "rounds_ms_per_audio_s": [r["hop"][i]["ms_per_audio_s"] for r in runs]}
+                      for i, h in enumerate(runs[0]["hop"])]
         for key in ("peak_rss_mb", "resident_mb"):
             row[key] = float(np.median([r[key] for r in runs]))
         rows.append(row)
