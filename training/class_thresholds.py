@@ -81,15 +81,17 @@ class ScoredWindows:
         out: dict[str, float] = {}
         pick = max if phases == "best" else min
         index = np.flatnonzero(rows)
-        names, group = np.unique(self.files[index], return_inverse=True)
-        for g, name in enumerate(names.tolist()):
-            mine = index[group == g]
-            mine = mine[np.argsort(self.window[mine], kind="stable")]
+        index = index[np.lexsort((self.window[index], self.files[index]))]  # by file, window
+        files = self.files[index]
+        starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
+        for mine in np.split(index, starts[1:]):
+            if mine.size == 0:
+                continue
             found = [level for phase in range(self.stride)
                      if (level := self._level(mine, values, phase, min_seconds, short))
                      is not None]
             if found:
-                out[name] = float(pick(found))
+                out[str(self.files[mine[0]])] = float(pick(found))
         return out
 
     def _level(self, mine: np.ndarray, values: np.ndarray, phase: int, min_seconds: float,

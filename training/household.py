@@ -25,8 +25,6 @@ laughter, coughs, knocks).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import shutil
@@ -44,6 +42,7 @@ import soundfile as sf
 from edge_runtime import atomic
 from training.dataset import Clip, load_audio
 from training.household_sounds import BEDS, EVENTS, fft_size
+from training.labelled import csv_text
 from training.negatives import RATE, flac_writer, music, noise, speak, write_flac
 
 log = logging.getLogger(__name__)
@@ -264,14 +263,6 @@ def timeline_path(out: Path, name: str) -> Path:
     return out / "timeline" / f"{Path(name).stem}.csv"
 
 
-def _csv(header: tuple[str, ...], rows: list[list[Any]]) -> str:
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return table.getvalue()
-
-
 def _complete(path: Path, samples: int) -> bool:
     try:
         return path.is_file() and sf.info(str(path)).frames == samples
@@ -300,7 +291,7 @@ def synth_home(out: str | Path, minutes: float = 60.0, seed: int = 1,
                 for block, held in home_blocks(seed, index, samples, voices):
                     write(block)
                     marks += held
-            atomic.write_text(timeline_path(out, name), _csv(
+            atomic.write_text(timeline_path(out, name), csv_text(
                 TIMELINE_COLUMNS, [[f"{a:.3f}", f"{b:.3f}", layer, kind]
                                    for a, b, layer, kind in marks]))
             made += 1
@@ -310,7 +301,7 @@ def synth_home(out: str | Path, minutes: float = 60.0, seed: int = 1,
     version = voices.version if voices is not None else espeak_version()
     source = (f"synthetic: edge-train synth-home --seed {seed} (numpy"
               + (f", espeak-ng {version})" if version else "; no espeak-ng: no speech)"))
-    atomic.write_text(out / "labels.csv", _csv(COLUMNS, [
+    atomic.write_text(out / "labels.csv", csv_text(COLUMNS, [
         [name, "safe", CATEGORY, "", f"{samples / RATE:.3f}", source]
         for name, samples in zip(rows, lengths, strict=True)]))
     return {"out": str(out), "files": len(rows), "written": made, "reused": len(rows) - made,

@@ -12,21 +12,19 @@ reads it like any labelled folder. Seeded per clip name: the same inputs give th
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from edge_runtime import atomic
 from edge_runtime.audio import AudioError
 from training.dataset import load_audio
-from training.labelled import read_labelled, read_safe_audio
-from training.negatives import RATE, active_power, write_flac
+from training.labelled import LabelledClip, csv_text, read_labelled, read_safe_audio
+from training.negatives import RATE, active_power, seeded_rng, write_flac
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +33,28 @@ COLUMNS = ("file", "label", "category", "fold", "duration_s", "offset_s", "snr_d
 MARGIN_S = 1.0  # a clip starts at least this far from either end of its stretch
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+def _samples(clip: LabelledClip) -> int | None:
+    """Length at 32 kHz from the file's header, else by decoding it once (None: unreadable)."""
+    try:
+        info = sf.info(str(clip.path))
+        return int(info.frames * RATE // info.samplerate)
+    except (RuntimeError, OSError):  # a format only ffmpeg reads
+        try:
+            return load_audio(clip.path, RATE).size
+        except AudioError as exc:
+            log.warning("%s", exc)
+            return None
 
 
-def _ambiences(folders: list[Path], samples: int) -> list[tuple[str, np.ndarray]]:
-    """Safe recordings at least ``samples`` long, decoded once."""
+def _ambiences(folders: list[Path], samples: int) -> list[tuple[LabelledClip, int]]:
+    """Safe recordings at least ``samples`` long, with their lengths (decoded later, one at a
+    time: hours of ambience never sit in memory together)."""
     out = []
     for folder in folders:
         for clip in read_safe_audio(folder):
-            try:
-                audio = load_audio(clip.path, RATE)
-            except AudioError as exc:
-                log.warning("%s", exc)
-                continue
-            if audio.size >= samples:
-                out.append((str(clip.path), audio))
+            n = _samples(clip)
+            if n is not None and n >= samples:
+                out.append((clip, n))
     if not out:
         raise ValueError(f"{', '.join(map(str, folders))}: no safe recording is "
                          f"{samples / RATE:g} s long or longer")
@@ -66,38 +69,59 @@ def place_in_ambience(data: Path, ambience: list[Path], out: Path, *, fold: str 
     samples = int(round(seconds * RATE))
     clips = read_labelled(data, fold)
     beds = _ambiences(ambience, samples)
-    rows, skipped = [], 0
-    for clip in clips:
+    # each clip's generator draws its bed, stretch and offset; clips are then placed bed by bed
+    rngs = [seeded_rng(seed, clip.name) for clip in clips]
+    chosen = [int(rng.integers(len(beds))) for rng in rngs]
+    rows: dict[int, list[str]] = {}
+    skipped = 0
+    for b, (bed_clip, _) in enumerate(beds):
+        mine = [i for i, c in enumerate(chosen) if c == b]
+        if not mine:
+            continue
         try:
-            sound = load_audio(clip.path, RATE)
+            bed = load_audio(bed_clip.path, RATE)
         except AudioError as exc:
+            bed = np.zeros(0, np.float32)
             log.warning("%s", exc)
-            skipped += 1
+        if bed.size < samples:  # unreadable after all, or shorter than its header said
+            skipped += len(mine)
             continue
-        room = samples - sound.size - 2 * int(MARGIN_S * RATE)
-        if room < 0 or active_power(sound) <= 0.0:
-            log.warning("%s: %s; left out", clip.path, "silent" if room >= 0 else
-                        f"{sound.size / RATE:.1f} s does not fit in {seconds:g} s")
-            skipped += 1
-            continue
-        rng = _rng(seed, clip.name)
-        source, bed = beds[int(rng.integers(len(beds)))]
-        begin = int(rng.integers(0, bed.size - samples + 1))
-        stream = bed[begin:begin + samples].astype(np.float64)
-        power = float(np.mean(stream ** 2))
-        if power > 0.0:
-            stream *= np.sqrt(active_power(sound) / 10 ** (snr_db / 10) / power)
-        offset = int(MARGIN_S * RATE) + int(rng.integers(0, room + 1))
-        stream[offset:offset + sound.size] += sound
-        name = f"{Path(clip.name).with_suffix('').as_posix().replace('/', '__')}.flac"
-        write_flac(out / "audio" / name, stream)
-        rows.append([name, clip.label, clip.category, "", f"{seconds:.3f}",
-                     f"{offset / RATE:.6f}", f"{snr_db:g}", str(clip.path), source,
-                     f"{begin / RATE:.6f}"])
+        for i in mine:
+            row = _place(clips[i], rngs[i], bed, bed_clip, samples, snr_db, out)
+            if row is None:
+                skipped += 1
+            else:
+                rows[i] = row
     if not rows:
         raise ValueError(f"{data}: no clip could be placed")
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([COLUMNS, *rows])
-    atomic.write_text(out / "labels.csv", text.getvalue())
+    atomic.write_text(out / "labels.csv", csv_text(COLUMNS, [rows[i] for i in sorted(rows)]))
     return {"out": str(out), "clips": len(rows), "skipped": skipped, "ambiences": len(beds),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _place(clip: LabelledClip, rng: np.random.Generator, bed: np.ndarray,
+           bed_clip: LabelledClip, samples: int, snr_db: float, out: Path
+           ) -> list[str] | None:
+    """Write one clip placed in a stretch of ``bed``; its labels.csv row (None: left out)."""
+    try:
+        sound = load_audio(clip.path, RATE)
+    except AudioError as exc:
+        log.warning("%s", exc)
+        return None
+    room = samples - sound.size - 2 * int(MARGIN_S * RATE)
+    if room < 0 or active_power(sound) <= 0.0:
+        log.warning("%s: %s; left out", clip.path, "silent" if room >= 0 else
+                    f"{sound.size / RATE:.1f} s does not fit in {samples / RATE:g} s")
+        return None
+    begin = int(rng.integers(0, bed.size - samples + 1))
+    stream = bed[begin:begin + samples].astype(np.float64)
+    power = float(np.mean(stream ** 2))
+    if power > 0.0:
+        stream *= np.sqrt(active_power(sound) / 10 ** (snr_db / 10) / power)
+    offset = int(MARGIN_S * RATE) + int(rng.integers(0, room + 1))
+    stream[offset:offset + sound.size] += sound
+    name = f"{Path(clip.name).with_suffix('').as_posix().replace('/', '__')}.flac"
+    write_flac(out / "audio" / name, stream)
+    return [name, clip.label, clip.category, "", f"{samples / RATE:.3f}",
+            f"{offset / RATE:.6f}", f"{snr_db:g}", str(clip.path), str(bed_clip.path),
+            f"{begin / RATE:.6f}"]

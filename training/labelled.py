@@ -14,7 +14,10 @@ Three layouts are read:
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +159,12 @@ def read_safe_audio(root: str | Path, fold: int | str | None = None) -> list[Lab
     if not clips:
         raise ValueError(f"{root}: no safe audio files")
     return clips
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A ``labels.csv``-style table (header, then rows) as text, for an atomic write."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return table.getvalue()

@@ -99,7 +99,8 @@ def _pluck(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
+def seeded_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator of its own per (seed, name): the same draws whatever else is made."""
     return np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
 
 
@@ -156,7 +157,7 @@ def negative_clips(folder: Path, seed: int = 0) -> list[Clip]:
     for name, make in synthetic_sounds().items():
         path = folder / f"{name}.flac"
         if not path.is_file():
-            write_flac(path, make(_rng(seed, name)))
+            write_flac(path, make(seeded_rng(seed, name)))
         clips.append(Clip(f"synthetic/{name}", path, 0, f"synthetic_{name.split('_')[0]}", 0,
                           None, "synthetic"))
     for name, path in espeak_speech(folder).items():
