@@ -41,7 +41,7 @@ from training.class_thresholds import (
     choose_thresholds,
     zero_shot_ceilings,
 )
-from training.dataset import Clip, load_audio
+from training.dataset import Clip, header_seconds, load_audio
 from training.embed import embed_clips
 from training.extra import read_extra
 from training.household import home_clips
@@ -115,15 +115,8 @@ def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float
 
 def durations(clips: dict[str, Clip]) -> dict[str, float]:
     """Seconds of audio per clip name, where the file's header says (others: not capped)."""
-    import soundfile as sf
-
-    out = {}
-    for name, clip in clips.items():
-        try:
-            out[name] = float(sf.info(str(clip.path)).duration)
-        except (RuntimeError, OSError):  # a format only ffmpeg reads: its windows stay as cut
-            continue
-    return out
+    return {name: sec for name, clip in clips.items()
+            if (sec := header_seconds(clip.path)) is not None}
 
 
 def fit_pipeline(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray):

@@ -130,3 +130,14 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """
     audio, _ = load_file(path, sample_rate)
     return audio
+
+
+def header_seconds(path: str | Path) -> float | None:
+    """The file's length from its header alone (None: a format only ffmpeg reads, or
+    unreadable): cheap where decoding would be wasted."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except (RuntimeError, OSError):
+        return None

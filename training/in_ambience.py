@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from edge_runtime import atomic
 from edge_runtime.audio import AudioError
-from training.dataset import load_audio
+from training.dataset import header_seconds, load_audio
 from training.labelled import LabelledClip, csv_text, read_labelled, read_safe_audio
 from training.negatives import RATE, active_power, seeded_rng, write_flac
 
@@ -35,15 +34,14 @@ MARGIN_S = 1.0  # a clip starts at least this far from either end of its stretch
 
 def _samples(clip: LabelledClip) -> int | None:
     """Length at 32 kHz from the file's header, else by decoding it once (None: unreadable)."""
+    seconds = header_seconds(clip.path)
+    if seconds is not None:
+        return int(seconds * RATE)
     try:
-        info = sf.info(str(clip.path))
-        return int(info.frames * RATE // info.samplerate)
-    except (RuntimeError, OSError):  # a format only ffmpeg reads
-        try:
-            return load_audio(clip.path, RATE).size
-        except AudioError as exc:
-            log.warning("%s", exc)
-            return None
+        return load_audio(clip.path, RATE).size
+    except AudioError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def _ambiences(folders: list[Path], samples: int) -> list[tuple[LabelledClip, int]]:
