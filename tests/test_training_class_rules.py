@@ -40,6 +40,25 @@ def test_mix_snr_is_measured_on_the_sound_not_on_its_silence() -> None:
     assert whole == pytest.approx(10.0 - 10 * np.log10(5), abs=0.1)
 
 
+def test_a_short_sound_is_mixed_into_a_whole_window_of_background() -> None:
+    rng = np.random.default_rng(5)
+    bang = np.zeros(RATE // 2)
+    bang[: RATE // 10] = 0.5 * np.sign(np.sin(np.arange(RATE // 10)))  # 0.1 s of sound in 0.5 s
+    background = 0.1 * np.sin(2 * np.pi * 50 * np.arange(10 * RATE) / RATE)
+    offsets = set()
+    for _ in range(5):
+        out = mix(bang, background, 30.0, rng, min_samples=5 * RATE)
+        assert out.size == 5 * RATE  # a device window, as a stream's window holds the sound
+        loud = np.flatnonzero(np.abs(out) > 0.3)
+        offsets.add(int(loud[0]) // (RATE // 10))
+        assert loud[-1] - loud[0] < RATE // 10  # the sound once, whole, somewhere inside
+        back = np.delete(out, np.arange(loud[0], loud[0] + RATE // 10))
+        assert np.sqrt(np.mean(back ** 2)) == pytest.approx(0.5 / 10 ** 1.5, rel=0.05)
+    assert len(offsets) > 1  # at random offsets
+    long = rng.standard_normal(6 * RATE) * 0.1
+    assert mix(long, background, 10.0, rng, min_samples=5 * RATE).size == 6 * RATE
+
+
 def _flac(path: Path, audio: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio.astype(np.float32), RATE)

@@ -94,6 +94,11 @@ def set_streaming(out: Path, backbone: str) -> Manifest:
     return manifest
 
 
+def window_samples(manifest: Manifest) -> int:
+    """Samples in one device window (a danger sound in a stream is heard inside this much)."""
+    return manifest.streaming.chunk_samples * manifest.streaming.window_chunks
+
+
 def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float]:
     """Gate below the quietest danger sounds: per real danger clip the loudest window's RMS
     level; the gate is ``GATE_MARGIN_DB`` under their 1st percentile, within GATE_RANGE_DB."""
@@ -211,7 +216,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
         clips = clips + home_clips(out / WORKBENCH / "home")
     danger = [c for c in clips if c.label == 1]
     backgrounds = [c for c in clips if c.label == 0]
-    clips = clips + mix_clips(danger, backgrounds, out / WORKBENCH / "mixes", mixes, seed)
+    clips = clips + mix_clips(danger, backgrounds, out / WORKBENCH / "mixes", mixes, seed,
+                              window_samples(manifest))
     t = stage("data", t)
 
     emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,

@@ -6,7 +6,10 @@ and pink noise from −70 to −30 dBFS, tones, sweeps and chords (numpy), pluck
 with one warning when espeak-ng is absent).
 
 Mixes: each danger training clip inside a safe background at a random SNR (0–15 dB, the danger
-sound's loud frames against the background's mean), labelled with the danger clip's class. A
+sound's loud frames against the background's mean), labelled with the danger clip's class; a clip
+shorter than a device window sits at a random offset inside a window of background, as a stream's
+window holds it (held-out UrbanSound8K fold 3: safe false alarms 4.9 % → 2.4 %; fold 1: danger
+recall 0.819 → 0.833, against mixes only as long as the clip). A
 mix's background comes from the same ESC-50 fold or from clips outside the ESC-50 folds, and the
 mix records both recordings, so fold CV leaves it out whenever either one is held out.
 """
@@ -167,10 +170,11 @@ def negative_clips(folder: Path, seed: int = 0) -> list[Clip]:
 
 
 def mix_clips(danger: list[Clip], backgrounds: list[Clip], folder: Path, per_clip: int = 1,
-              seed: int = 0) -> list[Clip]:
-    """``per_clip`` mixes of each danger clip into a safe background (written once each; the
-    file name keys the danger clip, the background and the SNR, so a changed pool makes new
-    files instead of reusing stale ones)."""
+              seed: int = 0, min_samples: int = 0) -> list[Clip]:
+    """``per_clip`` mixes of each danger clip into a safe background, at least ``min_samples``
+    long (a shorter clip sits at a random offset inside that much background, as in a stream's
+    window). Written once each; the file name keys the danger clip, the background, the SNR and
+    the length, so a changed pool makes new files instead of reusing stale ones."""
     if per_clip <= 0 or not backgrounds:
         return []
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,12 +188,12 @@ def mix_clips(danger: list[Clip], backgrounds: list[Clip], folder: Path, per_cli
             rng = np.random.default_rng(int(choice, 16))
             back = pool[int(rng.integers(len(pool)))]
             snr = float(rng.uniform(*SNR_DB))
-            key = hashlib.sha256(f"{choice}:{back.filename}:{snr!r}:active".encode()
-                                 ).hexdigest()[:16]
+            key = hashlib.sha256(f"{choice}:{back.filename}:{snr!r}:active:{min_samples}"
+                                 .encode()).hexdigest()[:16]
             path = folder / f"mix_{key}.flac"
             if not path.is_file():
                 write_flac(path, mix(load_audio(clip.path, RATE), load_audio(back.path, RATE), snr,
-                                 rng))
+                                 rng, min_samples))
             out.append(Clip(f"mix/{key}", path, clip.fold, clip.category, 1, clip.danger_class,
                             f"mix:{clip.filename}", background=back.filename))
     log.info("mixing augmentation: %d danger-in-background clips (SNR %g-%g dB)", len(out),
@@ -210,10 +214,11 @@ def active_power(signal: np.ndarray) -> float:
 
 
 def mix(signal: np.ndarray, background: np.ndarray, snr_db: float,
-        rng: np.random.Generator) -> np.ndarray:
+        rng: np.random.Generator, min_samples: int = 0) -> np.ndarray:
     """``signal`` over a random stretch of ``background`` (looped if short) at ``snr_db``:
-    the signal's active power (:func:`active_power`) over the background's mean power."""
-    n = signal.size
+    the signal's active power (:func:`active_power`) over the background's mean power. The
+    stretch is ``min_samples`` long where the signal is shorter, the signal at a random offset."""
+    n = max(signal.size, min_samples)
     if background.size < n:
         background = np.tile(background, -(-n // max(1, background.size)))
     start = int(rng.integers(0, background.size - n + 1))
@@ -222,7 +227,9 @@ def mix(signal: np.ndarray, background: np.ndarray, snr_db: float,
     p_back = float(np.mean(back ** 2))
     if p_back > 1e-12 and p_sig > 1e-12:
         back *= np.sqrt(p_sig / (p_back * 10 ** (snr_db / 10)))
-    out = signal + back
+    offset = int(rng.integers(0, n - signal.size + 1))
+    out = back
+    out[offset:offset + signal.size] += signal
     peak = float(np.abs(out).max())
     return out / peak * 0.9 if peak > 0.9 else out
 
