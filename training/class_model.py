@@ -18,7 +18,9 @@ extrapolates to sounds unlike its training (held-out accordion music scored 0.96
 while the head heard no dog at all: max over the dog labels 0.001); the head, trained on
 AudioSet's 2 million clips, vetoes that.
 
-``classifier.onnx`` then maps ``embedding [batch, E]`` to ``class_scores [batch, K]`` (one raw
+``classifier.onnx`` then maps ``embedding [batch, E]`` (and, where the plan uses the head,
+``audioset_probs [batch, 527]``: head.onnx's output, fed by the runtime) to
+``class_scores [batch, K]`` (one raw
 score per class, manifest order); the runtime normalises each by its class threshold.
 """
 
