@@ -24,10 +24,14 @@ import numpy as np
 
 from edge_runtime.manifest import EVIDENCE, ClassSpec, ManifestError
 
-__all__ = ["DECISION_THRESHOLD", "EVIDENCE", "ClassSpec", "ClassSpecError", "level_dbfs",
-           "normalise"]
+__all__ = ["DECISION_THRESHOLD", "EVIDENCE", "HEAD_PROBS_INPUT", "ClassSpec", "ClassSpecError",
+           "level_dbfs", "normalise"]
 
 DECISION_THRESHOLD = 0.5  # where every class threshold lands after normalisation
+# A class model's classifier.onnx that reads the AudioSet head takes head.onnx's output as this
+# second input (the runtime runs the head once per scored window), so the head's weights are
+# loaded once, in head.onnx, instead of a second copy inside classifier.onnx.
+HEAD_PROBS_INPUT = "audioset_probs"
 
 
 ClassSpecError = ManifestError  # the classes section is validated with the manifest

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.classes import normalise
+from edge_runtime.classes import HEAD_PROBS_INPUT, normalise
 from edge_runtime.sessions import ModelSessions, run1
 
 
@@ -60,7 +60,15 @@ class Scorer:
                                "one with 'edge-train' before running the detector")
         self.sessions = sessions
         self.danger_column = 1 if spec is None else spec.danger_column
-        self._input = sessions.classifier.get_inputs()[0].name
+        inputs = [i.name for i in sessions.classifier.get_inputs()]
+        self._reads_head = HEAD_PROBS_INPUT in inputs and len(inputs) == 2
+        if len(inputs) != 1 and not self._reads_head:
+            raise ScoringError(f"{sessions.model_dir}: classifier inputs {inputs}; expected an "
+                               f"embedding, and at most '{HEAD_PROBS_INPUT}' beside it")
+        if self._reads_head and sessions.head is None:
+            raise ScoringError(f"{sessions.model_dir}: classifier reads '{HEAD_PROBS_INPUT}' "
+                               "but the model dir has no head.onnx")
+        self._input = next(name for name in inputs if name != HEAD_PROBS_INPUT)
         self.classes = sessions.manifest.classes  # validated with the manifest
         if self.classes is not None:
             names = {o.name for o in sessions.classifier.get_outputs()}
@@ -102,7 +110,10 @@ class Scorer:
     def score(self, embeddings: np.ndarray) -> Scores:
         """``[n, E]`` (or ``[E]``) embeddings → :class:`Scores`."""
         batch = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
-        out = self.sessions.classifier.run([self._output], {self._input: batch})[0]
+        feed = {self._input: batch}
+        if self._reads_head:
+            feed[HEAD_PROBS_INPUT] = run1(self.sessions.head, batch)
+        out = self.sessions.classifier.run([self._output], feed)[0]
         out = np.asarray(out, dtype=np.float32)
         if self.classes is not None:
             k = len(self.classes.names)

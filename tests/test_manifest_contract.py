@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_runtime.manifest import (
@@ -28,7 +29,7 @@ from edge_runtime.manifest import (
     sha256_file,
 )
 from edge_runtime.scoring import Scorer, ScoringError
-from edge_runtime.sessions import load_sessions
+from edge_runtime.sessions import load_sessions, run1
 from tests.runtime_model import build_tiny_model, tone
 
 Edit = Callable[[Path, dict[str, Any]], None]
@@ -82,6 +83,30 @@ def replace_file(role: str, content: bytes) -> Edit:
         (model / data["files"][role]["path"]).write_bytes(content)
         refresh(model, data, role)
     return edit
+
+
+def classifier_reading(second: str) -> bytes:
+    """A classifier graph with a second input ``second`` beside the embedding (a class model
+    reads the head's output there)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", [second, "axis1"], ["m"], keepdims=1),
+         helper.make_node("Concat", ["embedding", "m"], ["probabilities"], axis=1)],
+        "two_inputs",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info(second, TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                             ir_version=9).SerializeToString()
+
+
+def without_head(edit: Edit) -> Edit:
+    def both(model: Path, data: dict[str, Any]) -> None:
+        edit(model, data)
+        del data["files"]["head"]
+    return both
 
 
 def labels_symlink_outside(model: Path, data: dict[str, Any]) -> None:
@@ -203,6 +228,11 @@ TAMPERED: list[tuple[str, Edit, str]] = [
      "classifier.danger_column"),
     ("classifier-output-unknown", setter("classifier.output", "nope"), "nope"),
     ("classifier-list", setter("classifier", [0.5]), "classifier"),
+    ("classifier-input-unknown", replace_file("classifier", classifier_reading("mystery")),
+     "expected an embedding, and at most 'audioset_probs' beside it"),
+    ("classifier-reads-missing-head",
+     without_head(replace_file("classifier", classifier_reading("audioset_probs"))),
+     "reads 'audioset_probs' but the model dir has no head.onnx"),
     ("classes-thresholds-short", classes(thresholds=[0.5]), "classes.thresholds"),
     ("classes-threshold-0", classes(thresholds=[0.0, 0.5]), "classes.thresholds[0]"),
     ("classes-names-dup", classes(names=["a", "a"], thresholds=[0.5, 0.5]), "classes.names"),
@@ -243,6 +273,14 @@ def tamper(tiny: Path, tmp_path: Path, edit: Edit) -> Path:
 def open_and_score(model: Path) -> None:
     sessions = load_sessions(model, "cpu")
     Scorer(sessions).danger(tone(1.0)[:1].reshape(1, 1))
+
+
+def test_a_classifier_reading_the_head_gets_its_output(tiny: Path, tmp_path: Path) -> None:
+    model = tamper(tiny, tmp_path, replace_file("classifier", classifier_reading("audioset_probs")))
+    sessions = load_sessions(model, "cpu")
+    emb = np.array([[-4.0], [0.0], [4.0]], np.float32)
+    got = Scorer(sessions).danger(emb)  # column 1: the largest head probability
+    np.testing.assert_allclose(got, run1(sessions.head, emb).max(axis=1), atol=1e-7)
 
 
 def test_corpus_is_large() -> None:

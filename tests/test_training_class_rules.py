@@ -16,7 +16,9 @@ from training.class_model import (
     ZERO_SHOT_PERSISTED_THRESHOLD,
     ClassPlan,
     _scores_graph,
+    class_model_onnx,
     class_scores,
+    features,
     head_gates,
     plan_classes,
 )
@@ -116,7 +118,7 @@ def test_head_gate_graph_matches_numpy_and_zeroes_unheard_classes() -> None:
     head = rng.uniform(0.0, 0.4, (n, labels)).astype(np.float32)
     graph = _scores_graph(plan, 3, labels)
     sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"probabilities": proba, "audioset_probs": head})[0]
+    got = sess.run(None, {"probabilities": proba, "head_probs": head})[0]
     want = class_scores(proba, head, plan, np.array([0, 1, 2]))
     np.testing.assert_allclose(got, want, atol=1e-7)
     unheard = head[:, [0, 1]].max(axis=1) < 0.2
@@ -124,6 +126,29 @@ def test_head_gate_graph_matches_numpy_and_zeroes_unheard_classes() -> None:
     assert (got[unheard, 0] == 0).all()
     np.testing.assert_allclose(got[~unheard, 0], proba[~unheard, 1])
     np.testing.assert_allclose(got[:, 1], proba[:, 2])  # no gate: the classifier's own score
+
+
+def test_class_graph_reads_the_head_output_and_holds_no_copy_of_the_head() -> None:
+    from edge_runtime.classes import HEAD_PROBS_INPUT
+    from training.class_build import fit_pipeline
+
+    plan = _plan()
+    rng = np.random.default_rng(4)
+    n, dim, labels = 90, 6, 8
+    x = rng.normal(0.0, 1.0, (n, dim)).astype(np.float32)
+    head = rng.uniform(0.0, 0.4, (n, labels)).astype(np.float32)
+    y = np.repeat([0, 1, 2], n // 3)
+    x[y == 1, 0] += 3.0
+    x[y == 2, 1] += 3.0
+    pipe = fit_pipeline("logreg", 0, features(x, head), y, np.ones(n))
+    model = class_model_onnx(pipe, plan, dim, labels)
+    assert [i.name for i in model.graph.input] == ["embedding", HEAD_PROBS_INPUT]
+    # only the classifier's own weights: no 527-wide head matrix inside
+    assert max(np.prod(t.dims) for t in model.graph.initializer) <= 3 * (dim + labels)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"embedding": x, HEAD_PROBS_INPUT: head})[0]
+    want = class_scores(pipe.predict_proba(features(x, head)), head, plan, pipe.classes_)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_head_gates_are_a_low_percentile_of_each_class_training_clips() -> None:

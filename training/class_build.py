@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.audio import AudioError
-from edge_runtime.classes import DECISION_THRESHOLD, level_dbfs, normalise
+from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, level_dbfs, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
 from training import classifiers, evaluate
 from training.attach import attach_classifier
@@ -208,7 +208,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
 
     seconds = seconds if seconds is not None else {}
     t = time.perf_counter()
-    manifest = set_streaming(out, backbone_name)
+    set_streaming(out, backbone_name)
     for folder in extras:
         clips = clips + read_extra(folder, mapping, hold_out_folds)
     if negatives:
@@ -269,11 +269,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     keep = y >= 0
     final = fit_pipeline(classifier, seed, x[keep], y[keep], w[keep])
     joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}-classes.joblib")
-    import onnx
-
-    head_model = onnx.load(str(manifest.path(sessions.model_dir, "head"))) \
-        if plan.use_head and "head" in manifest.files else None
-    model = class_model_onnx(final, plan, head_model, emb.x.shape[1])
+    model = class_model_onnx(final, plan, emb.x.shape[1],
+                             None if head is None else head.shape[1])
     gate = level_gate([c for c in clips if c.label == 1 and c.group != "synthetic"
                        and not c.group.startswith("mix:")],
                       sessions.chunk_samples * sessions.window_chunks / sessions.sample_rate,
@@ -298,7 +295,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     rows = Counter(int(v) for v in y[keep])
     created = datetime.now(UTC).isoformat(timespec="seconds")
     section = ClassifierSpec(
-        kind=classifier, input="embedding", output=CLASS_OUTPUT, threshold=DECISION_THRESHOLD,
+        kind=classifier, input="embedding" if head is None else f"embedding, {HEAD_PROBS_INPUT}",
+        output=CLASS_OUTPUT, threshold=DECISION_THRESHOLD,
         mapping=mapping.as_dict(),
         cv={"scheme": "leave-one-ESC-50-fold-out; extras, negatives and mixes always train",
             "fold_accuracy_mean": cv["fold_accuracy_mean"],
@@ -317,7 +315,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     attach_classifier(out, out, model, section, classes=spec)  # no end_to_end for classes
     ref = class_scores(final.predict_proba(x[:256]), None if head is None else head[:256], plan,
                        final.classes_)
-    got = run_classifier_onnx(out / "classifier.onnx", emb.x[:256])
+    got = run_classifier_onnx(out / "classifier.onnx", emb.x[:256],
+                              None if head is None else head[:256])
     parity = {"rows": int(len(ref)), "max_abs_diff": float(np.abs(ref - got).max())}
     log.info("classifier.onnx vs scikit-learn + numpy: max abs diff %.2e", parity["max_abs_diff"])
     seconds["fit_export"] = round(time.perf_counter() - t, 1)

@@ -18,7 +18,9 @@ extrapolates to sounds unlike its training (held-out accordion music scored 0.96
 while the head heard no dog at all: max over the dog labels 0.001); the head, trained on
 AudioSet's 2 million clips, vetoes that.
 
-``classifier.onnx`` then maps ``embedding [batch, E]`` to ``class_scores [batch, K]`` (one raw
+``classifier.onnx`` then maps ``embedding [batch, E]`` (and, where the plan uses the head,
+``audioset_probs [batch, 527]``: head.onnx's output, fed by the runtime) to
+``class_scores [batch, K]`` (one raw
 score per class, manifest order); the runtime normalises each by its class threshold.
 """
 
@@ -32,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper
 
+from edge_runtime.classes import HEAD_PROBS_INPUT
 from training.mapping import Mapping, audioset_labels
 from training.onnx_classifier import (
     OPSET,
@@ -44,6 +47,7 @@ from training.onnx_classifier import (
 log = logging.getLogger(__name__)
 
 CLASS_OUTPUT = "class_scores"
+HEAD_INPUT = HEAD_PROBS_INPUT  # classifier.onnx's second input: head.onnx's output
 # Default thresholds before calibration (raw score scale). Trained: the classifier's own
 # probability; zero-shot: the head's probability, where 0.3 flagged under 2 % of held-out safe
 # UrbanSound8K clips with mn04 (edge-train calibrate replaces both from a false-alarm budget).
@@ -182,39 +186,36 @@ def class_scores(proba: np.ndarray, head_probs: np.ndarray | None, plan: ClassPl
 
 # --- ONNX ------------------------------------------------------------------------------------
 
-def _feature_graph(head: onnx.ModelProto | None, dim: int) -> onnx.ModelProto:
-    """embedding → features (embedding ⊕ head log-odds) and audioset_probs."""
-    if head is None:
+def _feature_graph(n_labels: int | None, dim: int) -> onnx.ModelProto:
+    """embedding (+ audioset_probs, the head's output) → features (embedding ⊕ head log-odds)
+    and head_probs (the head's probabilities, passed on to the class scores)."""
+    emb = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])
+    if n_labels is None:
         graph = helper.make_graph(
-            [helper.make_node("Identity", ["embedding"], ["features"])], "features",
-            [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])],
+            [helper.make_node("Identity", ["embedding"], ["features"])], "features", [emb],
             [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])])
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                  ir_version=10)
-    model = onnx.ModelProto()
-    model.CopyFrom(head)
-    model = compose.add_prefix(model, "head/", rename_inputs=False, rename_outputs=False)
-    g = model.graph
-    n_labels = g.output[0].type.tensor_type.shape.dim[1].dim_value or len(audioset_labels())
-    g.initializer.extend([
-        helper.make_tensor("f/lo", TensorProto.FLOAT, [], [LOGIT_EPS]),
-        helper.make_tensor("f/hi", TensorProto.FLOAT, [], [1 - LOGIT_EPS]),
-        helper.make_tensor("f/one", TensorProto.FLOAT, [], [1.0])])
-    g.node.extend([
-        helper.make_node("Clip", ["audioset_probs", "f/lo", "f/hi"], ["f/p"]),
-        helper.make_node("Sub", ["f/one", "f/p"], ["f/q"]),
-        helper.make_node("Div", ["f/p", "f/q"], ["f/odds"]),
-        helper.make_node("Log", ["f/odds"], ["f/logits"]),
-        helper.make_node("Concat", ["embedding", "f/logits"], ["features"], axis=1)])
-    probs_out = [o for o in g.output if o.name == "audioset_probs"]
-    del g.output[:]
-    g.output.extend([helper.make_tensor_value_info("features", TensorProto.FLOAT,
-                                                   ["batch", dim + n_labels]), *probs_out])
-    return model
+    graph = helper.make_graph(
+        [helper.make_node("Clip", [HEAD_INPUT, "f/lo", "f/hi"], ["f/p"]),
+         helper.make_node("Sub", ["f/one", "f/p"], ["f/q"]),
+         helper.make_node("Div", ["f/p", "f/q"], ["f/odds"]),
+         helper.make_node("Log", ["f/odds"], ["f/logits"]),
+         helper.make_node("Concat", ["embedding", "f/logits"], ["features"], axis=1),
+         helper.make_node("Identity", [HEAD_INPUT], ["head_probs"])],
+        "features",
+        [emb, helper.make_tensor_value_info(HEAD_INPUT, TensorProto.FLOAT, ["batch", n_labels])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim + n_labels]),
+         helper.make_tensor_value_info("head_probs", TensorProto.FLOAT, ["batch", n_labels])],
+        initializer=[helper.make_tensor("f/lo", TensorProto.FLOAT, [], [LOGIT_EPS]),
+                     helper.make_tensor("f/hi", TensorProto.FLOAT, [], [1 - LOGIT_EPS]),
+                     helper.make_tensor("f/one", TensorProto.FLOAT, [], [1.0])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=10)
 
 
 def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelProto:
-    """probabilities [batch, C] (+ audioset_probs) → class_scores [batch, K]."""
+    """probabilities [batch, C] (+ head_probs) → class_scores [batch, K]."""
     nodes, inits, parts = [], [], []
     for k, name in enumerate(plan.names):
         if name in plan.trained:
@@ -230,7 +231,7 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
                                           [plan.gates[name]])
                 inits += [labels, gate]
                 nodes += [
-                    helper.make_node("Gather", ["audioset_probs", labels.name], [f"s/e{k}"],
+                    helper.make_node("Gather", ["head_probs", labels.name], [f"s/e{k}"],
                                      axis=1),
                     helper.make_node("ReduceMax", [f"s/e{k}", "s/axis1"], [f"s/m{k}"],
                                      keepdims=1),
@@ -240,7 +241,7 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
         else:
             idx = helper.make_tensor(f"s/i{k}", TensorProto.INT64,
                                      [len(plan.zero_shot[name])], plan.zero_shot[name])
-            nodes.append(helper.make_node("Gather", ["audioset_probs", idx.name], [f"s/g{k}"],
+            nodes.append(helper.make_node("Gather", ["head_probs", idx.name], [f"s/g{k}"],
                                           axis=1))
             nodes.append(helper.make_node("ReduceMax", [f"s/g{k}", "s/axis1"], [f"s/c{k}"],
                                           keepdims=1))
@@ -255,7 +256,7 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
     inputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
                                             ["batch", n_columns])]
     if needs_head:
-        inputs.append(helper.make_tensor_value_info("audioset_probs", TensorProto.FLOAT,
+        inputs.append(helper.make_tensor_value_info("head_probs", TensorProto.FLOAT,
                                                     ["batch", n_labels]))
     graph = helper.make_graph(nodes, "class_scores", inputs, [helper.make_tensor_value_info(
         CLASS_OUTPUT, TensorProto.FLOAT, ["batch", len(plan.names)])], initializer=inits)
@@ -263,31 +264,34 @@ def _scores_graph(plan: ClassPlan, n_columns: int, n_labels: int) -> onnx.ModelP
                              ir_version=10)
 
 
-def class_model_onnx(pipeline: Any, plan: ClassPlan, head: onnx.ModelProto | None,
-                     dim: int) -> onnx.ModelProto:
-    """One graph: embedding [batch, E] → class_scores [batch, K]."""
-    head = head if plan.use_head else None
-    feat = _feature_graph(head, dim)
-    n_features = dim + (len(audioset_labels()) if head is not None else 0)
-    skl = sklearn_to_onnx(pipeline, n_features, input_name="features",
+def class_model_onnx(pipeline: Any, plan: ClassPlan, dim: int,
+                     n_labels: int | None = None) -> onnx.ModelProto:
+    """One graph: embedding [batch, E] (+ the head's audioset_probs [batch, n_labels] where
+    the plan uses the head) → class_scores [batch, K]. The head itself stays in head.onnx: the
+    runtime runs it once and feeds its output here, so its weights are loaded once."""
+    n_labels = n_labels if plan.use_head else None
+    feat = _feature_graph(n_labels, dim)
+    skl = sklearn_to_onnx(pipeline, dim + (n_labels or 0), input_name="features",
                           output_name="probabilities")
     n_cols = len(pipeline.steps[-1][1].classes_)
-    scores = _scores_graph(plan, n_cols, len(audioset_labels()))
+    scores = _scores_graph(plan, n_cols, n_labels or len(audioset_labels()))
     feat, skl, scores = (normalise_opsets(m) for m in (feat, skl, scores))
     parts = {"features": feat, "classifier": skl, "scores": scores}
     opsets = check_opsets(parts)
     ir = max(m.ir_version for m in parts.values())
     feat, skl, scores = (aligned(m, ir, opsets, f"{k}/") for k, m in parts.items())
-    keep = ["probabilities"] + (["audioset_probs"] if head is not None else [])
+    keep = ["probabilities"] + (["head_probs"] if n_labels is not None else [])
     merged = compose.merge_models(feat, skl, io_map=[("features", "features")], outputs=keep)
     io = [("probabilities", "probabilities")]
     if plan.zero_shot or plan.gates:
-        io.append(("audioset_probs", "audioset_probs"))
+        io.append(("head_probs", "head_probs"))
     merged = compose.merge_models(merged, scores, io_map=io, outputs=[CLASS_OUTPUT])
     del merged.opset_import[:]
     merged.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
     merged.graph.name = "edge_detect_classes"
-    merged.doc_string = (f"embedding [batch, {dim}] -> class_scores [batch, {len(plan.names)}]"
-                         f": {', '.join(plan.names)}")
+    inputs = f"embedding [batch, {dim}]" + (
+        f" + {HEAD_INPUT} [batch, {n_labels}] (head.onnx)" if n_labels is not None else "")
+    merged.doc_string = (f"{inputs} -> class_scores [batch, {len(plan.names)}]: "
+                         f"{', '.join(plan.names)}")
     onnx.checker.check_model(merged, full_check=True)
     return merged

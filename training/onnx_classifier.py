@@ -259,9 +259,16 @@ def merge_end_to_end(model_dir: Path, classifier: onnx.ModelProto,
     return merged
 
 
-def run_classifier_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    """Probabilities [N, 2] of ``classifier.onnx`` on embeddings ``x`` (for checks and tests)."""
+def run_classifier_onnx(path: Path, x: np.ndarray, head_probs: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """First output of ``classifier.onnx`` on embeddings ``x`` (binary: probabilities [N, 2];
+    a class model that reads the head also takes its ``head_probs``), for checks and tests."""
     import onnxruntime as ort
 
+    from edge_runtime.classes import HEAD_PROBS_INPUT
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"embedding": np.asarray(x, np.float32)})[0]
+    feed = {"embedding": np.asarray(x, np.float32)}
+    if head_probs is not None:
+        feed[HEAD_PROBS_INPUT] = np.asarray(head_probs, np.float32)
+    return sess.run(None, feed)[0]
