@@ -208,7 +208,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
 
     seconds = seconds if seconds is not None else {}
     t = time.perf_counter()
-    set_streaming(out, backbone_name)
+    manifest = set_streaming(out, backbone_name)
     for folder in extras:
         clips = clips + read_extra(folder, mapping, hold_out_folds)
     if negatives:
