@@ -65,10 +65,13 @@ class Scorer:
         if len(inputs) != 1 and not self._reads_head:
             raise ScoringError(f"{sessions.model_dir}: classifier inputs {inputs}; expected an "
                                f"embedding, and at most '{HEAD_PROBS_INPUT}' beside it")
-        if self._reads_head and sessions.head is None:
-            raise ScoringError(f"{sessions.model_dir}: classifier reads '{HEAD_PROBS_INPUT}' "
-                               "but the model dir has no head.onnx")
-        self._input = next(name for name in inputs if name != HEAD_PROBS_INPUT)
+        if self._reads_head:
+            self._check_head(sessions)
+        embedding = [name for name in inputs if name != HEAD_PROBS_INPUT]
+        if not embedding:
+            raise ScoringError(f"{sessions.model_dir}: classifier has no embedding input, only "
+                               f"{inputs}")
+        self._input = embedding[0]
         self.classes = sessions.manifest.classes  # validated with the manifest
         if self.classes is not None:
             names = {o.name for o in sessions.classifier.get_outputs()}
@@ -87,6 +90,20 @@ class Scorer:
                 raise ScoringError(f"{sessions.model_dir}: classifier output {self._output} "
                                    f"has shape {shape}; the manifest's danger_column "
                                    f"{self.danger_column} needs [batch, > {self.danger_column}]")
+
+    @staticmethod
+    def _check_head(sessions: ModelSessions) -> None:
+        """The classifier reads the head's output: there is a head, as wide as it expects."""
+        if sessions.head is None:
+            raise ScoringError(f"{sessions.model_dir}: classifier reads '{HEAD_PROBS_INPUT}' "
+                               "but the model dir has no head.onnx")
+        wanted = next(i.shape for i in sessions.classifier.get_inputs()
+                      if i.name == HEAD_PROBS_INPUT)
+        given = sessions.head.get_outputs()[0].shape
+        if (len(wanted) == 2 and len(given) == 2 and isinstance(wanted[1], int)
+                and isinstance(given[1], int) and wanted[1] != given[1]):
+            raise ScoringError(f"{sessions.model_dir}: classifier reads {wanted[1]} head "
+                               f"probabilities but head.onnx gives {given[1]}")
 
     @property
     def has_tags(self) -> bool:

@@ -106,6 +106,12 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert report["parity"]["max_abs_diff"] < 1e-4  # classifier.onnx vs scikit-learn + numpy
     assert report["evidence"]["smoke_alarm"] == "audioset"
     assert report["evidence"]["gunshot"] == "trained"
+    # the head's weights live in head.onnx alone: classifier.onnx reads its output
+    import onnx
+
+    graph = onnx.load(str(class_model / "classifier.onnx"), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["embedding", "audioset_probs"]
+    assert (class_model / "classifier.onnx").stat().st_size < 200_000
 
 
 @pytest.mark.parametrize("seconds, spans", [

@@ -85,17 +85,33 @@ def replace_file(role: str, content: bytes) -> Edit:
     return edit
 
 
-def classifier_reading(second: str) -> bytes:
-    """A classifier graph with a second input ``second`` beside the embedding (a class model
-    reads the head's output there)."""
+def head_only_classifier() -> bytes:
+    """A classifier graph whose one input is the head's output (no embedding)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["audioset_probs", "axis1"], ["m"], keepdims=1),
+         helper.make_node("Concat", ["m", "m"], ["probabilities"], axis=1)],
+        "head_only",
+        [helper.make_tensor_value_info("audioset_probs", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                             ir_version=9).SerializeToString()
+
+
+def classifier_reading(second: str, width: int = 3) -> bytes:
+    """A classifier graph with a second input ``second`` (``width`` wide) beside the embedding
+    (a class model reads the head's output there)."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("ReduceMax", [second, "axis1"], ["m"], keepdims=1),
-         helper.make_node("Concat", ["embedding", "m"], ["probabilities"], axis=1)],
+         helper.make_node("ReduceMax", ["embedding", "axis1"], ["e"], keepdims=1),
+         helper.make_node("Concat", ["e", "m"], ["probabilities"], axis=1)],
         "two_inputs",
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1]),
-         helper.make_tensor_value_info(second, TensorProto.FLOAT, ["batch", 3])],
+         helper.make_tensor_value_info(second, TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
         [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
@@ -230,6 +246,10 @@ TAMPERED: list[tuple[str, Edit, str]] = [
     ("classifier-list", setter("classifier", [0.5]), "classifier"),
     ("classifier-input-unknown", replace_file("classifier", classifier_reading("mystery")),
      "expected an embedding, and at most 'audioset_probs' beside it"),
+    ("classifier-head-width", replace_file("classifier", classifier_reading("audioset_probs", 7)),
+     "classifier reads 7 head probabilities but head.onnx gives 3"),
+    ("classifier-no-embedding", replace_file("classifier", head_only_classifier()),
+     "classifier has no embedding input, only ['audioset_probs']"),
     ("classifier-reads-missing-head",
      without_head(replace_file("classifier", classifier_reading("audioset_probs"))),
      "reads 'audioset_probs' but the model dir has no head.onnx"),

@@ -2,8 +2,9 @@
 
 ESC-50 clips + ``--extra`` folders + synthetic negatives + mixes → device-path embeddings →
 class plan (trained / zero-shot evidence) → leave-one-ESC-fold-out CV of danger vs safe →
-the multi-class classifier fitted on everything → ``classifier.onnx`` (embedding →
-class_scores) → manifest ``classes`` section with per-class thresholds and a level gate.
+the multi-class classifier fitted on everything → ``classifier.onnx`` (embedding and the
+head's audioset_probs → class_scores) → manifest ``classes`` section with per-class thresholds
+and a level gate.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from training.embed import embed_clips
 from training.extra import read_extra
 from training.household import home_clips
 from training.mapping import Mapping
+from training.negatives import RATE as MIX_RATE
 from training.negatives import mix_clips, negative_clips
 from training.onnx_classifier import run_classifier_onnx
 from training.reports import WORKBENCH, save_report
@@ -95,8 +97,11 @@ def set_streaming(out: Path, backbone: str) -> Manifest:
 
 
 def window_samples(manifest: Manifest) -> int:
-    """Samples in one device window (a danger sound in a stream is heard inside this much)."""
-    return manifest.streaming.chunk_samples * manifest.streaming.window_chunks
+    """Samples at the mixes' rate in one device window (a danger sound in a stream is heard
+    inside this much)."""
+    seconds = (manifest.streaming.chunk_samples * manifest.streaming.window_chunks
+               / manifest.input.sample_rate)
+    return round(seconds * MIX_RATE)
 
 
 def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float]:
@@ -298,7 +303,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
         kind=classifier, input="embedding" if head is None else f"embedding, {HEAD_PROBS_INPUT}",
         output=CLASS_OUTPUT, threshold=DECISION_THRESHOLD,
         mapping=mapping.as_dict(),
-        cv={"scheme": "leave-one-ESC-50-fold-out; extras, negatives and mixes always train",
+        cv={"scheme": "leave-one-ESC-50-fold-out; extras and negatives always train, a mix "
+                      "trains unless its clip's or background's group is tested",
             "fold_accuracy_mean": cv["fold_accuracy_mean"],
             "fold_accuracy_std": cv["fold_accuracy_std"],
             "roc_auc": cv["at_0.5"]["roc_auc"],

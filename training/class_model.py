@@ -47,7 +47,6 @@ from training.onnx_classifier import (
 log = logging.getLogger(__name__)
 
 CLASS_OUTPUT = "class_scores"
-HEAD_INPUT = HEAD_PROBS_INPUT  # classifier.onnx's second input: head.onnx's output
 # Default thresholds before calibration (raw score scale). Trained: the classifier's own
 # probability; zero-shot: the head's probability, where 0.3 flagged under 2 % of held-out safe
 # UrbanSound8K clips with mn04 (edge-train calibrate replaces both from a false-alarm budget).
@@ -197,14 +196,15 @@ def _feature_graph(n_labels: int | None, dim: int) -> onnx.ModelProto:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                  ir_version=10)
     graph = helper.make_graph(
-        [helper.make_node("Clip", [HEAD_INPUT, "f/lo", "f/hi"], ["f/p"]),
+        [helper.make_node("Clip", [HEAD_PROBS_INPUT, "f/lo", "f/hi"], ["f/p"]),
          helper.make_node("Sub", ["f/one", "f/p"], ["f/q"]),
          helper.make_node("Div", ["f/p", "f/q"], ["f/odds"]),
          helper.make_node("Log", ["f/odds"], ["f/logits"]),
          helper.make_node("Concat", ["embedding", "f/logits"], ["features"], axis=1),
-         helper.make_node("Identity", [HEAD_INPUT], ["head_probs"])],
+         helper.make_node("Identity", [HEAD_PROBS_INPUT], ["head_probs"])],
         "features",
-        [emb, helper.make_tensor_value_info(HEAD_INPUT, TensorProto.FLOAT, ["batch", n_labels])],
+        [emb, helper.make_tensor_value_info(HEAD_PROBS_INPUT, TensorProto.FLOAT,
+                                            ["batch", n_labels])],
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim + n_labels]),
          helper.make_tensor_value_info("head_probs", TensorProto.FLOAT, ["batch", n_labels])],
         initializer=[helper.make_tensor("f/lo", TensorProto.FLOAT, [], [LOGIT_EPS]),
@@ -290,7 +290,7 @@ def class_model_onnx(pipeline: Any, plan: ClassPlan, dim: int,
     merged.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
     merged.graph.name = "edge_detect_classes"
     inputs = f"embedding [batch, {dim}]" + (
-        f" + {HEAD_INPUT} [batch, {n_labels}] (head.onnx)" if n_labels is not None else "")
+        f" + {HEAD_PROBS_INPUT} [batch, {n_labels}] (head.onnx)" if n_labels is not None else "")
     merged.doc_string = (f"{inputs} -> class_scores [batch, {len(plan.names)}]: "
                          f"{', '.join(plan.names)}")
     onnx.checker.check_model(merged, full_check=True)
