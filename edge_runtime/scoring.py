@@ -61,17 +61,17 @@ class Scorer:
         self.sessions = sessions
         self.danger_column = 1 if spec is None else spec.danger_column
         inputs = [i.name for i in sessions.classifier.get_inputs()]
-        self._reads_head = HEAD_PROBS_INPUT in inputs and len(inputs) == 2
-        if len(inputs) != 1 and not self._reads_head:
-            raise ScoringError(f"{sessions.model_dir}: classifier inputs {inputs}; expected an "
-                               f"embedding, and at most '{HEAD_PROBS_INPUT}' beside it")
-        if self._reads_head:
-            self._check_head(sessions)
         embedding = [name for name in inputs if name != HEAD_PROBS_INPUT]
         if not embedding:
             raise ScoringError(f"{sessions.model_dir}: classifier has no embedding input, only "
                                f"{inputs}")
+        if len(embedding) > 1:
+            raise ScoringError(f"{sessions.model_dir}: classifier inputs {inputs}; expected an "
+                               f"embedding, and at most '{HEAD_PROBS_INPUT}' beside it")
         self._input = embedding[0]
+        self._reads_head = len(inputs) == 2
+        if self._reads_head:
+            self._check_head(sessions)
         self.classes = sessions.manifest.classes  # validated with the manifest
         if self.classes is not None:
             names = {o.name for o in sessions.classifier.get_outputs()}

@@ -96,12 +96,10 @@ def set_streaming(out: Path, backbone: str) -> Manifest:
     return manifest
 
 
-def window_samples(manifest: Manifest) -> int:
-    """Samples at the mixes' rate in one device window (a danger sound in a stream is heard
-    inside this much)."""
-    seconds = (manifest.streaming.chunk_samples * manifest.streaming.window_chunks
-               / manifest.input.sample_rate)
-    return round(seconds * MIX_RATE)
+def window_seconds(manifest: Manifest) -> float:
+    """Length of one device window (a danger sound in a stream is heard inside this much)."""
+    return (manifest.streaming.chunk_samples * manifest.streaming.window_chunks
+            / manifest.input.sample_rate)
 
 
 def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float]:
@@ -222,7 +220,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     danger = [c for c in clips if c.label == 1]
     backgrounds = [c for c in clips if c.label == 0]
     clips = clips + mix_clips(danger, backgrounds, out / WORKBENCH / "mixes", mixes, seed,
-                              window_samples(manifest))
+                              round(window_seconds(manifest) * MIX_RATE))
     t = stage("data", t)
 
     emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,
@@ -278,8 +276,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                              None if head is None else head.shape[1])
     gate = level_gate([c for c in clips if c.label == 1 and c.group != "synthetic"
                        and not c.group.startswith("mix:")],
-                      sessions.chunk_samples * sessions.window_chunks / sessions.sample_rate,
-                      sessions.sample_rate)
+                      window_seconds(manifest), sessions.sample_rate)
     spec = ClassSpec(tuple(plan.names), tuple(thresholds), CLASS_OUTPUT, tuple(plan.evidence),
                      gate["level_gate_dbfs"],
                      min_seconds=tuple(plan.persistence(n) for n in plan.names),

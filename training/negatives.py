@@ -228,8 +228,7 @@ def mix(signal: np.ndarray, background: np.ndarray, snr_db: float,
     if p_back > 1e-12 and p_sig > 1e-12:
         back *= np.sqrt(p_sig / (p_back * 10 ** (snr_db / 10)))
     offset = int(rng.integers(0, n - signal.size + 1))
-    out = back
-    out[offset:offset + signal.size] += signal
-    peak = float(np.abs(out).max())
-    return out / peak * 0.9 if peak > 0.9 else out
+    back[offset:offset + signal.size] += signal  # ``back`` is a scaled copy: now the mix
+    peak = float(np.abs(back).max())
+    return back / peak * 0.9 if peak > 0.9 else back
 
