@@ -96,7 +96,7 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert classes.output == "class_scores"
     assert len(classes.thresholds) == len(classes.names)
     assert all(0.0 < t < 1.0 for t in classes.thresholds)
-    assert -70.0 <= classes.level_gate_dbfs <= -60.0  # only near-silence is gated
+    assert classes.level_gate_dbfs == -70.0  # only near-silence is gated: the negatives' floor
     assert manifest.streaming.window_embedding == "whole"
     assert manifest.streaming.chunk_decisions is False
     assert manifest.streaming.window_stride == 2
@@ -162,6 +162,8 @@ def test_silence_quiet_noise_tones_and_speech_raise_no_event(class_model: Path,
     sounds = {
         "silence.wav": np.zeros(10 * RATE),
         "noise_minus60dbfs.wav": rng.standard_normal(10 * RATE) * 10 ** (-60 / 20),
+        # just above the -70 dBFS level gate: the classifier itself must call it safe
+        "noise_minus67dbfs.wav": rng.standard_normal(10 * RATE) * 10 ** (-67 / 20),
         "sine_523hz.wav": 0.3 * np.sin(2 * np.pi * 523.25 * t),
         "sine_1500hz.wav": 0.5 * np.sin(2 * np.pi * 1500.0 * t),
     }
