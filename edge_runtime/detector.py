@@ -129,7 +129,7 @@ class DetectorStream:
                     row = hold(row, held)
                     k = int(row.argmax())
                     p = float(np.float32(row[k]))
-            if gated:  # quieter than any danger sound the model was built for
+            if gated:  # near-silence: under the quietest noise the model learnt as safe
                 p = 0.0
             chunk_probs = [float(q) for q in self._chunk_danger(w.chunk_embeddings, chunk_cap)]
             if gate is not None:

@@ -80,6 +80,7 @@ LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced
 # (-65...-60 dBFS windows, head siren evidence 0.57-0.64) and 9 more fold-1 dog/siren clips
 # played 20 dB quieter, with no fewer false alarms: at -70 the held-out false alarms and false
 # events on long safe audio were unchanged (RESULTS_MN04.md, fourth session of 2026-12-02).
+# With --no-negatives the gate stays there: a fixed floor, not learnt from the training set.
 LEVEL_GATE_DBFS = float(min(NEGATIVE_LEVELS_DBFS))
 
 
@@ -105,7 +106,8 @@ def window_seconds(manifest: Manifest) -> float:
             / manifest.input.sample_rate)
 
 
-def level_gate(clips: list[Clip], window_s: float, rate: int) -> dict[str, float]:
+def level_gate(clips: list[Clip], window_s: float,
+               rate: int) -> dict[str, float | int | None]:
     """The level gate (:data:`LEVEL_GATE_DBFS`) and, for the record, how loud the real danger
     clips are: per clip the loudest window's RMS level, their 1st percentile and median."""
     levels = []
@@ -337,6 +339,16 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     return report
 
 
+def level_line(gate: dict[str, Any]) -> str:
+    """The build report's line on the level gate and how loud the real danger clips were."""
+    line = (f"Level gate {gate['level_gate_dbfs']} dBFS (the quietest synthetic noise "
+            "negative's level)")
+    if not gate.get("clips"):
+        return line + "."
+    return (f"{line}; the real danger clips' loudest windows: 1st percentile "
+            f"{gate['danger_window_dbfs_p01']}, median {gate['danger_window_dbfs_median']} dBFS.")
+
+
 def class_markdown(report: dict[str, Any]) -> str:
     cv = report["cv"]
     lines = [f"# edge-detect class model ({report['created']}, {report['backbone']})", "",
@@ -350,9 +362,6 @@ def class_markdown(report: dict[str, Any]) -> str:
               f"false alarms {at['false_alarms']}/{at['confusion'][0][0] + at['confusion'][0][1]}"
               f", AUC {at['roc_auc']:.4f}; class right for "
               f"{(cv['class_right_of_flagged_danger'] or 0):.3f} of flagged danger clips.",
-              f"Level gate {report['level_gate']['level_gate_dbfs']} dBFS (the quietest "
-              "synthetic negative); the real danger clips' loudest windows: 1st percentile "
-              f"{report['level_gate']['danger_window_dbfs_p01']}, median "
-              f"{report['level_gate']['danger_window_dbfs_median']} dBFS.",
+              level_line(report["level_gate"]),
               f"classifier.onnx parity: {report['parity']['max_abs_diff']:.2e}.", ""]
     return "\n".join(lines)
