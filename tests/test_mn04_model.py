@@ -297,8 +297,8 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-# torch's own exporter internals raise this deprecation (not our code; export/onnx_export.py
-# silences the exporter the same way for users)
+# torch's own exporter internals raise this deprecation (not our code); export/onnx_export.py
+# silences all exporter warnings for users, here only this one is ignored
 @pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)`:FutureWarning")
 def test_onnx_export_matches_torch(
     any_state_dict: Mapping[str, torch.Tensor], tmp_path: Path

@@ -74,13 +74,13 @@ WINDOW_STRIDE = {"mn04": 2}
 LOGREG_C = 0.1  # held-out UrbanSound8K fold 3: 0.1 ≥ 1.0 and 0.02 on balanced accuracy
 # Level gate: windows quieter than the quietest noise the synthetic negatives teach as safe
 # (negatives.LEVELS_DBFS: -70 dBFS) are never danger; above it the classifier decides (it is
-# trained on silence and noise at -70...-30 dBFS and tested on -60 dBFS noise). Learnt from the
-# training clips (10 dB under their quietest windows) the gate sat at -51.9 dBFS and silenced 11
-# held-out fold-1 sirens recorded from afar; capped at -60 dBFS it still silenced 3 of them
-# (-65...-60 dBFS windows, head siren evidence 0.57-0.64) and 9 more fold-1 dog/siren clips
-# played 20 dB quieter, with no fewer false alarms: at -70 the held-out false alarms and false
-# events on long safe audio were unchanged (RESULTS_MN04.md, fourth session of 2026-12-02).
-# With --no-negatives the gate stays there: a fixed floor, not learnt from the training set.
+# trained on silence and noise at -70...-30 dBFS and tested on -60 and -67 dBFS noise). Learnt
+# from the training clips (10 dB under their quietest windows) the gate sat at -51.9 dBFS and
+# silenced 11 held-out fold-1 sirens recorded from afar; capped at -60 dBFS it still silenced 3
+# of them (-65...-60 dBFS windows, head siren evidence 0.57-0.64) and 9 more fold-1 dog/siren
+# clips played 20 dB quieter, with no fewer false alarms: at -70 the held-out false alarms and
+# false events on long safe audio were unchanged (RESULTS_MN04.md, fourth session of
+# 2026-12-02). With --no-negatives the gate stays there: a fixed floor, not learnt.
 LEVEL_GATE_DBFS = float(min(NEGATIVE_LEVELS_DBFS))
 
 
