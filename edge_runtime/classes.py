@@ -25,7 +25,7 @@ import numpy as np
 from edge_runtime.manifest import EVIDENCE, ClassSpec, ManifestError
 
 __all__ = ["DECISION_THRESHOLD", "EVIDENCE", "HEAD_PROBS_INPUT", "ClassSpec", "ClassSpecError",
-           "level_dbfs", "normalise"]
+           "normalise"]
 
 DECISION_THRESHOLD = 0.5  # where every class threshold lands after normalisation
 # A class model's classifier.onnx that reads the AudioSet head takes head.onnx's output as this
@@ -55,8 +55,3 @@ def mean_square(audio: np.ndarray) -> float:
 def dbfs(power: float) -> float:
     """A mean square as dB relative to full scale (silence → −200)."""
     return 10.0 * math.log10(power) if power > 1e-20 else -200.0
-
-
-def level_dbfs(audio: np.ndarray) -> float:
-    """RMS level of float audio in dB relative to full scale (−inf … 0; silence → −200)."""
-    return dbfs(mean_square(audio))

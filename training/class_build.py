@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.audio import AudioError
-from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, level_dbfs, normalise
+from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
 from training import classifiers, evaluate
 from training.attach import attach_classifier
@@ -42,7 +41,7 @@ from training.class_thresholds import (
     choose_thresholds,
     zero_shot_ceilings,
 )
-from training.dataset import Clip, header_seconds, load_audio
+from training.dataset import Clip, header_seconds
 from training.embed import embed_clips
 from training.extra import read_extra
 from training.household import home_clips
@@ -104,25 +103,6 @@ def window_seconds(manifest: Manifest) -> float:
     """Length of one device window (a danger sound in a stream is heard inside this much)."""
     return (manifest.streaming.chunk_samples * manifest.streaming.window_chunks
             / manifest.input.sample_rate)
-
-
-def level_gate(clips: list[Clip], window_s: float,
-               rate: int) -> dict[str, float | int | None]:
-    """The level gate (:data:`LEVEL_GATE_DBFS`) and, for the record, how loud the real danger
-    clips are: per clip the loudest window's RMS level, their 1st percentile and median."""
-    levels = []
-    n = int(window_s * rate)
-    for clip in clips:
-        try:
-            audio = load_audio(clip.path, rate)
-        except AudioError:  # unreadable clips were already reported while embedding
-            continue
-        starts = range(0, max(1, audio.size - n + 1), rate)
-        levels.append(max(level_dbfs(audio[s:s + n]) for s in starts))
-    return {"level_gate_dbfs": LEVEL_GATE_DBFS,
-            "danger_window_dbfs_p01": round(float(np.percentile(levels, 1)), 1) if levels else None,
-            "danger_window_dbfs_median": round(float(np.median(levels)), 1) if levels else None,
-            "clips": len(levels)}
 
 
 def durations(clips: dict[str, Clip]) -> dict[str, float]:
@@ -278,9 +258,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}-classes.joblib")
     model = class_model_onnx(final, plan, emb.x.shape[1],
                              None if head is None else head.shape[1])
-    gate = level_gate([c for c in clips if c.label == 1 and c.group != "synthetic"
-                       and not c.group.startswith("mix:")],
-                      window_seconds(manifest), sessions.sample_rate)
+    gate = {"level_gate_dbfs": LEVEL_GATE_DBFS, "rule": "the quietest synthetic noise negative"}
     spec = ClassSpec(tuple(plan.names), tuple(thresholds), CLASS_OUTPUT, tuple(plan.evidence),
                      gate["level_gate_dbfs"],
                      min_seconds=tuple(plan.persistence(n) for n in plan.names),
@@ -339,16 +317,6 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     return report
 
 
-def level_line(gate: dict[str, Any]) -> str:
-    """The build report's line on the level gate and how loud the real danger clips were."""
-    line = (f"Level gate {gate['level_gate_dbfs']} dBFS (the quietest synthetic noise "
-            "negative's level)")
-    if not gate.get("clips"):
-        return line + "."
-    return (f"{line}; the real danger clips' loudest windows: 1st percentile "
-            f"{gate['danger_window_dbfs_p01']}, median {gate['danger_window_dbfs_median']} dBFS.")
-
-
 def class_markdown(report: dict[str, Any]) -> str:
     cv = report["cv"]
     lines = [f"# edge-detect class model ({report['created']}, {report['backbone']})", "",
@@ -362,6 +330,7 @@ def class_markdown(report: dict[str, Any]) -> str:
               f"false alarms {at['false_alarms']}/{at['confusion'][0][0] + at['confusion'][0][1]}"
               f", AUC {at['roc_auc']:.4f}; class right for "
               f"{(cv['class_right_of_flagged_danger'] or 0):.3f} of flagged danger clips.",
-              level_line(report["level_gate"]),
+              f"Level gate {report['level_gate']['level_gate_dbfs']} dBFS (the quietest "
+              "synthetic noise negative's level).",
               f"classifier.onnx parity: {report['parity']['max_abs_diff']:.2e}.", ""]
     return "\n".join(lines)
