@@ -9,15 +9,18 @@ waveform itself when there is no front end graph. A window is the last
 ``streaming.window_chunks`` chunks: ``chunked`` windows concatenate their chunks' frame
 features along time and pool them (the backbone runs once per chunk); ``whole`` windows run the
 backbone once over their chunks' backbone inputs joined along time (the last axis, for a
-waveform and for a log-mel alike), so the front end still runs once per chunk.
+waveform and for a log-mel alike), so the front end still runs once per chunk; with a loudness
+gain (``streaming.gain_max_db``) ``gain.onnx`` raises the joined log-mel of a quiet window first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_runtime.loudness import GAIN_INPUTS, raise_db
 from edge_runtime.sessions import ModelSessions, run1
 
 if TYPE_CHECKING:
@@ -64,9 +67,21 @@ def chunk_frames(sessions: ModelSessions, chunks: np.ndarray, batch: int = 16) -
     return batched(sessions.backbone, backbone_inputs(sessions, chunks), batch)
 
 
-def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """One backbone pass over a window's chunks' backbone inputs → frames ``[T', D]``."""
-    return run1(sessions.backbone, join_inputs(inputs))[0]
+def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray],
+                  audio: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """One backbone pass over a window's chunks' backbone inputs → frames ``[T', D]``. With a
+    loudness gain (``sessions.gain``) the joined inputs are first raised as the window's
+    ``audio`` (its chunks) asks (:mod:`edge_runtime.loudness`)."""
+    joined = join_inputs(inputs)
+    if sessions.gain is not None:
+        if audio is None:
+            raise ValueError("a window with a loudness gain needs its audio")
+        streaming = sessions.manifest.streaming
+        db = raise_db(np.concatenate([np.reshape(a, -1) for a in audio]), sessions.sample_rate,
+                      streaming.gain_target_dbfs, streaming.gain_max_db)
+        joined = sessions.gain.run(None, {GAIN_INPUTS[0]: joined,
+                                          GAIN_INPUTS[1]: np.array([db], np.float32)})[0]
+    return run1(sessions.backbone, joined)[0]
 
 
 def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
@@ -76,11 +91,13 @@ def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
 
 
 def embed_window(sessions: ModelSessions, frames: np.ndarray | None,
-                 inputs: np.ndarray | list[np.ndarray] | None) -> np.ndarray:
+                 inputs: np.ndarray | list[np.ndarray] | None,
+                 audio: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
     """One window's ``[E]`` embedding: its chunks' frames pooled (``chunked``), or one backbone
-    pass over its chunks' backbone inputs (``whole``), as ``streaming.window_embedding`` says."""
+    pass over its chunks' backbone inputs (``whole``; ``audio``: its chunks, for the loudness
+    gain), as ``streaming.window_embedding`` says."""
     if sessions.window_embedding == "whole":
-        return pool_window(sessions, window_frames(sessions, inputs)[None])
+        return pool_window(sessions, window_frames(sessions, inputs, audio)[None])
     return pool_window(sessions, frames)
 
 
@@ -96,7 +113,8 @@ def embed_audio(sessions: ModelSessions, audio: np.ndarray,
     frames = None if whole else chunk_frames(sessions, chunks)
     spans = window_spans(len(chunks), sessions.window_chunks, hop_chunks)
     embeddings = np.stack([embed_window(sessions, None if whole else frames[s:e],
-                                        inputs[s:e] if whole else None) for s, e in spans])
+                                        inputs[s:e] if whole else None, chunks[s:e])
+                           for s, e in spans])
     return embeddings, spans
 
 

@@ -38,12 +38,15 @@ from edge_runtime.atomic import write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-detect-model"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 # Version 3 adds the ``frontend`` role (backbone.onnx then reads the front end's log-mel, not the
 # waveform): a manifest is written as 3 only when it lists one, so runtimes that know version 2
 # refuse it with one line instead of failing at the first chunk; other model dirs stay 2.
 FRONTEND_VERSION = 3
+# Version 4 adds the window loudness gain (``streaming.gain_max_db`` > 0, ``gain.onnx``): a
+# runtime that knew 3 would silently embed without it, so such a manifest is written as 4.
+GAIN_VERSION = 4
 VOLATILE = ("created", "export_seconds")  # format 1 only: now in .workbench/export.json
 WORKBENCH_DIR = ".workbench"  # inside a model dir: files the device never loads
 WORKBENCH_SECTION = "workbench"  # manifest section listing tracked workbench files
@@ -68,6 +71,8 @@ SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 EVIDENCE = ("trained", "audioset")
 WINDOW_EMBEDDINGS = ("chunked", "whole")
 LEVEL_GATE_RANGE = (-120.0, 0.0)
+GAIN_TARGET_RANGE = (-60.0, 0.0)  # streaming.gain_target_dbfs
+GAIN_MAX_RANGE = (0.0, 40.0)  # streaming.gain_max_db (0: no loudness gain)
 MIN_SECONDS_RANGE = (0.0, 60.0)  # classes.min_seconds (edge_runtime.persistence)
 
 
@@ -259,17 +264,26 @@ class Streaming(_Replace):
     """The backbone runs once per ``chunk_samples`` (the hop); a window is ``window_chunks``
     chunks, embedded by pooling its chunks' frames (``chunked``) or by one backbone pass over
     its audio (``whole``); ``chunk_decisions``: each chunk scored alone may decide too;
-    ``window_stride``: a window is scored every this many chunks (the decision interval)."""
+    ``window_stride``: a window is scored every this many chunks (the decision interval);
+    ``gain_max_db`` > 0 (``whole`` windows, ``gain.onnx``): each window is heard raised to
+    ``gain_target_dbfs`` by at most that many dB (:mod:`edge_runtime.loudness`)."""
 
     chunk_samples: int
     window_chunks: int
     window_embedding: str = "chunked"
     chunk_decisions: bool = True
     window_stride: int = 1
+    gain_target_dbfs: float = -20.0
+    gain_max_db: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     KNOWN = ("chunk_samples", "window_chunks", "window_embedding", "chunk_decisions",
-             "window_stride")
+             "window_stride", "gain_target_dbfs", "gain_max_db")
+
+    @property
+    def gain(self) -> bool:
+        """Whether windows are heard at a normalised loudness."""
+        return self.gain_max_db > 0
 
     @classmethod
     def parse(cls, f: _Fields, sample_rate: int) -> Streaming:
@@ -287,8 +301,13 @@ class Streaming(_Replace):
         if decide is not None and not isinstance(decide, bool):
             raise f.fail("chunk_decisions", f"must be true or false, got {_kind(decide)}")
         stride = f.integer("window_stride", 1, window, default=1)
+        target = f.number("gain_target_dbfs", *GAIN_TARGET_RANGE, required=False)
+        max_db = f.number("gain_max_db", *GAIN_MAX_RANGE, required=False) or 0.0
+        if max_db > 0 and mode != "whole":
+            raise f.fail("gain_max_db", "needs window_embedding 'whole' (a window's log-mel "
+                                        f"is what gain.onnx raises), got {mode!r}")
         return cls(chunk, window, mode, True if decide is None else decide, stride,
-                   f.rest(set(cls.KNOWN)))
+                   -20.0 if target is None else target, max_db, f.rest(set(cls.KNOWN)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"chunk_samples": self.chunk_samples,
@@ -299,6 +318,8 @@ class Streaming(_Replace):
             out["chunk_decisions"] = False
         if self.window_stride != 1:
             out["window_stride"] = self.window_stride
+        if self.gain:
+            out |= {"gain_target_dbfs": self.gain_target_dbfs, "gain_max_db": self.gain_max_db}
         return {**out, **self.extra}
 
 
@@ -478,6 +499,12 @@ class Manifest(_Replace):
         if "frontend" in files and version < FRONTEND_VERSION:
             raise files_f.fail("frontend", f"needs format_version {FRONTEND_VERSION} "
                                            f"(the manifest says {version})")
+        streaming = Streaming.parse(f.sub("streaming"), inp.sample_rate)
+        if streaming.gain and "gain" not in files:
+            raise files_f.fail("gain", "is missing (streaming.gain_max_db is set)")
+        if streaming.gain and version < GAIN_VERSION:
+            raise f.sub("streaming").fail("gain_max_db", f"needs format_version {GAIN_VERSION} "
+                                                         f"(the manifest says {version})")
         workbench = _file_entries(f.sub(WORKBENCH_SECTION)) if f.has(WORKBENCH_SECTION) else {}
         paths = [e.path for e in (*files.values(), *workbench.values())]
         if len(set(paths)) != len(paths):
@@ -486,7 +513,7 @@ class Manifest(_Replace):
         tools = f.obj("tools") or {}
         return cls(
             backbone=Backbone.parse(f.sub("backbone")), input=inp,
-            streaming=Streaming.parse(f.sub("streaming"), inp.sample_rate), files=files,
+            streaming=streaming, files=files,
             classifier=(ClassifierSpec.parse(f.sub("classifier"))
                         if f.has("classifier") else None),
             classes=ClassSpec.parse(f.sub("classes")) if f.has("classes") else None,
@@ -501,8 +528,10 @@ class Manifest(_Replace):
 
     @property
     def format_version(self) -> int:
-        """The version this manifest is written as: 3 when a front end graph is listed, else 2
-        (what older runtimes still read)."""
+        """The version this manifest is written as: 4 with a window loudness gain, 3 when a
+        front end graph is listed, else 2 (what older runtimes still read)."""
+        if self.streaming.gain:
+            return GAIN_VERSION
         return FRONTEND_VERSION if "frontend" in self.files else 2
 
     # writing

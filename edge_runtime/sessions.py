@@ -22,7 +22,7 @@ from edge_runtime.manifest import (
 
 log = logging.getLogger(__name__)
 
-GRAPH_ROLES = ("frontend", "backbone", "pooling", "head", "classifier")
+GRAPH_ROLES = ("frontend", "backbone", "pooling", "head", "classifier", "gain")
 DATA_SUFFIX = "_data"  # role of a graph's external initializers: backbone → backbone_data
 
 
@@ -47,6 +47,7 @@ class ModelSessions:
     frontend: ort.InferenceSession | None = None
     head: ort.InferenceSession | None = None
     classifier: ort.InferenceSession | None = None
+    gain: ort.InferenceSession | None = None  # streaming.gain_max_db > 0: a window's loudness
     labels: list[str] = field(default_factory=list)
 
     @property
@@ -123,6 +124,8 @@ def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
         sessions.frontend = opened("frontend")
     if "head" in files:
         sessions.head = opened("head")
+    if manifest.streaming.gain:
+        sessions.gain = opened("gain")
     if "labels" in files:
         sessions.labels = read_text_file(model_dir, manifest, "labels").splitlines()
     if with_classifier and "classifier" in files:

@@ -5,7 +5,8 @@ embedding pools the cached frame features of its last ``window_chunks`` chunks
 (``features.pool_window``). ``whole`` windows: each chunk's backbone input (its log-mel, when
 the model dir has a front end) is computed once and cached; a window runs the backbone once over
 its chunks' inputs joined (``features.window_frames``), and each chunk's share of those frames
-is pooled alone to place events in time. These are the very functions training uses, so
+is pooled alone to place events in time (with a loudness gain, the joined log-mels are first
+raised as the window's audio asks). These are the very functions training uses, so
 streamed embeddings equal ``features.embed_audio``.
 """
 
@@ -92,7 +93,7 @@ class FrameWindow:
 
     def _pool(self) -> Window:
         if self.whole:
-            frames = window_frames(self.sessions, list(self._features))
+            frames = window_frames(self.sessions, list(self._features), self._audio)
             embedding = pool_window(self.sessions, frames[None])
             shares = np.array_split(frames, len(self._features))  # each chunk's share in time
             chunk_embeddings = np.stack([pool_window(self.sessions, s[None]) if len(s)

@@ -16,6 +16,10 @@ Signal chain (eval mode, 32 kHz mono waveform in [-1, 1]):
 4. 128 Kaldi-style triangular mel filters, 0 Hz to 15 kHz (+ one zero column for the Nyquist bin),
 5. ``(log(mel + 1e-5) + 4.5) / 5``  ->  network input ``[B, 1, 128, T]``.
 
+``gain.onnx`` (:meth:`MN04Frames.gain_graph`) gives a window's log-mel as if its audio had been
+scaled by a gain: step 5 inverted, the mel power scaled, step 5 again; the daemon uses it to
+bring quiet windows to a set loudness (the manifest's ``streaming.gain_*``).
+
 For streaming the network is split into parts (see :func:`build_mn04_parts`): ``frames``
 (front end + conv trunk + mean over frequency; exported as two graphs, ``frontend`` and
 ``backbone``, see :meth:`MN04Frames.split`), ``pooling`` (mean over time) and ``head`` (MLP
@@ -29,11 +33,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from export.dft import RadixSTFT, frames_of
+from export.gain_graph import log_mel_gain_graph
 
 SAMPLE_RATE = 32_000
 N_FFT = 1024
@@ -44,6 +50,8 @@ F_MIN = 0.0
 F_MAX = SAMPLE_RATE // 2 - 2000 // 2  # 15 kHz, EfficientAT's eval-mode upper edge
 PREEMPHASIS = 0.97
 LOG_OFFSET = 1e-5
+LOG_SHIFT = 4.5  # network input = (log(mel + LOG_OFFSET) + LOG_SHIFT) / LOG_SCALE
+LOG_SCALE = 5.0
 NUM_CLASSES = 527
 WIDTH_MULT = 0.4
 BN_EPS = 1e-3
@@ -172,7 +180,7 @@ class LogMelFrontEnd(nn.Module):
         real, imag = self.stft(x)
         power = real * real + imag * imag
         mel = torch.matmul(self.mel_banks, power)
-        return (torch.log(mel + LOG_OFFSET) + 4.5) / 5.0
+        return (torch.log(mel + LOG_OFFSET) + LOG_SHIFT) / LOG_SCALE
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +355,11 @@ class MN04Frames(nn.Module):
     def split(self) -> tuple[nn.Module, nn.Module]:
         """``(front end, network)``: waveform -> log-mel, log-mel -> frames."""
         return self.front, self.network
+
+    @staticmethod
+    def gain_graph() -> onnx.ModelProto:
+        """``gain.onnx``: the front end's log-mel of audio scaled by ``gain_db``."""
+        return log_mel_gain_graph(LOG_OFFSET, LOG_SHIFT, LOG_SCALE, N_MELS)
 
     def forward(self, waveform: Tensor) -> Tensor:
         return self.network(self.front(waveform))

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 OPSET = 18
 WORKBENCH = WORKBENCH_DIR  # workbench-only files of a model dir; never deployed
 FILES = {"frontend": "frontend.onnx", "backbone": "backbone.onnx", "pooling": "pooling.onnx",
-         "head": "head.onnx"}
+         "head": "head.onnx", "gain": "gain.onnx"}
 
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "panns_inference", "torchlibrosa",
@@ -107,7 +107,8 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
 def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, float]:
     """Write backbone.onnx, pooling.onnx and head.onnx into ``out_dir`` — and frontend.onnx
     when the frames module splits into a front end and a network (``backbone.onnx`` then reads
-    the front end's output); return seconds each."""
+    the front end's output), gain.onnx when it has a ``gain_graph`` (the front end's output at
+    another loudness); return seconds each."""
     frames_m, pooling_m, head_m = parts
     batch = torch.export.Dim("batch", min=1, max=1024)
     samples = torch.export.Dim("samples", min=1, max=spec.sample_rate * 3600)
@@ -136,6 +137,9 @@ def export_parts(spec: BackboneSpec, parts: tuple, out_dir: Path) -> dict[str, f
         _export(module, example, out_dir / FILES[role], in_name, out_name, dyn)
         seconds[role] = round(time.perf_counter() - start, 2)
         log.info("exported %s in %.1f s", FILES[role], seconds[role])
+    if hasattr(frames_m, "gain_graph"):  # the front end's log-mel at another loudness
+        save_reproducible(frames_m.gain_graph(), out_dir / FILES["gain"])
+        seconds["gain"] = 0.0
     return seconds
 
 

@@ -101,6 +101,9 @@ def test_manifest_declares_classes_and_their_evidence(class_model: Path) -> None
     assert manifest.streaming.chunk_decisions is False
     assert manifest.streaming.window_stride == 2
     assert "frontend" in manifest.files  # log-mel once per chunk, its own graph
+    # quiet windows are heard raised toward -20 dBFS (by gain.onnx, at most 20 dB): format 4
+    assert (manifest.streaming.gain_target_dbfs, manifest.streaming.gain_max_db) == (-20.0, 20.0)
+    assert "gain" in manifest.files and manifest.format_version == 4
     assert manifest.classifier.trained_on["extras"] == ["extra"]
     report = json.loads((class_model / "report.json").read_text())
     assert report["parity"]["max_abs_diff"] < 1e-4  # classifier.onnx vs scikit-learn + numpy
@@ -199,6 +202,38 @@ def test_one_dog_in_a_30s_stream_is_one_dog_bark_event(class_model: Path, esc10_
     assert rec["class"] == "dog_bark"
     # the dog clip spans 10-15 s; its barks may stop before the clip does
     assert 9.0 <= rec["offset_start_s"] <= 11.0 and 11.5 <= rec["offset_end_s"] <= 16.0, rec
+
+
+def test_a_quiet_dog_is_heard_as_a_louder_one(class_model: Path, esc10_dir: Path) -> None:
+    """The loudness gain: an unseen dog played at -30 and at -38 dBFS (active level) reaches
+    the backbone at -20 dBFS both times (same window embedding to float32 rounding of the
+    gain graph: atol 1e-4 on the embedding), and both are dog_bark; a manifest claiming format 3
+    is refused, since a runtime that knew 3 would embed without the gain."""
+    from edge_runtime.features import embed_audio
+    from edge_runtime.loudness import active_power
+
+    detector = Detector(class_model, provider="cpu")
+    clip = sf.read(unseen(esc10_dir, "dog", 1)[0], dtype="float32")[0]
+    level = 10 * np.log10(active_power(clip, RATE))
+    at = {db: (clip * 10 ** ((db - level) / 20)).astype(np.float32) for db in (-30.0, -38.0)}
+    (loud,), _ = embed_audio(detector.sessions, at[-30.0])
+    (quiet,), _ = embed_audio(detector.sessions, at[-38.0])
+    np.testing.assert_allclose(quiet, loud, rtol=0, atol=1e-4)
+    for db, audio in at.items():
+        pred = detector.predict(audio)
+        assert (pred.label, pred.danger_class) == ("danger", "dog_bark"), (db, pred.probability)
+
+
+def test_a_gain_manifest_claiming_format_3_is_refused(class_model: Path, tmp_path: Path) -> None:
+    from edge_runtime.manifest import ManifestError
+
+    model = tmp_path / "model"
+    shutil.copytree(class_model, model)
+    data = json.loads((model / "manifest.json").read_text())
+    data["format_version"] = 3
+    (model / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"streaming\.gain_max_db needs format_version 4"):
+        load_manifest(model)
 
 
 def test_smoke_alarm_is_heard_zero_shot(class_model: Path, tmp_path: Path) -> None:

@@ -168,6 +168,12 @@ def classes(**changes: Any) -> Edit:
     return edit
 
 
+def streaming(**changes: Any) -> Edit:
+    def edit(_model: Path, data: dict[str, Any]) -> None:
+        data["streaming"] |= changes
+    return edit
+
+
 def whole(value: Any) -> Edit:
     def edit(model: Path, _data: dict[str, Any]) -> None:
         write(model, value)
@@ -266,6 +272,14 @@ TAMPERED: list[tuple[str, Edit, str]] = [
      "classes.min_seconds[0]"),
     ("classes-min-seconds-61", classes(min_seconds=[0.0, 61]), "classes.min_seconds[1]"),
     ("classes-min-seconds-text", classes(min_seconds=["6", 0]), "classes.min_seconds[0]"),
+    ("gain-max-41", streaming(window_embedding="whole", gain_max_db=41),
+     "streaming.gain_max_db must be a finite number in [0, 40], got 41.0"),
+    ("gain-target-text", streaming(gain_target_dbfs="-20"), "streaming.gain_target_dbfs"),
+    ("gain-target-positive", streaming(gain_target_dbfs=6), "streaming.gain_target_dbfs"),
+    ("gain-on-chunked-windows", streaming(gain_max_db=10),
+     "streaming.gain_max_db needs window_embedding 'whole'"),
+    ("gain-without-its-graph", streaming(window_embedding="whole", gain_max_db=10),
+     "files.gain is missing (streaming.gain_max_db is set)"),
     ("format-other", setter("format", "onnx-zoo"), "not an edge-detect manifest"),
     ("format-version-99", setter("format_version", 99), "newer than this runtime"),
     ("format-version-string", setter("format_version", "2"), "format_version"),

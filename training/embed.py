@@ -59,7 +59,7 @@ class Embeddings:
         return len(self.x)
 
 
-EMBEDDING_ROLES = ("frontend", "backbone", "pooling")  # the graphs an embedding passes
+EMBEDDING_ROLES = ("frontend", "backbone", "pooling", "gain")  # the graphs an embedding passes
 
 
 def embedding_model_id(sessions: ModelSessions) -> str:
@@ -70,7 +70,10 @@ def embedding_model_id(sessions: ModelSessions) -> str:
     pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
                                    for role in roles).encode()).hexdigest()
     mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
-    streaming = f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}{mode}"
+    spec = sessions.manifest.streaming
+    gain = f"/gain{spec.gain_target_dbfs:g}+{spec.gain_max_db:g}" if spec.gain else ""
+    streaming = (f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
+                 f"{mode}{gain}")
     return hashlib.sha256(f"{pairs}:{streaming}".encode()).hexdigest()
 
 
