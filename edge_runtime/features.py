@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_runtime.loudness import GAIN_INPUTS, raise_db
+from edge_runtime.loudness import GAIN_INPUTS, frame_powers, raise_db
 from edge_runtime.sessions import ModelSessions, run1
 
 if TYPE_CHECKING:
@@ -68,19 +68,19 @@ def chunk_frames(sessions: ModelSessions, chunks: np.ndarray, batch: int = 16) -
 
 
 def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray],
-                  audio: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
+                  powers: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """One backbone pass over a window's chunks' backbone inputs → frames ``[T', D]``. With a
     loudness gain (``sessions.gain``) the joined inputs are first raised as the window's
-    ``audio`` (its chunks) asks (:mod:`edge_runtime.loudness`)."""
+    chunks' frame ``powers`` (:func:`chunk_powers`) ask (:mod:`edge_runtime.loudness`)."""
     joined = join_inputs(inputs)
     if sessions.gain is not None:
-        if audio is None:
-            raise ValueError("a window with a loudness gain needs its audio")
+        if powers is None:
+            raise ValueError("a window with a loudness gain needs its chunks' frame powers")
         streaming = sessions.manifest.streaming
-        db = raise_db(np.concatenate([np.reshape(a, -1) for a in audio]), sessions.sample_rate,
-                      streaming.gain_target_dbfs, streaming.gain_max_db)
-        joined = sessions.gain.run(None, {GAIN_INPUTS[0]: joined,
-                                          GAIN_INPUTS[1]: np.array([db], np.float32)})[0]
+        db = raise_db(powers, streaming.gain_target_dbfs, streaming.gain_max_db)
+        log_mel, gain_db = GAIN_INPUTS
+        joined = sessions.gain.run(None, {log_mel: joined,
+                                          gain_db: np.array([db], np.float32)})[0]
     return run1(sessions.backbone, joined)[0]
 
 
@@ -90,14 +90,19 @@ def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
     return run1(sessions.pooling, stacked)[0]
 
 
+def chunk_powers(sessions: ModelSessions, chunk: np.ndarray) -> np.ndarray | None:
+    """A chunk's frame powers for the loudness gain (None when the model has no gain)."""
+    return None if sessions.gain is None else frame_powers(chunk, sessions.sample_rate)
+
+
 def embed_window(sessions: ModelSessions, frames: np.ndarray | None,
                  inputs: np.ndarray | list[np.ndarray] | None,
-                 audio: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
+                 powers: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """One window's ``[E]`` embedding: its chunks' frames pooled (``chunked``), or one backbone
-    pass over its chunks' backbone inputs (``whole``; ``audio``: its chunks, for the loudness
-    gain), as ``streaming.window_embedding`` says."""
+    pass over its chunks' backbone inputs (``whole``; ``powers``: its chunks' frame powers, for
+    the loudness gain), as ``streaming.window_embedding`` says."""
     if sessions.window_embedding == "whole":
-        return pool_window(sessions, window_frames(sessions, inputs, audio)[None])
+        return pool_window(sessions, window_frames(sessions, inputs, powers)[None])
     return pool_window(sessions, frames)
 
 
@@ -112,8 +117,10 @@ def embed_audio(sessions: ModelSessions, audio: np.ndarray,
     inputs = backbone_inputs(sessions, chunks) if whole else None
     frames = None if whole else chunk_frames(sessions, chunks)
     spans = window_spans(len(chunks), sessions.window_chunks, hop_chunks)
+    powers = [chunk_powers(sessions, c) for c in chunks] if whole else None
     embeddings = np.stack([embed_window(sessions, None if whole else frames[s:e],
-                                        inputs[s:e] if whole else None, chunks[s:e])
+                                        inputs[s:e] if whole else None,
+                                        powers[s:e] if whole else None)
                            for s, e in spans])
     return embeddings, spans
 

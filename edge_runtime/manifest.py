@@ -72,6 +72,7 @@ EVIDENCE = ("trained", "audioset")
 WINDOW_EMBEDDINGS = ("chunked", "whole")
 LEVEL_GATE_RANGE = (-120.0, 0.0)
 GAIN_TARGET_RANGE = (-60.0, 0.0)  # streaming.gain_target_dbfs
+GAIN_TARGET_DEFAULT = -20.0
 GAIN_MAX_RANGE = (0.0, 40.0)  # streaming.gain_max_db (0: no loudness gain)
 MIN_SECONDS_RANGE = (0.0, 60.0)  # classes.min_seconds (edge_runtime.persistence)
 
@@ -273,7 +274,7 @@ class Streaming(_Replace):
     window_embedding: str = "chunked"
     chunk_decisions: bool = True
     window_stride: int = 1
-    gain_target_dbfs: float = -20.0
+    gain_target_dbfs: float = GAIN_TARGET_DEFAULT
     gain_max_db: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -281,8 +282,8 @@ class Streaming(_Replace):
              "window_stride", "gain_target_dbfs", "gain_max_db")
 
     @property
-    def gain(self) -> bool:
-        """Whether windows are heard at a normalised loudness."""
+    def gain_on(self) -> bool:
+        """Whether quiet windows are heard raised (``gain_max_db`` > 0)."""
         return self.gain_max_db > 0
 
     @classmethod
@@ -302,12 +303,14 @@ class Streaming(_Replace):
             raise f.fail("chunk_decisions", f"must be true or false, got {_kind(decide)}")
         stride = f.integer("window_stride", 1, window, default=1)
         target = f.number("gain_target_dbfs", *GAIN_TARGET_RANGE, required=False)
-        max_db = f.number("gain_max_db", *GAIN_MAX_RANGE, required=False) or 0.0
+        max_db = f.number("gain_max_db", *GAIN_MAX_RANGE, required=False)
+        max_db = 0.0 if max_db is None else max_db
         if max_db > 0 and mode != "whole":
             raise f.fail("gain_max_db", "needs window_embedding 'whole' (a window's log-mel "
                                         f"is what gain.onnx raises), got {mode!r}")
         return cls(chunk, window, mode, True if decide is None else decide, stride,
-                   -20.0 if target is None else target, max_db, f.rest(set(cls.KNOWN)))
+                   GAIN_TARGET_DEFAULT if target is None else target, max_db,
+                   f.rest(set(cls.KNOWN)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"chunk_samples": self.chunk_samples,
@@ -318,7 +321,7 @@ class Streaming(_Replace):
             out["chunk_decisions"] = False
         if self.window_stride != 1:
             out["window_stride"] = self.window_stride
-        if self.gain:
+        if self.gain_on:
             out |= {"gain_target_dbfs": self.gain_target_dbfs, "gain_max_db": self.gain_max_db}
         return {**out, **self.extra}
 
@@ -499,12 +502,17 @@ class Manifest(_Replace):
         if "frontend" in files and version < FRONTEND_VERSION:
             raise files_f.fail("frontend", f"needs format_version {FRONTEND_VERSION} "
                                            f"(the manifest says {version})")
-        streaming = Streaming.parse(f.sub("streaming"), inp.sample_rate)
-        if streaming.gain and "gain" not in files:
-            raise files_f.fail("gain", "is missing (streaming.gain_max_db is set)")
-        if streaming.gain and version < GAIN_VERSION:
-            raise f.sub("streaming").fail("gain_max_db", f"needs format_version {GAIN_VERSION} "
-                                                         f"(the manifest says {version})")
+        streaming_f = f.sub("streaming")
+        streaming = Streaming.parse(streaming_f, inp.sample_rate)
+        if streaming.gain_on:
+            for role, why in (("gain", "is missing (streaming.gain_max_db is set)"),
+                              ("frontend", "is missing (streaming.gain_max_db raises the front "
+                                           "end's log-mel)")):
+                if role not in files:
+                    raise files_f.fail(role, why)
+            if version < GAIN_VERSION:
+                raise streaming_f.fail("gain_max_db", f"needs format_version {GAIN_VERSION} "
+                                                      f"(the manifest says {version})")
         workbench = _file_entries(f.sub(WORKBENCH_SECTION)) if f.has(WORKBENCH_SECTION) else {}
         paths = [e.path for e in (*files.values(), *workbench.values())]
         if len(set(paths)) != len(paths):
@@ -530,7 +538,7 @@ class Manifest(_Replace):
     def format_version(self) -> int:
         """The version this manifest is written as: 4 with a window loudness gain, 3 when a
         front end graph is listed, else 2 (what older runtimes still read)."""
-        if self.streaming.gain:
+        if self.streaming.gain_on:
             return GAIN_VERSION
         return FRONTEND_VERSION if "frontend" in self.files else 2
 

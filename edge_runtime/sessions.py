@@ -124,7 +124,7 @@ def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
         sessions.frontend = opened("frontend")
     if "head" in files:
         sessions.head = opened("head")
-    if manifest.streaming.gain:
+    if manifest.streaming.gain_on:
         sessions.gain = opened("gain")
     if "labels" in files:
         sessions.labels = read_text_file(model_dir, manifest, "labels").splitlines()

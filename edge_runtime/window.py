@@ -6,7 +6,7 @@ embedding pools the cached frame features of its last ``window_chunks`` chunks
 the model dir has a front end) is computed once and cached; a window runs the backbone once over
 its chunks' inputs joined (``features.window_frames``), and each chunk's share of those frames
 is pooled alone to place events in time (with a loudness gain, the joined log-mels are first
-raised as the window's audio asks). These are the very functions training uses, so
+raised as its chunks' frame powers ask). These are the very functions training uses, so
 streamed embeddings equal ``features.embed_audio``.
 """
 
@@ -21,6 +21,7 @@ from edge_runtime.classes import mean_square
 from edge_runtime.features import (
     backbone_inputs,
     chunk_frames,
+    chunk_powers,
     embed_window,
     pool_window,
     window_frames,
@@ -64,6 +65,7 @@ class FrameWindow:
         self._chunk_embeddings: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self._audio: deque[np.ndarray] = deque(maxlen=self.window_chunks)
         self._powers: deque[float] = deque(maxlen=self.window_chunks)
+        self._frame_powers: deque[np.ndarray | None] = deque(maxlen=self.window_chunks)
         self.chunks_seen = 0
 
     def add(self, chunk: np.ndarray) -> Window | None:
@@ -74,6 +76,7 @@ class FrameWindow:
         self._powers.append(mean_square(chunk))
         if self.whole:
             self._features.append(backbone_inputs(self.sessions, chunk[None])[0])
+            self._frame_powers.append(chunk_powers(self.sessions, chunk))
         else:
             frames = chunk_frames(self.sessions, chunk[None])[0]
             self._features.append(frames)
@@ -93,7 +96,8 @@ class FrameWindow:
 
     def _pool(self) -> Window:
         if self.whole:
-            frames = window_frames(self.sessions, list(self._features), self._audio)
+            frames = window_frames(self.sessions, list(self._features),
+                                   list(self._frame_powers))
             embedding = pool_window(self.sessions, frames[None])
             shares = np.array_split(frames, len(self._features))  # each chunk's share in time
             chunk_embeddings = np.stack([pool_window(self.sessions, s[None]) if len(s)

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_runtime.loudness import GAIN_INPUTS, active_power, raise_db
+from edge_runtime.loudness import GAIN_INPUTS, active_power, frame_powers, raise_db
 
 RATE = 32_000
 
@@ -22,7 +22,7 @@ def sine(dbfs: float, seconds: float = 5.0) -> np.ndarray:
                                          (-20.0, 0.0), (-6.0, 0.0)])
 def test_quiet_windows_are_raised_toward_the_target_and_loud_ones_never_lowered(
         level: float, gain: float) -> None:
-    assert raise_db(sine(level), RATE, -20.0, 20.0) == pytest.approx(gain, abs=0.01)
+    assert raise_db(frame_powers(sine(level), RATE), -20.0, 20.0) == pytest.approx(gain, abs=0.01)
 
 
 def test_a_short_sound_is_measured_by_itself_not_by_the_quiet_room() -> None:
@@ -31,9 +31,11 @@ def test_a_short_sound_is_measured_by_itself_not_by_the_quiet_room() -> None:
     bark[RATE: RATE + RATE // 2] = sine(-24.0, 0.5)  # 0.5 s of a 5 s window
     # its loudest 20 % of 50 ms frames: half the bark, half the room → about -27 dBFS
     assert 10 * np.log10(active_power(bark, RATE)) == pytest.approx(-27.0, abs=0.1)
-    assert raise_db(bark, RATE, -20.0, 20.0) == pytest.approx(7.0, abs=0.1)
-    assert raise_db(np.zeros(RATE, np.float32), RATE, -20.0, 20.0) == 20.0  # silence
-    assert raise_db(sine(-20.0, 0.01), RATE, -20.0, 20.0) == pytest.approx(0.0, abs=0.01)
+    assert raise_db(frame_powers(bark, RATE), -20.0, 20.0) == pytest.approx(7.0, abs=0.1)
+    assert raise_db(frame_powers(np.zeros(RATE, np.float32), RATE), -20.0, 20.0) == 20.0
+    assert raise_db([], -20.0, 20.0) == 20.0  # nothing heard: raised as silence
+    short = frame_powers(sine(-20.0, 0.01), RATE)  # under one 50 ms frame: one frame
+    assert short.size == 1 and raise_db(short, -20.0, 20.0) == pytest.approx(0.0, abs=0.01)
 
 
 @pytest.mark.parametrize("gain_db", [0.0, 6.0, 20.0])
@@ -57,3 +59,23 @@ def test_gain_graph_equals_the_front_end_on_scaled_audio(gain_db: float) -> None
                              GAIN_INPUTS[1]: np.array([gain_db], np.float32)})[0]
     assert got.shape == log_mel.shape
     np.testing.assert_allclose(got, scaled.numpy(), rtol=0, atol=1e-4)
+
+
+def test_int8_calibration_chunks_are_raised_as_the_device_raises_windows(tmp_path) -> None:
+    """training.quantize calibrates the backbone on what it will read: a -40 dBFS chunk's
+    log-mel raised by +20 dB, a -10 dBFS one left as it is (atol 1e-4, as above)."""
+    import onnx
+    import torch
+
+    from export.mn04 import LogMelFrontEnd, MN04Frames
+    from training.quantize import raised
+
+    graph = tmp_path / "gain.onnx"
+    onnx.save(MN04Frames.gain_graph(), str(graph))
+    audio = np.stack([sine(-40.0, 1.0), sine(-10.0, 1.0)])
+    front = LogMelFrontEnd().eval()
+    with torch.no_grad():
+        log_mels = front(torch.from_numpy(audio)).numpy()
+        expected = front(torch.from_numpy(audio * np.float32([[10.0], [1.0]]))).numpy()
+    got = raised(log_mels, audio, RATE, graph, -20.0, 20.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)

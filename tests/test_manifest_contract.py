@@ -174,6 +174,13 @@ def streaming(**changes: Any) -> Edit:
     return edit
 
 
+def gain_over_the_waveform(model: Path, data: dict[str, Any]) -> None:
+    """A gain graph listed, but the backbone reads the waveform: nothing to raise."""
+    shutil.copy(model / data["files"]["pooling"]["path"], model / "gain.onnx")
+    data["files"]["gain"] = file_entry(model, "gain.onnx").to_dict()
+    data["streaming"] |= {"window_embedding": "whole", "gain_max_db": 10}
+
+
 def whole(value: Any) -> Edit:
     def edit(model: Path, _data: dict[str, Any]) -> None:
         write(model, value)
@@ -272,7 +279,7 @@ TAMPERED: list[tuple[str, Edit, str]] = [
      "classes.min_seconds[0]"),
     ("classes-min-seconds-61", classes(min_seconds=[0.0, 61]), "classes.min_seconds[1]"),
     ("classes-min-seconds-text", classes(min_seconds=["6", 0]), "classes.min_seconds[0]"),
-    ("gain-max-41", streaming(window_embedding="whole", gain_max_db=41),
+    ("gain-max-41", streaming(gain_max_db=41),
      "streaming.gain_max_db must be a finite number in [0, 40], got 41.0"),
     ("gain-target-text", streaming(gain_target_dbfs="-20"), "streaming.gain_target_dbfs"),
     ("gain-target-positive", streaming(gain_target_dbfs=6), "streaming.gain_target_dbfs"),
@@ -280,6 +287,8 @@ TAMPERED: list[tuple[str, Edit, str]] = [
      "streaming.gain_max_db needs window_embedding 'whole'"),
     ("gain-without-its-graph", streaming(window_embedding="whole", gain_max_db=10),
      "files.gain is missing (streaming.gain_max_db is set)"),
+    ("gain-without-a-front-end", gain_over_the_waveform,
+     "files.frontend is missing (streaming.gain_max_db raises the front end's log-mel)"),
     ("format-other", setter("format", "onnx-zoo"), "not an edge-detect manifest"),
     ("format-version-99", setter("format_version", 99), "newer than this runtime"),
     ("format-version-string", setter("format_version", "2"), "format_version"),

@@ -99,7 +99,7 @@ def set_streaming(out: Path, backbone: str) -> Manifest:
     """Write the class model's window embedding, loudness gain and decision rule into the
     manifest."""
     manifest = load_manifest(out)
-    target, max_db = WINDOW_GAIN.get(backbone, (-20.0, 0.0))
+    target, max_db = WINDOW_GAIN.get(backbone, (manifest.streaming.gain_target_dbfs, 0.0))
     if max_db > 0 and "gain" not in manifest.files:
         raise ValueError(f"{out}: no gain.onnx for the {backbone} window loudness gain "
                          "(export the model dir again)")

@@ -59,19 +59,20 @@ class Embeddings:
         return len(self.x)
 
 
-EMBEDDING_ROLES = ("frontend", "backbone", "pooling", "gain")  # the graphs an embedding passes
+EMBEDDING_ROLES = ("frontend", "backbone", "pooling")  # the graphs an embedding passes (+ gain)
 
 
 def embedding_model_id(sessions: ModelSessions) -> str:
     """Id of what shapes an embedding: front end + backbone + pooling sha256 (with their
-    external weights) and the streaming settings."""
+    external weights; + the gain graph when windows are raised) and the streaming settings."""
     files = sessions.manifest.files
-    roles = sorted(r for r in files if r.removesuffix("_data") in EMBEDDING_ROLES)
+    spec = sessions.manifest.streaming
+    shaping = EMBEDDING_ROLES + (("gain",) if spec.gain_on else ())
+    roles = sorted(r for r in files if r.removesuffix("_data") in shaping)
     pairs = hashlib.sha256("".join(f"{role}={files[role].sha256}\n"
                                    for role in roles).encode()).hexdigest()
     mode = "" if sessions.window_embedding == "chunked" else f"/{sessions.window_embedding}"
-    spec = sessions.manifest.streaming
-    gain = f"/gain{spec.gain_target_dbfs:g}+{spec.gain_max_db:g}" if spec.gain else ""
+    gain = f"/gain{spec.gain_target_dbfs:g}+{spec.gain_max_db:g}" if spec.gain_on else ""
     streaming = (f"{sessions.chunk_samples}/{sessions.window_chunks}/{sessions.sample_rate}"
                  f"{mode}{gain}")
     return hashlib.sha256(f"{pairs}:{streaming}".encode()).hexdigest()

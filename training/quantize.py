@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, to_chunks
+from edge_runtime.loudness import GAIN_INPUTS, frame_powers, raise_db
 from edge_runtime.manifest import Manifest, data_name, file_entry, load_manifest
 from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.sessions import data_role, load_sessions
@@ -181,13 +182,32 @@ def split_files(files: Sequence[Path], n_calib: int, n_check: int,
     return calib, check
 
 
+def raised(log_mels: np.ndarray, audio: np.ndarray, sample_rate: int, graph: Path,
+           target_dbfs: float, max_db: float) -> np.ndarray:
+    """Each chunk's log-mel ``[n, mels, T]`` raised by ``gain.onnx`` as its audio ``[n, S]``
+    asks (:func:`edge_runtime.loudness.raise_db` of its frame powers)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    db = np.array([raise_db(frame_powers(a, sample_rate), target_dbfs, max_db) for a in audio],
+                  np.float32)
+    log_mel, gain_db = GAIN_INPUTS
+    return np.concatenate([sess.run(None, {log_mel: log_mels[i : i + 64],
+                                           gain_db: db[i : i + 64]})[0]
+                           for i in range(0, len(log_mels), 64)])
+
+
 class ChunkReader(CalibrationDataReader):
-    """Feeds the backbone's input exactly as the device does: batches of 1 s chunks."""
+    """Feeds the backbone's input as the device does: batches of 1 s chunks (their log-mels
+    raised as the device raises a window, where the model has a loudness gain)."""
 
     def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
                  input_name: str = "waveform", batch: int = 8,
-                 frontend: Path | None = None) -> None:
-        """``frontend``: the model dir's front end graph; the backbone then reads its output."""
+                 frontend: Path | None = None,
+                 gain: tuple[Path, float, float] | None = None) -> None:
+        """``frontend``: the model dir's front end graph; the backbone then reads its output.
+        ``gain``: ``(gain.onnx, target dBFS, most dB)`` of a model whose windows are raised
+        (:mod:`edge_runtime.loudness`); each chunk is raised as a window of it would be."""
         chunks = []
         for path in tqdm(files, desc="calibration audio", unit="file", leave=False):
             audio = readable(path, sample_rate)
@@ -202,8 +222,11 @@ class ChunkReader(CalibrationDataReader):
 
             sess = ort.InferenceSession(str(frontend), providers=["CPUExecutionProvider"])
             name = sess.get_inputs()[0].name
-            self.chunks = np.concatenate([sess.run(None, {name: self.chunks[i : i + 64]})[0]
-                                          for i in range(0, len(self.chunks), 64)])
+            audio = self.chunks
+            self.chunks = np.concatenate([sess.run(None, {name: audio[i : i + 64]})[0]
+                                          for i in range(0, len(audio), 64)])
+            if gain is not None:
+                self.chunks = raised(self.chunks, audio, sample_rate, *gain)
         self.input_name = input_name
         self.batch = batch
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
@@ -477,7 +500,11 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
         backbone_input = onnx.load(str(src), load_external_data=False).graph.input[0].name
-        reader = ChunkReader(calib, sr, chunk_samples, backbone_input, frontend=frontend)
+        spec = manifest.streaming
+        gain = ((manifest.path(model_dir, "gain"), spec.gain_target_dbfs, spec.gain_max_db)
+                if spec.gain_on else None)
+        reader = ChunkReader(calib, sr, chunk_samples, backbone_input, frontend=frontend,
+                             gain=gain)
         rewrites = quantize_backbone(src, tmp / manifest.files["backbone"].path, reader, exclude)
         pooling = manifest.files["pooling"].path
         pooled = quantize_pooling(manifest.path(model_dir, "pooling"), tmp / pooling)
