@@ -48,6 +48,7 @@ def job(model_dir: Path, budget_s: float) -> dict[str, Any]:
         out.setdefault("window_embedding", sessions.window_embedding)
         out.setdefault("window_stride", sessions.window_stride)
         out.setdefault("frontend_graph", sessions.frontend is not None)
+        out.setdefault("gain_graph", sessions.gain is not None)
         run, hop_s = engines.daemon_hop_runner(sessions)
         times, others = measure(lambda run=run: run(None), budget, quiet_cores=None)
         row = stats(times, hop_s, 1)
@@ -93,9 +94,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         ratio = r["ratio_to_first_1_thread"]
         lines.append(f"| {Path(r['model']).name} | {'yes' if r['classes'] else 'no'} | "
                      f"{r['window_embedding']}, every {r.get('window_stride', 1)} chunk(s)"
-                     f"{', frontend.onnx' if r.get('frontend_graph') else ''} | "
+                     f"{', frontend.onnx' if r.get('frontend_graph') else ''}"
+                     f"{', gain.onnx' if r.get('gain_graph') else ''} | "
                      f"{one:.2f} | {default:.2f} | {ratio:.2f}× | "
                      f"{r['peak_rss_mb']:.0f} | {r['resident_mb']:.0f} |")
+    lines += ["", "ms columns: each model's median over the rounds; \"vs first\": the median of "
+              "its per-round ratios to the first model (a busy round moves both sides)."]
     return "\n".join(lines) + "\n"
 
 

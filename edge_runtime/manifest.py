@@ -7,9 +7,10 @@ The manifest is the only thing the workbench (``export/``, ``training/``) and th
 allocate gigabytes, and every listed file must lie inside the model dir (no ``..``, no absolute
 path, no symlink leading out) and match its sha256 and size before it is loaded.
 
-Format versions: 2 (written now) adds the optional ``classes`` section, stores only the name of
-the training data folder, and defines the model id over the whole manifest; version 1 is read
-and upgraded in memory.
+Format versions: 2 adds the optional ``classes`` section, stores only the name of the training
+data folder, and defines the model id over the whole manifest; 3 adds the ``frontend`` graph; 4
+the window loudness gain (``gain.onnx``, ``streaming.gain_*``). A manifest is written as the
+lowest version that holds it; version 1 is read and upgraded in memory.
 
 The model id (:meth:`Manifest.model_id`) is the sha256 of the canonical JSON of the manifest
 (sorted keys, no whitespace) without the volatile fields :data:`VOLATILE` (when and how fast it
@@ -264,10 +265,10 @@ class InputSpec(_Replace):
 class Streaming(_Replace):
     """The backbone runs once per ``chunk_samples`` (the hop); a window is ``window_chunks``
     chunks, embedded by pooling its chunks' frames (``chunked``) or by one backbone pass over
-    its audio (``whole``); ``chunk_decisions``: each chunk scored alone may decide too;
-    ``window_stride``: a window is scored every this many chunks (the decision interval);
-    ``gain_max_db`` > 0 (``whole`` windows, ``gain.onnx``): each window is heard raised to
-    ``gain_target_dbfs`` by at most that many dB (:mod:`edge_runtime.loudness`)."""
+    its chunks' cached backbone inputs (``whole``); ``chunk_decisions``: each chunk scored alone
+    may decide too; ``window_stride``: a window is scored every this many chunks (the decision
+    interval); ``gain_max_db`` > 0 (``whole`` windows, ``gain.onnx``): each window is heard
+    raised toward ``gain_target_dbfs`` by at most that many dB (:mod:`edge_runtime.loudness`)."""
 
     chunk_samples: int
     window_chunks: int

@@ -10,7 +10,8 @@ from benchmarks.class_cost import combine, markdown
 
 def run(model: str, one: float, default: float, rss: float) -> dict:
     return {"model": model, "classes": model == "class", "window_embedding": "whole",
-            "window_stride": 2, "frontend_graph": True, "peak_rss_mb": rss, "resident_mb": rss,
+            "window_stride": 2, "frontend_graph": True, "gain_graph": model == "class",
+            "peak_rss_mb": rss, "resident_mb": rss,
             "hop": [{"threads": 1, "ms_per_audio_s": one},
                     {"threads": "default", "ms_per_audio_s": default}]}
 
@@ -28,5 +29,7 @@ def test_rounds_give_medians_and_the_median_of_per_round_ratios() -> None:
     assert cls["ratio_to_first_1_thread"] == pytest.approx(1.2)
     assert binary["ratio_to_first_1_thread"] == 1.0
     assert cls["peak_rss_mb"] == 92 and binary["peak_rss_mb"] == 84
-    assert "| class | yes | whole, every 2 chunk(s), frontend.onnx | 2.40 | 3.00 | 1.20× | 92 |" \
-        in markdown([binary, cls])
+    table = markdown([binary, cls])
+    assert ("| class | yes | whole, every 2 chunk(s), frontend.onnx, gain.onnx | 2.40 | 3.00 | "
+            "1.20× | 92 |") in table
+    assert "| binary | no | whole, every 2 chunk(s), frontend.onnx | 2.20 |" in table

@@ -17,7 +17,7 @@ from edge_runtime.manifest import Manifest, load_manifest, sha256_file
 from export.reproducible import save_reproducible, strip_debug
 
 EXPORT_ROLES = ("frontend", "frontend_data", "backbone", "backbone_data", "pooling",
-                "pooling_data", "head", "head_data", "labels")
+                "pooling_data", "head", "head_data", "gain", "labels")
 
 
 def export_files(manifest: Manifest) -> dict:

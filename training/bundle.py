@@ -2,7 +2,8 @@
 
 A model dir holds two kinds of files. The manifest's ``files`` are what the device loads
 (:data:`edge_runtime.sessions.DEVICE_ROLES`: front end, backbone, pooling, head, loudness
-gain, classifier and labels);
+gain, classifier and labels; every mn04 export lists ``gain.onnx``, loaded only by models whose
+windows are raised);
 everything else is the workbench's: ``.workbench/`` (``end_to_end.onnx``, the embedding cache,
 the fitted pipeline's joblib, ``export.json``) and the build's reports and plots. Workbench
 ONNX files the manifest tracks are listed in its separate ``workbench`` section.

@@ -198,8 +198,8 @@ def raised(log_mels: np.ndarray, audio: np.ndarray, sample_rate: int, graph: Pat
 
 
 class ChunkReader(CalibrationDataReader):
-    """Feeds the backbone's input as the device does: batches of 1 s chunks (their log-mels
-    raised as the device raises a window, where the model has a loudness gain)."""
+    """Feeds the backbone's input as the device does: batches of 1 s chunks (where the model
+    has a loudness gain, each chunk's log-mel raised as a window of it would be)."""
 
     def __init__(self, files: Sequence[Path], sample_rate: int, chunk_samples: int,
                  input_name: str = "waveform", batch: int = 8,
