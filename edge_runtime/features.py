@@ -77,7 +77,7 @@ def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray]
         if powers is None:
             raise ValueError("a window with a loudness gain needs its chunks' frame powers")
         streaming = sessions.manifest.streaming
-        db = raise_db(powers, streaming.gain_target_dbfs, streaming.gain_max_db)
+        db = raise_db(np.concatenate(powers), streaming.gain_target_dbfs, streaming.gain_max_db)
         log_mel, gain_db = GAIN_INPUTS
         joined = sessions.gain.run(None, {log_mel: joined,
                                           gain_db: np.array([db], np.float32)})[0]

@@ -34,10 +34,9 @@ def frame_powers(signal: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.einsum("ij,ij->i", grid, grid, dtype=np.float64) / n
 
 
-def loudest_power(powers: np.ndarray | Sequence[np.ndarray]) -> float:
+def loudest_power(powers: np.ndarray | Sequence[float]) -> float:
     """Mean of the loudest ``ACTIVE_SHARE`` of frame powers (0 for none)."""
-    parts = powers if isinstance(powers, Sequence) else [powers]
-    p = np.concatenate([np.reshape(np.asarray(a, np.float64), -1) for a in parts] or [[]])
+    p = np.asarray(powers, np.float64).reshape(-1)
     if not p.size:
         return 0.0
     top = max(1, int(math.ceil(ACTIVE_SHARE * p.size)))
@@ -49,10 +48,9 @@ def active_power(signal: np.ndarray, sample_rate: int) -> float:
     return loudest_power(frame_powers(signal, sample_rate))
 
 
-def raise_db(powers: np.ndarray | Sequence[np.ndarray], target_dbfs: float,
-             max_db: float) -> float:
-    """Gain in dB (0 … ``max_db``) that brings a window whose frame powers are ``powers`` (its
-    chunks', oldest first) up to ``target_dbfs``; digital silence gets ``max_db``."""
+def raise_db(powers: np.ndarray | Sequence[float], target_dbfs: float, max_db: float) -> float:
+    """Gain in dB (0 … ``max_db``) that brings a window whose frame powers are ``powers`` up to
+    ``target_dbfs``; digital silence gets ``max_db``."""
     power = loudest_power(powers)
     if power <= 0.0:
         return float(max_db)

@@ -61,7 +61,7 @@ def test_gain_graph_equals_the_front_end_on_scaled_audio(gain_db: float) -> None
     np.testing.assert_allclose(got, scaled.numpy(), rtol=0, atol=1e-4)
 
 
-def test_int8_calibration_chunks_are_raised_as_the_device_raises_windows(tmp_path) -> None:
+def test_int8_calibration_chunks_are_each_raised_by_their_own_level(tmp_path) -> None:
     """training.quantize calibrates the backbone on what it will read: a -40 dBFS chunk's
     log-mel raised by +20 dB, a -10 dBFS one left as it is (atol 1e-4, as above)."""
     import onnx
