@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime import audio as audio_io
 from edge_runtime.classes import DECISION_THRESHOLD, dbfs
-from edge_runtime.features import embed_offline
+from edge_runtime.features import embed_offline, heard_audio
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.persistence import Persistence, hold
@@ -230,13 +230,15 @@ class Detector:
         on, but the AudioSet head was trained on whole clips: on streamed embeddings its tags
         are worse (mn04, ESC-10 dogs: "Dog"/"Bark" in the top 5 for 0.80 of clips streamed vs
         0.975 whole-window). So tags — only for the windows that explain an event — get their
-        own pass, a few per event.
+        own pass, a few per event — on the window as the model heard it (raised by the
+        loudness gain, where the model has one: the tags describe what decided).
         """
         if not self.scorer.has_tags or len(audio) == 0:
             return []
         if isinstance(audio, tuple):
             audio = np.concatenate(audio)
-        return self.scorer.tags(embed_offline(self.sessions, audio), top)
+        return self.scorer.tags(embed_offline(self.sessions, heard_audio(self.sessions, audio)),
+                                top)
 
     def predict(self, audio: str | os.PathLike[str] | np.ndarray,
                 sample_rate: int | None = None) -> Prediction:

@@ -84,6 +84,17 @@ def window_frames(sessions: ModelSessions, inputs: np.ndarray | list[np.ndarray]
     return run1(sessions.backbone, joined)[0]
 
 
+def heard_audio(sessions: ModelSessions, audio: np.ndarray) -> np.ndarray:
+    """A window's audio as the model hears it: scaled by its loudness gain where the model has
+    one (what ``gain.onnx`` does to its log-mel), else unchanged."""
+    if sessions.gain is None:
+        return audio
+    streaming = sessions.manifest.streaming
+    db = raise_db(frame_powers(audio, sessions.sample_rate), streaming.gain_target_dbfs,
+                  streaming.gain_max_db)
+    return (np.asarray(audio, np.float32) * np.float32(10 ** (db / 20))).astype(np.float32)
+
+
 def pool_window(sessions: ModelSessions, frames: np.ndarray) -> np.ndarray:
     """Pool ``[chunks, frames_per_chunk, D]`` (one window) into a ``[E]`` embedding."""
     stacked = frames.reshape(1, -1, frames.shape[-1])

@@ -210,7 +210,8 @@ def test_one_dog_in_a_30s_stream_is_one_dog_bark_event(class_model: Path, esc10_
 def test_a_quiet_dog_is_heard_as_a_louder_one(class_model: Path, esc10_dir: Path) -> None:
     """The loudness gain: an unseen dog played at -30 and at -38 dBFS (active level) reaches
     the backbone at -20 dBFS both times (same window embedding to float32 rounding of the
-    gain graph: atol 1e-4 on the embedding), and both are dog_bark."""
+    gain graph: atol 1e-4 on the embedding), both are dog_bark, and both windows' "why" tags
+    (AudioSet head scores) agree to 1e-3."""
     from edge_runtime.features import embed_audio
     from edge_runtime.loudness import active_power
 
@@ -221,6 +222,11 @@ def test_a_quiet_dog_is_heard_as_a_louder_one(class_model: Path, esc10_dir: Path
     (loud,), _ = embed_audio(detector.sessions, at[-30.0])
     (quiet,), _ = embed_audio(detector.sessions, at[-38.0])
     np.testing.assert_allclose(quiet, loud, rtol=0, atol=1e-4)
+    # an event's "why" tags describe the window as it was heard, raised: the same for both
+    tags = {db: detector.describe(audio) for db, audio in at.items()}
+    assert [t for t, _ in tags[-38.0]] == [t for t, _ in tags[-30.0]], tags
+    np.testing.assert_allclose([s for _, s in tags[-38.0]], [s for _, s in tags[-30.0]],
+                               rtol=0, atol=1e-3)
     for db, audio in at.items():
         pred = detector.predict(audio)
         assert (pred.label, pred.danger_class) == ("danger", "dog_bark"), (db, pred.probability)
