@@ -230,6 +230,9 @@ def from_array(array: np.ndarray, sample_rate: int | None, target_rate: int) -> 
                          "[samples, channels] with at least one sample")
     if array.dtype.kind not in "iuf":
         raise AudioError(f"array of dtype {array.dtype}: expected integer or float PCM")
+    if array.ndim == 2 and array.shape[1] > MAX_CHANNELS:
+        raise AudioError(f"array of shape {array.shape}: more than {MAX_CHANNELS} channels; "
+                         "a channel-first array wants .T ([samples, channels])")
     mono, _ = scrub(to_mono(int_to_float(array)))
     rate = int(sample_rate or target_rate)
     if rate <= 0:

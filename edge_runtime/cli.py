@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from edge_runtime import atomic, service
 from edge_runtime import config as cfg
+from edge_runtime import service
 from edge_runtime.audio import AudioError
 from edge_runtime.events import EventConfig
 from edge_runtime.manifest import ManifestError
@@ -167,10 +167,8 @@ def run(opts: dict[str, Any]) -> int:
              "(off %.2f)%s; model %s", detector.provider, detector.hop_s, detector.window_s,
              detector.stride_s, events.threshold, events.off, scaled, detector.model_id)
     shared: list[Any] = [ConsoleSink()]
-    if opts["events"]:
-        if opts["once"]:  # a batch job: re-running it gives the same file, not duplicates
-            atomic.write_text(opts["events"], "")
-        shared.append(JsonlSink(opts["events"]))
+    if opts["events"]:  # --once, a batch job: re-running it gives the same file, not duplicates
+        shared.append(JsonlSink(opts["events"], fresh=opts["once"]))
     if opts["notify"]:
         from edge_runtime.notify import Notifier
 
@@ -247,9 +245,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (*EXPECTED, MicError) as exc:
-        click.echo(f"edge-detect: error: {' '.join(str(exc).split())}", err=True)
+    except (*EXPECTED, MicError, OSError) as exc:
+        click.echo(f"edge-detect: error: {one_line(exc)}", err=True)
         sys.exit(2)
+
+
+def one_line(exc: BaseException) -> str:
+    """An expected failure as one line; an OS error names its path (``PATH: Permission
+    denied``) rather than ``[Errno 13] ...``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

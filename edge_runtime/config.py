@@ -39,9 +39,11 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        with path.open("rb") as fh:  # a bounded read: a pipe or device has no size to check
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: larger than 1 MiB; not a config file")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
@@ -49,7 +51,12 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     if isinstance(data.get("edge-detect"), dict):
-        data = {**{k: v for k, v in data.items() if k != "edge-detect"}, **data["edge-detect"]}
+        table = data.pop("edge-detect")
+        both = sorted(set(data) & set(table))
+        if both:
+            raise ConfigError(f"{path}: {both[0]} is set both at the top level and in "
+                              "[edge-detect]; keep one")
+        data = {**data, **table}
     known = sorted(name for name, o in BY_NAME.items() if o.in_config)
     values: dict[str, Any] = {}
     for key, value in data.items():

@@ -18,8 +18,10 @@ from edge_runtime import audio as audio_io
 from edge_runtime.classes import DECISION_THRESHOLD, dbfs
 from edge_runtime.features import embed_offline, heard_audio
 from edge_runtime.framing import ChunkBuffer
+from edge_runtime.manifest import ManifestError
 from edge_runtime.options import THRESHOLD_FALLBACK
 from edge_runtime.persistence import Persistence, hold
+from edge_runtime.providers import ort_message
 from edge_runtime.scoring import Scorer
 from edge_runtime.sessions import ModelSessions, load_sessions
 from edge_runtime.window import FrameWindow, Window
@@ -188,6 +190,22 @@ class Detector:
                                else THRESHOLD_FALLBACK)
         if not 0.0 < self.threshold < 1.0:  # NaN fails too
             raise ValueError(f"threshold must be a finite number in (0, 1), got {threshold!r}")
+        self._check_runs()
+
+    def _check_runs(self) -> None:
+        """One window of noise through every graph at load (a few ms): a model dir whose
+        manifest does not fit its graphs (chunk size, embedding width, ...) is refused now in
+        one line, not with an onnxruntime error at the first audio."""
+        samples = self.sessions.chunk_samples * self.sessions.window_chunks
+        noise = np.random.default_rng(0).standard_normal(samples).astype(np.float32) * 0.05
+        try:
+            stream = self.stream()
+            stream.push(noise)
+            stream.finish()
+            self.describe(noise)
+        except Exception as exc:  # onnxruntime raises its own types
+            raise ManifestError(f"{self.sessions.model_dir}: its graphs do not run with its "
+                                f"manifest's settings ({ort_message(exc)})") from None
 
     @property
     def sample_rate(self) -> int:
@@ -255,6 +273,10 @@ class Detector:
         else:
             scores += stream.push(audio_io.from_array(audio, sample_rate, self.sample_rate))
         scores += stream.finish()
+        if not scores:  # e.g. 10 frames at 768 kHz: not one sample at the model's rate
+            what = audio if isinstance(audio, (str, os.PathLike)) else "array"
+            raise audio_io.AudioError(f"{what}: too short to score (no sample at "
+                                      f"{self.sample_rate} Hz)")
         best = max(scores, key=lambda s: s.decision)
         return Prediction(
             label="danger" if best.decision >= self.threshold else "safe",

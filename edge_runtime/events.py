@@ -85,6 +85,7 @@ class EventTracker:
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
     chunk_s: float | None = None  # length of the chunks ``chunk_probs`` score (default hop_s)
+    _runs_on: bool = field(default=True, repr=False)  # the last active window hot to its end
 
     def _located(self, win_start: float, win_end: float,
                  chunk_probs: Sequence[float] | None) -> tuple[float | None, float | None]:
@@ -129,6 +130,7 @@ class EventTracker:
                                       peak_payload=payload)
         if p >= cfg.off:
             ev.end_s = max(ev.end_s, offset, ev.start_s + min(least, win_end - win_start))
+            self._runs_on = hot_end is None or hot_end >= win_end - 1e-9
             ev.windows += 1
             ev.prob_sum += p
             ev.active_s += self.hop_s
@@ -146,6 +148,8 @@ class EventTracker:
                 out.append(Transition("update", ev))
         elif ev.confirmed:
             self.quiet_since = max(win_start, win_end - self.hop_s)
+            if win_end - self.quiet_since >= cfg.cooldown_s + self.hop_s - 1e-9:
+                out.append(self._finish())  # a cooldown shorter than the stride: over now
         else:
             self.current = None  # a blip shorter than min_duration_s
         return out
@@ -153,13 +157,14 @@ class EventTracker:
     def close(self, now_s: float | None = None) -> list[Transition]:
         """End of stream or shutdown: finish a confirmed event (an unconfirmed one is dropped).
 
-        ``now_s`` (the end of the audio seen) extends an event that is still active.
+        ``now_s`` (the end of the audio seen) extends an event that is still active, unless
+        its last window's chunks placed the sound's end earlier.
         """
         ev = self.current
         if ev is None or not ev.confirmed:
             self.current, self.quiet_since = None, None
             return []
-        if self.quiet_since is None and now_s is not None:
+        if self.quiet_since is None and now_s is not None and self._runs_on:
             ev.end_s = max(ev.end_s, now_s)
         return [self._finish()]
 

@@ -202,7 +202,11 @@ class MqttSink:
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
-            client.tls_set(ca_certs=ca_file)
+            try:
+                client.tls_set(ca_certs=ca_file)
+            except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+                raise ValueError(f"--mqtt-ca {ca_file}: not a usable CA certificate file "
+                                 f"({exc.strerror or exc})") from None
         client.will_set(self.topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect

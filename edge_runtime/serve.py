@@ -60,9 +60,20 @@ def parse_sources(inputs: Any, device: str | None,
                              "known: input, device")
         if not NAME_RE.match(f"{name}=x"):
             raise ValueError(f"[sources.{name}]: a name is letters, digits, _ and -")
-        specs.append(SourceSpec(name, table["input"], table.get("device", device)))
+        own = table.get("device", device)
+        if isinstance(own, int) and not isinstance(own, bool):  # device = 2: an index
+            own = str(own)
+        specs.append(SourceSpec(name, table["input"], own))
     if tables and values == ["mic"]:  # the default --input gives way to named sources
         specs = specs[1:]
+    for spec in specs:
+        where = f"[sources.{spec.name}]" if spec.name in (tables or {}) else "--input"
+        if not spec.input.strip() or "\0" in spec.input:
+            raise ValueError(f"{where}: {spec.input!r} is not an input; give mic, DIR, FILE, "
+                             "- or URL")
+        if spec.device is not None and not isinstance(spec.device, str):
+            raise ValueError(f"{where}: device must be an index or a name substring, "
+                             f"got {spec.device!r}")
     if len(specs) > 1:
         for i, spec in enumerate(specs):
             if spec.name is None:

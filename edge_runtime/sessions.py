@@ -114,9 +114,8 @@ def load_sessions(model_dir: str | os.PathLike[str], provider: str = "auto",
         try:
             return eps.open_session(path, chosen, threads)
         except Exception as exc:  # onnxruntime raises its own types for a bad graph
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ManifestError(f"{model_dir / files[role].path}: '{role}' is not a loadable "
-                                f"ONNX model ({first})") from None
+                                f"ONNX model ({eps.ort_message(exc)})") from None
 
     sessions = ModelSessions(model_dir, manifest, backbone=opened("backbone"),
                              pooling=opened("pooling"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge_runtime.atomic import atomic_path
+from edge_runtime.atomic import atomic_path, fsync_dir
 from edge_runtime.lifecycle import EventRecord, StreamInfo, rfc3339
 from edge_runtime.privacy import SPEECH_THRESHOLD
 
@@ -84,9 +84,20 @@ class JsonlSink:
     """Append one JSON line per ``start`` and per ``end`` (updates are not written); each line
     is complete, flushed and fsynced before returning, so a crash loses nothing decided."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], fresh: bool = False) -> None:
+        """Open ``path`` now (created if missing; emptied in place when ``fresh``, so a link
+        or ``/dev/stdout`` stays what it is): an unwritable events file stops the start in
+        one line instead of losing every event later."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            existed = self.path.exists()
+            with open(self.path, "w" if fresh else "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{self.path}: cannot write events ({exc.strerror or exc})") from None
+        if not existed:
+            fsync_dir(self.path.parent)
 
     def _write(self, record: EventRecord) -> None:
         line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
@@ -142,15 +153,6 @@ class AudioHistory:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "stream"
-
-
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename inside it is durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def clip_name(stamp: str, label: str, peak: float, source: str) -> str:

@@ -52,7 +52,11 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
     ``source`` is the path with control characters and undecodable bytes escaped."""
     path = Path(path)
     info = audio_io.open_info(path)
-    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    try:
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except (OverflowError, ValueError, OSError):  # an mtime beyond year 9999 (tmpfs allows it)
+        log.warning("%s: modification time out of range; timed from now", printable(path))
+        mtime = datetime.now(UTC)
     decoded = audio_io.Decoded()
     blocks = audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds)
     duration = min(info.duration, max_seconds)
@@ -96,7 +100,10 @@ def pcm_stream(handle: BinaryIO | None, rate: int, fmt: str, channels: int, targ
         raise ValueError(f"--rate and --channels must be positive (got {rate}, {channels})")
     dtype = np.dtype(PCM_FORMATS[key])
     frame_bytes = dtype.itemsize * channels
-    handle = handle or sys.stdin.buffer
+    if handle is None:
+        if sys.stdin is None:  # started with stdin closed (``<&-``)
+            raise ValueError(f"{name}: no standard input to read PCM from (it is closed)")
+        handle = sys.stdin.buffer
     stop = stop or threading.Event()
     decoded = audio_io.Decoded(sample_rate=rate, channels=channels)
 

@@ -216,3 +216,154 @@ def test_once_run_is_idempotent(tmp_path: Path) -> None:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         assert len(ended_events(events)) == 1 and len(events.read_text().splitlines()) == 2
+
+
+# --- second review (2026-12-03): bad paths and inputs, event ends, cooldown ---------------
+
+def edge_detect(*args: str, stdin: int | None = subprocess.DEVNULL,
+                shell_suffix: str = "") -> subprocess.CompletedProcess:
+    """Run the CLI (``shell_suffix``: redirections for bash, e.g. ``<&-``)."""
+    if shell_suffix:
+        cmd = " ".join(map(repr, [sys.executable, "-m", "edge_runtime.cli", *args]))
+        return subprocess.run(["bash", "-c", f"exec {cmd} {shell_suffix}"],
+                              capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], stdin=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if "edge-detect: error:" in ln]
+    assert len(errors) == 1, res.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def loud_wav(tmp_path: Path) -> Path:
+    import soundfile as sf
+
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.concatenate([hiss(2.0), tone(4.0), hiss(4.0)]), SR)
+    return path
+
+
+def test_output_paths_under_a_file_are_one_line(tmp_path: Path, tiny_model: Path,
+                                                loud_wav: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    base = ("--model", str(tiny_model), "--input", str(loud_wav))
+    one_error_line(edge_detect(*base, "--events", str(afile / "x.jsonl")), str(afile / "x.jsonl"))
+    one_error_line(edge_detect(*base, "--once", "--events", str(afile / "x.jsonl")),
+                   str(afile / "x.jsonl"))
+    one_error_line(edge_detect(*base, "--save-clips", str(afile / "clips")), str(afile))
+
+
+def test_once_events_through_a_symlink_keeps_the_link(tmp_path: Path, tiny_model: Path,
+                                                      loud_wav: Path) -> None:
+    target = tmp_path / "target.jsonl"
+    target.write_text('{"old": true}\n')
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    res = edge_detect("--model", str(tiny_model), "--input", str(loud_wav), "--once",
+                      "--events", str(link))
+    assert res.returncode == 0, res.stderr
+    assert link.is_symlink() and "old" not in target.read_text()
+    assert len(ended_events(target)) == 1
+
+
+def test_a_config_from_an_endless_pipe_is_refused_in_one_line(tiny_model: Path) -> None:
+    res = edge_detect("--model", str(tiny_model), "--config", "/dev/zero")
+    one_error_line(res, "/dev/zero", "larger than 1 MiB")
+
+
+def test_a_key_both_at_top_level_and_in_the_table_is_refused(tmp_path: Path) -> None:
+    from edge_runtime import config as cfg
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text('threshold = 0.6\n[edge-detect]\nthreshold = 0.7\n')
+    with pytest.raises(cfg.ConfigError, match="threshold is set both"):
+        cfg.load(conf)
+
+
+def test_empty_input_and_closed_stdin_are_one_line(tiny_model: Path) -> None:
+    one_error_line(edge_detect("--model", str(tiny_model), "--input", ""), "--input", "''")
+    one_error_line(edge_detect("--model", str(tiny_model), "--input", "-", "--rate", "32000",
+                               shell_suffix="<&-"), "stdin", "closed")
+
+
+def test_manifest_that_does_not_fit_its_graphs_is_refused_at_load(tmp_path: Path,
+                                                                  loud_wav: Path) -> None:
+    from edge_runtime.manifest import load_manifest
+
+    model = build_tiny_model(tmp_path / "model")
+    manifest = load_manifest(model)
+    manifest.replace(streaming=manifest.streaming.replace(chunk_samples=16100)).write(model)
+    res = edge_detect("--model", str(model), "--input", str(loud_wav))
+    one_error_line(res, str(model), "do not run with its manifest")
+    assert "onnxruntime_src" not in res.stderr and len(res.stderr.splitlines()) <= 2
+
+
+def test_out_of_range_mtime_is_timed_from_now(tmp_path: Path, loud_wav: Path) -> None:
+    from edge_runtime.sources import file_stream
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm (tmpfs) to hold a file dated after year 9999")
+    path = shm / f"edge-detect-test-{os.getpid()}.wav"
+    path.write_bytes(loud_wav.read_bytes())
+    try:
+        os.utime(path, (0, 3e11))  # year ~11476
+        if path.stat().st_mtime < 2.6e11:
+            pytest.skip(f"{shm} clamps modification times")
+        stream = file_stream(path, SR)
+        assert abs(stream.base_time.timestamp() - __import__("time").time()) < 60
+        assert sum(b.size for b in stream.blocks) == 10 * SR
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_event_at_end_of_stream_ends_where_its_chunks_placed_it() -> None:
+    """Loud from 3 to 7 s of a 10 s stream: the end is 7 s, not the end of the audio."""
+    tracker = EventTracker(EventConfig(threshold=0.5, min_duration_s=1.0), hop_s=1.0)
+    loud = [1.0 if 3 <= t < 7 else 0.0 for t in range(10)]
+    out = []
+    for end in range(5, 11):  # 5 s windows, hop 1 s; chunk p = the chunk's loudness
+        chunks = loud[end - 5:end]
+        out += tracker.update(float(end - 5), float(end), max(chunks), payload=None,
+                              chunk_probs=chunks)
+    out += tracker.close(10.0)
+    (end,) = [t.event for t in out if t.kind == "end"]
+    assert (end.start_s, end.end_s) == (3.0, 7.0)
+
+
+def test_cooldown_zero_ends_an_event_at_its_first_quiet_window() -> None:
+    tracker = EventTracker(EventConfig(threshold=0.5, min_duration_s=1.0, cooldown_s=0.0),
+                           hop_s=1.0)
+    kinds = []
+    for i, p in enumerate([0.9, 0.9, 0.1, 0.9, 0.9]):
+        kinds += [t.kind for t in tracker.update(float(i), float(i + 5), p)]
+    assert kinds == ["start", "end", "start"]
+    one = EventTracker(EventConfig(threshold=0.5, min_duration_s=1.0, cooldown_s=1.0), hop_s=1.0)
+    kinds = []
+    for i, p in enumerate([0.9, 0.9, 0.1, 0.9, 0.9]):
+        kinds += [t.kind for t in one.update(float(i), float(i + 5), p)]
+    assert kinds == ["start"]  # one quiet second is within a 1 s cooldown: the same event
+
+
+def test_predict_refuses_channel_first_arrays_and_too_short_files(tmp_path: Path,
+                                                                 tiny_model: Path) -> None:
+    import soundfile as sf
+
+    from edge_runtime.audio import AudioError
+    from edge_runtime.detector import Detector
+
+    det = Detector(tiny_model)
+    with pytest.raises(AudioError, match=r"channel-first array wants \.T"):
+        det.predict(np.zeros((2, SR), np.float32))
+    assert det.predict(np.zeros((SR, 2), np.float32)).label == "safe"
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(10, np.float32), 768000)
+    with pytest.raises(AudioError, match="too short to score"):
+        det.predict(short)

@@ -113,7 +113,7 @@ def test_toml_config_with_cli_override(tiny_model: Path, tmp_path: Path) -> None
                     f'events = "{tmp_path / "a.jsonl"}"\nthreshold = 0.9999\n')
     res = subprocess.run(cli("--config", str(conf)), capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert not (tmp_path / "a.jsonl").exists()  # the config's strict threshold: no event
+    assert (tmp_path / "a.jsonl").read_text() == ""  # the config's strict threshold: no event
     res = subprocess.run(cli("--config", str(conf), "--threshold", "0.5"), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
