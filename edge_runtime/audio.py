@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,8 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
                          f"{' (' + stats.problem + ')' if stats.problem else ''}")
     if not stats.problem and stats.frames_in < info.frames and info.format not in VBR_FORMATS:
         stats.problem = f"ends early: header says {info.frames / info.samplerate:.1f} s"
+    if not stats.problem and header_incomplete(Path(os.fsdecode(path)), _size(path)):
+        stats.problem = "ends early: its header states a longer file"  # libsndfile clamps WAV
     if stats.problem:
         stats.problem = (f"truncated or corrupt, {stats.frames_in / info.samplerate:.1f} s "
                          f"decoded — {stats.problem}" if "longer than" not in stats.problem
@@ -205,6 +208,33 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
     stats.samples_out += tail.size
     if tail.size:
         yield tail
+
+
+def header_incomplete(path: Path, size: int) -> bool:
+    """A RIFF/RIFX/RF64-less WAV or AIFF header states a total size larger than the file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    if len(head) < 8:
+        return False
+    if head[:4] == b"RIFF":
+        declared = struct.unpack("<I", head[4:8])[0]
+    elif head[:4] in (b"RIFX", b"FORM"):
+        declared = struct.unpack(">I", head[4:8])[0]
+    else:
+        return False
+    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared < 4:  # streaming writers: unknown
+        return False
+    return declared + 8 > size
+
+
+def _size(path: str | os.PathLike[str]) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 # Formats whose header frame count is an estimate (compressed, no exact length in the header).

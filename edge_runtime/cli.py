@@ -22,7 +22,7 @@ from edge_runtime.mic import MicError
 from edge_runtime.options import OPTIONS, Option, OptionError, check_together
 from edge_runtime.scoring import ScoringError
 from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
-from edge_runtime.text import OneLineFormatter
+from edge_runtime.text import OneLineFormatter, one_line
 
 log = logging.getLogger("edge-detect")
 
@@ -249,13 +249,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"edge-detect: error: {one_line(exc)}", err=True)
         sys.exit(2)
 
-
-def one_line(exc: BaseException) -> str:
-    """An expected failure as one line; an OS error names its path (``PATH: Permission
-    denied``) rather than ``[Errno 13] ...``."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror}"
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,12 @@ class MicError(RuntimeError):
 
 
 class PortAudioMissing(MicError):
-    """The PortAudio library is not installed: retrying cannot help."""
+    """The PortAudio library is not installed, or hangs: retrying in this process cannot
+    help (the service manager restarts it)."""
+
+
+MAX_HUNG_CLOSES = 3  # closes of dead streams still blocked in PortAudio; more: give up
+_hung: list[threading.Thread] = []
 
 
 def _sd() -> Any:
@@ -100,6 +105,10 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
 
     The stream ends (``decoded.problem`` says why) when no audio arrives for ``stall_s``
     seconds: the device was unplugged or its sound server died; the watchdog reopens it."""
+    _hung[:] = [t for t in _hung if t.is_alive()]
+    if len(_hung) >= MAX_HUNG_CLOSES:  # each reopen would leave one more thread blocked
+        raise PortAudioMissing(f"PortAudio has not closed {len(_hung)} dead input streams; "
+                               "exiting so the service manager can restart edge-detect")
     sd = _sd()
     dev = find_device(device)
     rate = int(dev["rate"]) or target_rate
@@ -141,6 +150,8 @@ def mic_stream(device: str | int | None, target_rate: int, stop: threading.Event
         closer = threading.Thread(target=work, daemon=True, name="mic-close")
         closer.start()
         closer.join(timeout=5.0)
+        if closer.is_alive():
+            _hung.append(closer)
 
     def blocks() -> Iterator[np.ndarray]:
         resample = audio_io.Resampler(rate, target_rate)

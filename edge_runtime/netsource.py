@@ -36,6 +36,10 @@ class SourceError(RuntimeError):
     """A live source that cannot be opened now (one line; the caller retries)."""
 
 
+class FfmpegMissing(ValueError):
+    """ffmpeg is not installed: retrying cannot help (one line, exit status 2)."""
+
+
 def is_url(spec: str) -> bool:
     """``rtsp://…``, ``http(s)://…``, ``udp://…``… — anything with a scheme."""
     return bool(URL_RE.match(spec))
@@ -51,8 +55,8 @@ def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
     """ffmpeg reading ``url`` and writing raw float32 mono at ``rate`` to stdout."""
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise SourceError("ffmpeg is not installed (apt-get install ffmpeg); it decodes "
-                          "network sources")
+        raise FfmpegMissing("ffmpeg is not installed (apt-get install ffmpeg); it decodes "
+                            "network sources")
     timeout_us = str(int(max(1.0, stall_s) * 1e6))
     args = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-analyzeduration", "1000000"]
     scheme = url.split("://", 1)[0].lower()

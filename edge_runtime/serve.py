@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.audio import AudioError
+from edge_runtime.options import BY_NAME
 from edge_runtime.text import printable
 
 log = logging.getLogger("edge-detect")
@@ -123,11 +124,14 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
 
     rate = runner.detector.sample_rate
     source = spec.input
-    max_s = float(opts.get("max_file_duration") or 12 * 3600)
+    def option(name: str) -> Any:  # a caller's partial opts fall back to the declared default
+        return opts[name] if opts.get(name) is not None else BY_NAME[name].default
+
+    max_s = float(option("max_file_duration"))
     live = {"stop": stop, "sample_rate": rate, "on_health": runner.report_health,
-            "reopen_timeout_s": float(opts.get("reopen_timeout", 300.0)),
-            "flat_s": float(opts.get("flat_timeout", 0.0) or 0.0)}
-    stall_s = float(opts.get("stall_timeout", 10.0))
+            "reopen_timeout_s": float(option("reopen_timeout")),
+            "flat_s": float(option("flat_timeout"))}
+    stall_s = float(option("stall_timeout"))
     if source == "mic":
         from edge_runtime.mic import PortAudioMissing, mic_stream, reset_portaudio
 
@@ -139,7 +143,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         ok = Supervisor(spec.label(f"mic {spec.device or 'default'}"), open_mic,
                         runner.run_stream, fatal_errors=(PortAudioMissing,), **live)()
         return 0 if ok else EXIT_SOURCE_LOST
-    from edge_runtime.netsource import SourceError, is_url, redact, url_stream
+    from edge_runtime.netsource import FfmpegMissing, SourceError, is_url, redact, url_stream
 
     if is_url(source):
         def open_url(_reopening: bool) -> Any:
@@ -147,35 +151,32 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
                               once=bool(opts.get("once")))
 
         ok = Supervisor(spec.label(redact(source)), open_url, runner.run_stream,
-                        retry_errors=(SourceError, OSError), **live)()
+                        retry_errors=(SourceError, OSError), fatal_errors=(FfmpegMissing,),
+                        **live)()
         return 0 if ok else EXIT_SOURCE_LOST
     if source == "-":
         runner.run_stream(renamed(pcm_stream(None, int(opts["rate"]), opts["format"],
                                              int(opts["channels"]), rate, stop), spec, ""))
         return 0
+    def one_file(path: str | Path) -> bool:
+        """Score one file; an unusable one is logged in one line and counted as failed."""
+        try:
+            return runner.run_stream(renamed(file_stream(path, rate, max_s), spec))
+        except AudioError as exc:
+            log.error("%s", exc)
+        except OSError as exc:  # vanished or changed between the checks
+            log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)
+        runner.stats.failed += 1
+        return False
+
     if Path(source).is_dir():
         for path in watch_directory(source, once=bool(opts.get("once")),
-                                    settle_s=float(opts.get("settle", 1.0)), stop=stop):
-            try:
-                runner.run_stream(renamed(file_stream(path, rate, max_s), spec))
-            except AudioError as exc:
-                runner.stats.failed += 1
-                log.error("%s", exc)
-            except OSError as exc:  # vanished or changed between the checks
-                runner.stats.failed += 1
-                log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)
+                                    settle_s=float(option("settle")), stop=stop):
+            one_file(path)
             if stop.is_set():
                 break
         return 0
-    try:
-        ok = runner.run_stream(renamed(file_stream(source, rate, max_s), spec))
-    except AudioError as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:
-        log.error("%s: cannot read (%s)", printable(source), exc.strerror or exc)
-        return 1
-    return 0 if ok else 1
+    return 0 if one_file(source) else 1
 
 
 def serve_all(specs: list[SourceSpec], make_runner: Callable[[SourceSpec], Any],

@@ -43,3 +43,11 @@ class OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         record.message = printable(record.message)
         return super().formatMessage(record)
+
+
+def one_line(exc: BaseException) -> str:
+    """An expected failure as one console line; an OS error names its path (``PATH:
+    Permission denied``) rather than ``[Errno 13] ...``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return printable(f"{exc.filename}: {exc.strerror}")
+    return printable(" ".join(str(exc).split()))

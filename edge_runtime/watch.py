@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge_runtime.audio import header_incomplete
 from edge_runtime.backoff import RateLimitedLog
 from edge_runtime.text import printable
 
@@ -102,26 +103,6 @@ class Inotify:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def header_incomplete(path: Path, size: int) -> bool:
-    """A RIFF/RIFX/RF64-less WAV or AIFF header states a total size larger than the file."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(12)
-    except OSError:
-        return False
-    if len(head) < 8:
-        return False
-    if head[:4] == b"RIFF":
-        declared = struct.unpack("<I", head[4:8])[0]
-    elif head[:4] in (b"RIFX", b"FORM"):
-        declared = struct.unpack(">I", head[4:8])[0]
-    else:
-        return False
-    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared < 4:  # streaming writers: unknown
-        return False
-    return declared + 8 > size
 
 
 class FolderWatcher:

@@ -367,3 +367,52 @@ def test_predict_refuses_channel_first_arrays_and_too_short_files(tmp_path: Path
     sf.write(short, np.zeros(10, np.float32), 768000)
     with pytest.raises(AudioError, match="too short to score"):
         det.predict(short)
+
+
+def test_mic_gives_up_when_portaudio_hangs_closing_streams(monkeypatch) -> None:
+    """Threads blocked closing dead streams are bounded: past the limit a reopen is fatal."""
+    import threading
+
+    from edge_runtime import mic
+
+    release = threading.Event()
+    blocked = [threading.Thread(target=release.wait, daemon=True)
+               for _ in range(mic.MAX_HUNG_CLOSES)]
+    for thread in blocked:
+        thread.start()
+    monkeypatch.setattr(mic, "_hung", list(blocked))
+    try:
+        with pytest.raises(mic.PortAudioMissing, match=f"has not closed {mic.MAX_HUNG_CLOSES}"):
+            mic.mic_stream(None, SR, threading.Event())
+    finally:
+        release.set()
+
+
+def test_a_truncated_wav_is_reported_and_a_lone_bad_file_counted(tmp_path: Path,
+                                                                  tiny_model: Path,
+                                                                  loud_wav: Path) -> None:
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(loud_wav.read_bytes()[:50000])  # libsndfile clamps its length silently
+    res = edge_detect("--model", str(tiny_model), "--input", str(cut))
+    assert res.returncode == 0, res.stderr
+    assert "cut.wav: truncated or corrupt, 0.8 s decoded" in res.stderr
+    res = edge_detect("--model", str(tiny_model), "--input", str(tmp_path / "missing.wav"))
+    assert res.returncode == 1 and "0 stream(s), 1 failed" in res.stderr
+
+
+def test_a_missing_ffmpeg_is_fatal_at_once_not_retried(tmp_path: Path, tiny_model: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
+                          "--input", "rtsp://127.0.0.1:9/cam"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PATH": str(empty)})
+    one_error_line(res, "ffmpeg is not installed")
+
+
+def test_edge_train_usage_mistakes_are_one_line() -> None:
+    for args in (["build", "--classifier", "svm"], ["calibrate", "--budget-per-hour", "-1"],
+                 ["evaluate", "--bogus"]):
+        res = subprocess.run([sys.executable, "-m", "training.cli", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and res.stdout == ""
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("edge-train: error: ")

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.manifest import ClassifierSpec, data_name, load_manifest
+from edge_runtime.manifest import MANIFEST_NAME, ClassifierSpec, data_name, load_manifest
 from training import classifiers, evaluate
 from training.attach import attach_classifier
 from training.dataset import load_audio, read_dataset
 from training.defaults import DEFAULT_KIND, KINDS
 from training.embed import Embeddings, cosine_summary, embed_clips
+from training.extra import read_extra
 from training.mapping import CLASSES, Mapping, load_mapping
 from training.onnx_classifier import (
     CLASSIFIER_OUTPUT,
@@ -32,6 +33,7 @@ from training.onnx_classifier import (
     to_onnx,
 )
 from training.reports import WORKBENCH, save_report
+from training.staging import staged
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +131,39 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
     """Run the whole training job; ``weights`` None reuses the export already in ``out``.
 
     A mapping with danger classes (the default) builds a class model
-    (:mod:`training.class_build`); a two-list mapping builds the binary model below.
+    (:mod:`training.class_build`); a two-list mapping builds the binary model below. Every
+    input is read before anything is written, and the build runs beside ``out``
+    (:mod:`training.staging`): a failed build leaves the model dir as it was.
     """
-    import joblib
-
-    out = Path(out)
     if classifier not in KINDS:
         raise ValueError(f"unknown classifier {classifier!r}; choose {', '.join(KINDS)}")
-    seconds: dict[str, float] = {}
     start = time.perf_counter()
     mapping_obj = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     clips = read_dataset(data, mapping_obj, per_fold_limit)
+    if extras and not mapping_obj.classes:
+        raise ValueError("--extra needs a mapping with danger classes (see "
+                         "training/default_mapping.toml)")
+    for folder in extras:  # a bad folder is found now, not after the export
+        clips = clips + read_extra(folder, mapping_obj, hold_out_folds)
+    if weights is None and not (Path(out) / MANIFEST_NAME).is_file():
+        raise ValueError(f"{out}: no exported model to reuse; give --weights")
+    with staged(out) as stage:
+        return _build(data, stage, weights, clips, mapping_obj, start, classifier=classifier,
+                      backbone=backbone, target_recall=target_recall, seed=seed,
+                      per_fold_limit=per_fold_limit, threads=threads,
+                      measure_offline=measure_offline, extras=extras,
+                      hold_out_folds=hold_out_folds, negatives=negatives, mixes=mixes)
+
+
+def _build(data: str | Path, out: Path, weights: str | None, clips: list[Any],
+           mapping_obj: Mapping, start: float, *, classifier: str, backbone: str,
+           target_recall: float, seed: int, per_fold_limit: int | None, threads: int | None,
+           measure_offline: bool, extras: tuple[str | Path, ...],
+           hold_out_folds: tuple[str, ...], negatives: bool, mixes: int) -> dict[str, Any]:
+    """:func:`build` in the staging folder ``out``, its inputs already read."""
+    import joblib
+
+    seconds: dict[str, float] = {}
     if weights is not None:
         from export.pipeline import export_from_checkpoint
 
@@ -158,9 +182,6 @@ def build(data: str | Path, out: str | Path, weights: str | None = None, *,
                                seed=seed, threads=threads, seconds=seconds)
         seconds["total"] = round(time.perf_counter() - start, 1)
         return report
-    if extras:
-        raise ValueError("--extra needs a mapping with danger classes (see "
-                         "training/default_mapping.toml)")
 
     t = time.perf_counter()
     emb = embed_clips(out, clips, cache_dir=out / WORKBENCH, threads=threads,

@@ -43,7 +43,6 @@ from training.class_thresholds import (
 )
 from training.dataset import Clip, header_seconds
 from training.embed import embed_clips
-from training.extra import read_extra
 from training.household import home_clips
 from training.mapping import Mapping
 from training.negatives import LEVELS_DBFS as NEGATIVE_LEVELS_DBFS
@@ -197,7 +196,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                   negatives: bool = True, mixes: int = 1, seed: int = 0,
                   threads: int | None = None, seconds: dict[str, float] | None = None
                   ) -> dict[str, Any]:
-    """Train and write the class model into the exported model dir ``out``."""
+    """Train and write the class model into the exported model dir ``out``; ``clips``: the
+    data's and the ``extras`` folders' (read by the caller, before anything was written)."""
     import joblib
 
     from edge_runtime.sessions import load_sessions
@@ -205,8 +205,6 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     seconds = seconds if seconds is not None else {}
     t = time.perf_counter()
     manifest = set_streaming(out, backbone_name)
-    for folder in extras:
-        clips = clips + read_extra(folder, mapping, hold_out_folds)
     if negatives:
         clips = clips + negative_clips(out / WORKBENCH / "negatives", seed)
         clips = clips + home_clips(out / WORKBENCH / "home")
@@ -225,7 +223,7 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     danger_class = np.array([by_name[n].danger_class or "" for n in emb.filename])
     group = np.array([by_name[n].group for n in emb.filename])
     real = np.array([not g.startswith("mix:") for g in group])
-    counts = Counter(by_name[n].danger_class for n in set(emb.filename.tolist())
+    counts = Counter(by_name[n].danger_class for n in sorted(set(emb.filename.tolist()))
                      if by_name[n].danger_class and not by_name[n].group.startswith("mix:"))
     plan = plan_classes(mapping, dict(counts), head_is_real=official)
     sessions = load_sessions(out, provider="cpu", threads=threads, with_classifier=False)
@@ -249,7 +247,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     windows = ScoredWindows.of(emb.filename, emb.window, sessions.window_chunks,
                                sessions.window_stride,
                                sessions.chunk_samples / sessions.sample_rate,
-                               durations({n: by_name[n] for n in set(emb.filename.tolist())}))
+                               durations({n: by_name[n]
+                                          for n in sorted(set(emb.filename.tolist()))}))
     ceilings = zero_shot_ceilings(plan, head, danger_class, windows, real)
     thresholds = choose_thresholds(plan, oof, y, windows, rate, ceilings)
     log.info("thresholds (out-of-group, ≤ %.2f%% of the safe files that could raise each "

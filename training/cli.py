@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edge_runtime.manifest import DEFAULT_CHUNK_SECONDS, DEFAULT_WINDOW_CHUNKS
 from edge_runtime.providers import MAX_THREADS
+from edge_runtime.text import one_line
 from training import logs
 from training.defaults import BACKBONE_CHOICES, DEFAULT_KIND, DEFAULT_TARGET_RECALL, KINDS
 
@@ -17,7 +19,8 @@ log = logging.getLogger("edge-train")
 
 
 class CleanErrors(click.Group):
-    """Turn expected failures into one-line errors instead of tracebacks."""
+    """Turn expected failures and usage mistakes into one-line errors (exit status 2)
+    instead of tracebacks or click's usage block, as ``edge-detect`` does."""
 
     def invoke(self, ctx: click.Context):
         from edge_runtime.manifest import ManifestError
@@ -25,9 +28,24 @@ class CleanErrors(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (DownloadError, ManifestError, FileNotFoundError, ValueError) as exc:
-            click.echo(f"edge-train: error: {exc}", err=True)
+        except (DownloadError, ManifestError, OSError, ValueError) as exc:
+            click.echo(f"edge-train: error: {one_line(exc)}", err=True)
             sys.exit(2)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:  # bad option values: one line
+            click.echo(f"edge-train: error: {' '.join(exc.format_message().split())}",
+                       err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:  # Ctrl-C
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"],
