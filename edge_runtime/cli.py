@@ -149,7 +149,12 @@ def run(opts: dict[str, Any]) -> int:
         from edge_runtime.spark_job import run_spark
 
         return run_spark(opts, stop)
-    specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
+    try:
+        specs = parse_sources(opts["input"], opts["device"], opts.get("sources"))
+    except ValueError as exc:  # a [sources.NAME] table: say which file holds it
+        if opts.get("config") and str(exc).startswith("[sources."):
+            raise cfg.ConfigError(f"{opts['config']}: {exc}") from None
+        raise
     detector = Detector(opts["model"], provider=opts["provider"], threads=opts["threads"],
                         threshold=opts["threshold"],
                         chunk_decisions=False if opts["window_only"] else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 from edge_runtime.atomic import write_bytes
+from edge_runtime.text import printable
+
+log = logging.getLogger("edge-detect")
 
 UNIT_FLAGS = ("--write-systemd-unit", "--print-systemd-unit", "--service-user")
 STATE_DIR = "edge-detect"  # StateDirectory=: /var/lib/edge-detect, owned by the service user
@@ -90,6 +94,11 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
     """The unit file: a dedicated user, systemd's sandboxing, ``Restart=always``, SIGTERM for
     a clean stop. Every argument is escaped for systemd (see :func:`systemd_quote`)."""
     workdir = Path(workdir or Path.cwd()).resolve()
+    if workdir.parts[:2] in (("/", "tmp"), ("/", "var")) and (
+            workdir.parts[1] == "tmp" or workdir.parts[2:3] == ("tmp",)):
+        log.warning("working directory %s is under /tmp, which the unit's PrivateTmp=yes "
+                    "hides from the service: it will not start there; install elsewhere",
+                    printable(workdir))
     exec_start = " ".join(systemd_quote(a) for a in [*executable_argv(), *args])
     lines = [
         "[Unit]",

@@ -416,3 +416,10 @@ def test_edge_train_usage_mistakes_are_one_line() -> None:
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 2 and res.stdout == ""
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("edge-train: error: ")
+
+
+def test_a_bad_sources_table_names_its_config_file(tmp_path: Path, tiny_model: Path) -> None:
+    conf = tmp_path / "edge.toml"
+    conf.write_text('[sources.kitchen]\ninput = "x.wav"\ndevise = "USB"\n')
+    one_error_line(edge_detect("--model", str(tiny_model), "--config", str(conf)),
+                   f"{conf}: [sources.kitchen]: unknown key(s) devise")

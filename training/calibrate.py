@@ -289,7 +289,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
         if overlap:  # calibrating on training audio promises too little false alarms
             warnings.append(overlap)
             log.warning("%s", overlap)
-    danger_clips = []
+    danger_clips, overlap = [], None
     if danger is not None:
         danger_clips = [c for c in read_labelled(danger, fold) if c.label == "danger"]
         if not danger_clips:
@@ -372,7 +372,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
     })
     if danger_clips:
         record["danger"] = {
-            "data": str(Path(danger).resolve()), "fold": fold, "clips": len(dng),
+            "data": str(danger), "fold": fold, "clips": len(dng), "held_out": overlap is None,
             "recall_before": _recall(danger_before), "recall_after": _recall(danger_after),
             "per_category": _per_category([r.run.clip for r in dng], danger_before,
                                           danger_after)}
@@ -425,7 +425,9 @@ def markdown(report: dict[str, Any]) -> str:
     d = report.get("danger")
     if d:
         where = f", fold {d['fold']}" if d["fold"] is not None else ""
-        lines += ["", f"Held-out danger clips: {d['data']}{where}, {d['clips']} clips.", "",
+        what = ("Held-out danger clips" if d.get("held_out", True)
+                else "Danger clips (NOT held out: the model trained on them)")
+        lines += ["", f"{what}: {d['data']}{where}, {d['clips']} clips.", "",
                   "| category | clips | recall before | after |", "|---|---|---|---|"]
         lines += [f"| {r['category']} | {r['clips']} | {r['recall_before']:.3f} | "
                   f"{r['recall_after']:.3f} |" for r in d["per_category"]]

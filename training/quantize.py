@@ -496,8 +496,10 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
                               in_graph=frontend is None)
     log.info("front end kept float: %d nodes; calibrating on %d files, checking on %d",
              len(exclude), len(calib), len(check))
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
+    done = False
     try:
         backbone_input = onnx.load(str(src), load_external_data=False).graph.input[0].name
         spec = manifest.streaming
@@ -564,6 +566,9 @@ def quantize_model_dir(model_dir: Path, data_dir: Path, out_dir: Path, *, calib_
             (out_dir / END_TO_END).parent.mkdir(exist_ok=True)
             os.replace(tmp / END_TO_END, out_dir / END_TO_END)
         os.replace(tmp / "manifest.json", out_dir / "manifest.json")
+        done = True
         return new
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not done and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # "nothing written": not even the folder
