@@ -174,7 +174,10 @@ def build_cmd(weights: str | None, data: Path, out: Path, classifier: str, mappi
                    measure_offline=not no_offline_check, extras=extras,
                    hold_out_folds=hold_out_folds, negatives=not no_negatives, mixes=mixes)
     click.echo(report["markdown"])
-    click.echo(f"model dir: {out}  (seconds: {report['seconds']})")
+    from edge_runtime.manifest import load_manifest
+
+    click.echo(f"model dir: {out}  (model id {load_manifest(out).model_id()[:12]}, "
+               f"seconds: {report['seconds']})")
 
 
 @main.command("quantize")

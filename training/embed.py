@@ -165,7 +165,7 @@ def embed_clips(model_dir: str | Path, clips: list[Clip], cache_dir: Path | None
     path = cache_path(Path(cache_dir), model_id) if cache_dir is not None else None
     found = load_cache(path, model_id) if path is not None else {}
     todo = [clip for clip in clips if clip.filename not in found]
-    log.info("embeddings: %d cached, %d to compute (model %s)", len(clips) - len(todo),
+    log.info("embeddings: %d cached, %d to compute (embedding cache %s)", len(clips) - len(todo),
              len(todo), model_id[:12])
     skipped = 0
     for clip in tqdm(todo, desc="embedding", unit="clip", disable=None):
