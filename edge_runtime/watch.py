@@ -182,7 +182,7 @@ class FolderWatcher:
             initial = self.once and self.initial is not None and name in self.initial
             if (not initial and stat.S_ISREG(st.st_mode)  # never open a FIFO: it blocks
                     and header_incomplete(path, st.st_size)
-                    and age < self.incomplete_s):
+                    and max(age, now - since) < self.incomplete_s):  # a future mtime: not forever
                 continue  # header promises more: a slow writer, wait
             out.append(name)
         return out

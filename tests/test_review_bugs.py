@@ -423,3 +423,33 @@ def test_a_bad_sources_table_names_its_config_file(tmp_path: Path, tiny_model: P
     conf.write_text('[sources.kitchen]\ninput = "x.wav"\ndevise = "USB"\n')
     one_error_line(edge_detect("--model", str(tiny_model), "--config", str(conf)),
                    f"{conf}: [sources.kitchen]: unknown key(s) devise")
+
+
+def test_a_truncated_file_dated_in_the_future_is_read_after_the_wait(tmp_path: Path,
+                                                                    loud_wav: Path) -> None:
+    """A clock-skewed recorder's cut WAV (header promises more, mtime in an hour) is waited
+    for ``incomplete_s`` of no change, not until its mtime has passed."""
+    import threading
+    import time
+
+    from edge_runtime.watch import FolderWatcher
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cut = folder / "cut.wav"
+    cut.write_bytes(loud_wav.read_bytes()[:50000])
+    future = time.time() + 3600
+    os.utime(cut, (future, future))
+    stop = threading.Event()
+    timer = threading.Timer(20.0, stop.set)
+    timer.start()
+    watcher = FolderWatcher(folder, settle_s=0.1, poll_s=0.1, incomplete_s=1.0, stop=stop,
+                            use_inotify=False)
+    started = time.monotonic()
+    try:
+        got = next(iter(watcher), None)
+    finally:
+        timer.cancel()
+        stop.set()
+        watcher.close()
+    assert got == cut and 0.9 <= time.monotonic() - started < 20.0
