@@ -193,7 +193,8 @@ class Detector:
         self._check_runs()
 
     def _check_runs(self) -> None:
-        """One window of noise through every graph at load (a few ms): a model dir whose
+        """One window of noise through every graph at load (ms; under a second for Cnn14 on
+        a Pi): a model dir whose
         manifest does not fit its graphs (chunk size, embedding width, ...) is refused now in
         one line, not with an onnxruntime error at the first audio."""
         samples = self.sessions.chunk_samples * self.sessions.window_chunks
@@ -204,8 +205,9 @@ class Detector:
             stream.finish()
             self.describe(noise)
         except Exception as exc:  # onnxruntime raises its own types
-            raise ManifestError(f"{self.sessions.model_dir}: its graphs do not run with its "
-                                f"manifest's settings ({ort_message(exc)})") from None
+            raise ManifestError(f"{self.sessions.model_dir}: a test window through its graphs "
+                                f"failed — does the manifest fit them? ({ort_message(exc)})"
+                                ) from None
 
     @property
     def sample_rate(self) -> int:

@@ -149,7 +149,7 @@ class EventTracker:
         elif ev.confirmed:
             self.quiet_since = max(win_start, win_end - self.hop_s)
             if win_end - self.quiet_since >= cfg.cooldown_s + self.hop_s - 1e-9:
-                out.append(self._finish())  # a cooldown shorter than the stride: over now
+                out.append(self._finish())  # the same rule as below: cooldown 0 ends it now
         else:
             self.current = None  # a blip shorter than min_duration_s
         return out

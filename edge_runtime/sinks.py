@@ -92,7 +92,8 @@ class JsonlSink:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             existed = self.path.exists()
-            with open(self.path, "w" if fresh else "a", encoding="utf-8"):
+            device = str(self.path).startswith(("/dev/", "/proc/"))  # a shell's >> kept
+            with open(self.path, "w" if fresh and not device else "a", encoding="utf-8"):
                 pass
         except OSError as exc:
             raise ValueError(f"{self.path}: cannot write events ({exc.strerror or exc})") from None

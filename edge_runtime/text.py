@@ -49,5 +49,6 @@ def one_line(exc: BaseException) -> str:
     """An expected failure as one console line; an OS error names its path (``PATH:
     Permission denied``) rather than ``[Errno 13] ...``."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return printable(f"{exc.filename}: {exc.strerror}")
+        target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return printable(f"{exc.filename}{target}: {exc.strerror}")
     return printable(" ".join(str(exc).split()))

@@ -301,7 +301,7 @@ def test_manifest_that_does_not_fit_its_graphs_is_refused_at_load(tmp_path: Path
     manifest = load_manifest(model)
     manifest.replace(streaming=manifest.streaming.replace(chunk_samples=16100)).write(model)
     res = edge_detect("--model", str(model), "--input", str(loud_wav))
-    one_error_line(res, str(model), "do not run with its manifest")
+    one_error_line(res, str(model), "a test window through its graphs failed")
     assert "onnxruntime_src" not in res.stderr and len(res.stderr.splitlines()) <= 2
 
 
@@ -453,3 +453,10 @@ def test_a_truncated_file_dated_in_the_future_is_read_after_the_wait(tmp_path: P
         stop.set()
         watcher.close()
     assert got == cut and 0.9 <= time.monotonic() - started < 20.0
+
+
+def test_bare_edge_train_shows_its_help() -> None:
+    res = subprocess.run([sys.executable, "-m", "training.cli"], capture_output=True,
+                         text=True, timeout=60)
+    assert "Usage:" in res.stdout + res.stderr and "Commands:" in res.stdout + res.stderr
+    assert "edge-train: error" not in res.stderr

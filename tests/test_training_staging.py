@@ -69,3 +69,37 @@ def test_a_bad_extra_folder_is_refused_before_the_model_dir_is_touched(tmp_path:
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "labels.csv" in res.stderr, res.stderr
     assert snapshot(model) == before
+
+
+def test_the_current_folder_as_the_model_dir(tmp_path: Path, monkeypatch) -> None:
+    """``--out .``: the staging folder lies beside the real folder, not inside it."""
+    out = model_dir(tmp_path)
+    monkeypatch.chdir(out)
+    with staged(".") as stage:
+        assert stage == tmp_path / ".models_onnx.building"
+        (stage / "manifest.json").write_text('{"new": true}')
+    assert (out / "manifest.json").read_text() == '{"new": true}'
+    assert (out / WORKBENCH / "embeddings.npz").read_bytes() == b"cache"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models_onnx"]
+
+
+def test_a_killed_builds_caches_are_taken_back(tmp_path: Path) -> None:
+    out = model_dir(tmp_path)
+    killed = tmp_path / ".models_onnx.building"  # what SIGKILL mid-build leaves
+    killed.mkdir()
+    (out / WORKBENCH).rename(killed / WORKBENCH)
+    (killed / "manifest.json").write_text("half")
+    with staged(out) as stage:
+        assert (stage / WORKBENCH / "embeddings.npz").read_bytes() == b"cache"
+        assert (stage / "manifest.json").read_text() == '{"old": true}'
+    assert (out / WORKBENCH / "embeddings.npz").read_bytes() == b"cache"
+
+
+def test_a_first_build_that_fails_keeps_its_caches_and_its_error(tmp_path: Path) -> None:
+    out = tmp_path / "new_model"
+    with pytest.raises(KeyboardInterrupt), staged(out) as stage:
+        (stage / WORKBENCH).mkdir()
+        (stage / WORKBENCH / "embeddings.npz").write_bytes(b"computed")
+        raise KeyboardInterrupt
+    assert (out / WORKBENCH / "embeddings.npz").read_bytes() == b"computed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new_model"]

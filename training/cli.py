@@ -36,6 +36,9 @@ class CleanErrors(click.Group):
         kwargs.pop("standalone_mode", None)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare edge-train: the help
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:  # bad option values: one line
             click.echo(f"edge-train: error: {' '.join(exc.format_message().split())}",
                        err=True)
