@@ -194,7 +194,7 @@ def test_gate_refuses_and_writes_nothing(mn04_dir: Path, esc10_dir: Path,
     with pytest.raises(q.QuantizationRefused, match="too far from fp32"):
         q.quantize_model_dir(mn04_dir, esc10_dir / "audio", out, calib_files=8, check_files=4,
                              min_mean=1.01)
-    assert list(out.iterdir()) == []
+    assert not out.exists(), "a refused quantize leaves no folder behind"
 
 
 def test_unreadable_calibration_file_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
