@@ -193,8 +193,9 @@ def run(opts: dict[str, Any]) -> int:
         mqtt = MqttSink(opts["mqtt"], input_name=name,
                         classes=model_classes(detector), ca_file=opts["mqtt_ca"],
                         discovery_prefix=opts["mqtt_discovery_prefix"],
-                        spool_dir=opts["mqtt_spool"],
-                        off_delay_s=max(60.0, 3 * events.update_every_s))
+                        spool_dir=opts["mqtt_spool"], node=opts["mqtt_node"],
+                        off_delay_s=(max(60.0, 3 * events.update_every_s)
+                                     if events.update_every_s > 0 else None))
         shared.append(mqtt)
     if opts["save_clips"] and (opts["clips_max_mb"] is not None or opts["clips_keep_days"]):
         from edge_runtime.retention import RetentionSink

@@ -163,7 +163,7 @@ class MqttSink:
     def __init__(self, url: str, *, input_name: str, classes: list[str] | None = None,
                  ca_file: str | None = None, discovery_prefix: str = "homeassistant",
                  spool_dir: str | os.PathLike[str] | None = None, spool_limit: int = 1000,
-                 off_delay_s: float = 60.0, diagnostics_every_s: float = 5.0,
+                 off_delay_s: float | None = 60.0, diagnostics_every_s: float = 5.0,
                  on_command: Callable[[bool], None] | None = None,
                  node: str | None = None, drain_timeout_s: float = 10.0) -> None:
         try:
@@ -191,6 +191,11 @@ class MqttSink:
         self._diag_sent = 0.0
         self.spool = Spool(Path(spool_dir or default_spool_dir()) / f"{self.node}_{self.source}",
                            spool_limit)
+        earlier = len(self.spool)
+        # no event is open at start: a run killed mid-event left its classes ON (retained),
+        # which every Home Assistant restart would read as a live alarm
+        for cls in self.binary_classes:
+            self.spool.put(self.topic("class", slug(cls)), "OFF", retain=True)
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -218,9 +223,8 @@ class MqttSink:
         client.loop_start()
         self._worker = threading.Thread(target=self._deliver, name="mqtt-spool", daemon=True)
         self._worker.start()
-        if len(self.spool):
-            log.info("MQTT: %d message(s) left by an earlier run will be delivered",
-                     len(self.spool))
+        if earlier:
+            log.info("MQTT: %d message(s) left by an earlier run will be delivered", earlier)
 
     # topics -----------------------------------------------------------------------------
     def topic(self, *parts: str) -> str:
@@ -307,8 +311,9 @@ class MqttSink:
             add("binary_sensor", slug(cls), {
                 "name": cls.replace("_", " ").capitalize(),
                 "state_topic": self.topic("class", slug(cls)),
-                "device_class": device_class(cls), "off_delay": int(self.off_delay_s),
-                "qos": 1})
+                "device_class": device_class(cls), "qos": 1,
+                # a safety net for a lost OFF, never shorter than the updates that renew ON
+                **({} if self.off_delay_s is None else {"off_delay": int(self.off_delay_s)})})
         diag = {"state_topic": self.topic("diagnostics"), "entity_category": "diagnostic"}
         add("sensor", "last_event", {"name": "Last event", "state_topic": self.topic("last_event"),
                                      "device_class": "timestamp",

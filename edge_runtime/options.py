@@ -130,6 +130,21 @@ def _not_a_dir(value: str) -> str | None:
     return f"{value} is a directory, not a file" if Path(value).is_dir() else None
 
 
+def _topic_part(value: str) -> str | None:
+    """An MQTT topic level: no wildcard, not empty."""
+    if not value.strip("/"):
+        return "must not be empty"
+    if any(c in value for c in "+#\0"):
+        return f"{value!r}: MQTT topics cannot hold '+', '#' or NUL"
+    return None
+
+
+def _node_name(value: str) -> str | None:
+    if not any(c.isalnum() for c in value):
+        return f"{value!r}: needs a letter or digit"
+    return None
+
+
 def _dir_or_new(value: str) -> str | None:
     path = Path(value)
     if path.exists() and not path.is_dir():
@@ -198,7 +213,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="URL"),
     Option("mqtt_ca", str, None, "mqtts: CA certificate file.", metavar="FILE"),
     Option("mqtt_discovery_prefix", str, "homeassistant", "Home Assistant discovery topic "
-           "prefix."),
+           "prefix.", check=_topic_part),
+    Option("mqtt_node", str, None, "This detector's name in MQTT topics, client id and Home "
+           "Assistant (give each detector of a host its own).", check=_node_name,
+           default_text="the host name"),
     Option("mqtt_spool", str, None, "MQTT messages wait here while the broker is unreachable.",
            metavar="DIR", check=_dir_or_new,
            default_text="$XDG_STATE_HOME/edge-detect/mqtt-spool"),

@@ -145,7 +145,7 @@ def test_once_publishes_discovery_availability_and_one_event(broker: Broker, tin
     assert all(e["source"].endswith("danger.wav") for e in events)  # none for safe.wav
     assert events[1]["score"] > 0.9 and events[1]["end"] > events[1]["start"]
     states = [p for t, p, _ in live.messages if t == f"{base}/class/danger"]
-    assert states == ["ON", "OFF"]
+    assert states == ["OFF", "ON", "OFF"]  # OFF at start: no event is open
 
     # a client arriving later gets the retained discovery configs and the availability
     late = Watcher(broker.port, ["homeassistant/#", f"{base}/status"])
@@ -184,6 +184,47 @@ def test_safe_clip_alone_publishes_no_event(broker: Broker, tiny_model: Path,
     live.close()
     assert [p for t, p, _ in live.messages if t.endswith("/status")] == ["online", "offline"]
     assert events_of(live.messages) == []
+
+
+def test_a_class_left_on_by_a_killed_run_is_cleared_at_start(broker: Broker, tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    """A run killed mid-event leaves its class sensors ON (retained): Home Assistant would read
+    a live alarm after every restart. The next run sets them OFF, under its --mqtt-node."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "safe.wav", hiss(6.0), SR)
+    stale = "edge-detect/kitchen/class/danger"
+    setter = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    setter.connect("127.0.0.1", broker.port)
+    setter.loop_start()
+    setter.publish(stale, "ON", qos=1, retain=True).wait_for_publish(10)
+    setter.disconnect()
+    setter.loop_stop()
+    res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox), "--once",
+                                     "--settle", "0", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                     "--mqtt-node", "Kitchen", "--update-every", "0",
+                                     "--mqtt-spool", str(tmp_path / "spool")),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    after = Watcher(broker.port, ["edge-detect/#", "homeassistant/#"])
+    assert after.wait(lambda m: any(t == stale for t, _, _ in m), 10)
+    after.close()
+    assert [p for t, p, r in after.messages if t == stale] == ["OFF"]
+    configs = {t: json.loads(p) for t, p, _ in after.messages
+               if t.startswith("homeassistant/binary_sensor/kitchen/")}
+    assert configs and all("off_delay" not in c for c in configs.values())  # --update-every 0
+
+
+@pytest.mark.parametrize("prefix", ["home#", "a/+/b", "/"])
+def test_a_discovery_prefix_that_is_no_topic_is_refused_in_one_line(prefix: str,
+                                                                    tmp_path: Path) -> None:
+    res = subprocess.run(edge_detect("--model", str(tmp_path), "--input", "x.wav",
+                                     "--mqtt", "mqtt://127.0.0.1:1",
+                                     "--mqtt-discovery-prefix", prefix),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--mqtt-discovery-prefix" in lines[0], res.stderr
 
 
 @pytest.mark.slow  # > 20 s: waits out a broker outage
@@ -388,6 +429,9 @@ def test_discovery_with_named_classes(tmp_path: Path) -> None:
     assert classes == {"smoke_alarm": "smoke", "glass_break": "safety", "baby_crying": "sound",
                        "danger": "safety"}
     base = "home/sounds/pi"
-    assert [t for t, _ in queued] == [f"{base}/mic/event", f"{base}/class/smoke_alarm",
-                                      f"{base}/class/danger", f"{base}/last_event"]
-    assert json.loads(queued[0][1])["event_type"] == "smoke_alarm"
+    at_start = [(f"{base}/class/{c}", "OFF")
+                for c in ("smoke_alarm", "glass_break", "baby_crying", "danger")]
+    assert queued[:4] == at_start  # no event is open when a run starts
+    assert [t for t, _ in queued[4:]] == [f"{base}/mic/event", f"{base}/class/smoke_alarm",
+                                          f"{base}/class/danger", f"{base}/last_event"]
+    assert json.loads(queued[4][1])["event_type"] == "smoke_alarm"
