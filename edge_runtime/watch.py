@@ -105,6 +105,19 @@ class Inotify:
         os.close(self.fd)
 
 
+def read_signature(path: Path) -> tuple[int, int, int]:
+    """(inode of the entry itself, size, mtime_ns of what it points to); -1 where unknown."""
+    try:
+        inode = path.lstat().st_ino
+    except OSError:
+        return (-1, -1, -1)
+    try:
+        st = path.stat()
+    except OSError:
+        return (inode, -1, -1)
+    return (inode, st.st_size, st.st_mtime_ns)
+
+
 class FolderWatcher:
     """Yields each complete audio file of ``directory`` once (see the module docstring)."""
 
@@ -119,7 +132,8 @@ class FolderWatcher:
                              else incomplete_s)
         self.stop = stop or threading.Event()
         self.use_inotify = use_inotify and not once
-        self.done: dict[str, int] = {}  # name → inode of the file that was read
+        # name → (inode, size, mtime_ns) of the file as it was read
+        self.done: dict[str, tuple[int, int, int]] = {}
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
         self.errors = RateLimitedLog()
@@ -131,7 +145,8 @@ class FolderWatcher:
         """Read the listing; False if the directory cannot be listed."""
         try:
             with os.scandir(self.directory) as it:
-                entries = {e.name: e.inode() for e in it if is_candidate(Path(e.name))}
+                found = {e.name: e for e in it if is_candidate(Path(e.name))}
+                entries = {name: e.inode() for name, e in found.items()}
         except OSError as exc:
             self.errors.error("%s: cannot list the watched folder (%s)", self.name,
                               exc.strerror or exc)
@@ -147,11 +162,27 @@ class FolderWatcher:
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
         for name, inode in entries.items():
-            if self.done.get(name, inode) != inode:  # replaced by a new file: read it
+            if name in self.done and self._changed_since_read(name, found[name]):
                 del self.done[name]
             if name not in self.done and name not in self.pending:
                 self.pending[name] = (None, now)
         self._next_scan = now + self.rescan_s
+        return True
+
+    def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
+        """A file replaced by a new one (other inode), or written again after it was read (an
+        empty file filled later, a recording copied over in place): read it again."""
+        inode, size, mtime_ns = self.done[name]
+        if entry.inode() != inode:
+            return True
+        try:
+            st = entry.stat()
+        except OSError:
+            return False
+        if size < 0 or (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+            return False
+        log.info("%s: written again after it was read (%d → %d bytes); reading it again",
+                 printable(self.directory / name), size, st.st_size)
         return True
 
     def _ready(self, now: float) -> list[str]:
@@ -227,10 +258,7 @@ class FolderWatcher:
             for name in self._ready(now):
                 del self.pending[name]
                 path = self.directory / name
-                try:
-                    self.done[name] = path.lstat().st_ino
-                except OSError:
-                    self.done[name] = -1
+                self.done[name] = read_signature(path)
                 yield path
                 if self.stop.is_set():
                     return

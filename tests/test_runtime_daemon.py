@@ -93,6 +93,38 @@ def test_watcher_waits_for_files_being_written(tmp_path: Path) -> None:
     assert seen == [("old.wav", 1), ("new.wav", 6000)]
 
 
+def test_watcher_reads_a_file_again_when_it_is_written_after_it_was_read(
+        tmp_path: Path) -> None:
+    """A recorder or an upload that creates the file empty and writes it seconds later, or a
+    recording copied over an old one in place (same inode): the new content is read too."""
+    stop = threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def watch() -> None:
+        for path in watch_directory(tmp_path, settle_s=0.3, poll_s=0.05, stop=stop):
+            seen.append((path.name, path.stat().st_size))
+
+    def wait_for(n: int) -> None:
+        for _ in range(100):
+            if len(seen) >= n:
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    (tmp_path / "late.wav").write_bytes(b"")
+    wait_for(1)
+    inode = (tmp_path / "late.wav").stat().st_ino
+    with open(tmp_path / "late.wav", "r+b") as handle:  # in place: the same inode
+        handle.write(b"\0" * 2000)
+    assert (tmp_path / "late.wav").stat().st_ino == inode
+    wait_for(2)
+    time.sleep(0.5)  # read once more, not again and again
+    stop.set()
+    thread.join(5)
+    assert seen == [("late.wav", 0), ("late.wav", 2000)]
+
+
 def test_candidate_names() -> None:
     assert is_candidate(Path("a.WAV")) and is_candidate(Path("b.mp3"))
     for name in (".a.wav", "a.wav.part", "a.tmp", "a.txt", "a.wav~"):
