@@ -65,7 +65,8 @@ def _option(option: Option):
                             help=option.help)
     if option.multiple:
         return click.option(*names, option.name, type=Checked(option), multiple=True,
-                            default=option.default, show_default=bool(option.default),
+                            default=option.default,
+                            show_default=option.default_text or bool(option.default),
                             metavar=option.metavar or _metavar(option), help=option.help)
     return click.option(*names, option.name, type=Checked(option), default=option.default,
                         show_default=option.default_text or option.default is not None,

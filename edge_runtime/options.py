@@ -155,11 +155,12 @@ def _dir_or_new(value: str) -> str | None:
 _EV = EventConfig()
 
 OPTIONS: tuple[Option, ...] = (
-    Option("input", str, ("mic",), "Microphone, a directory to watch, one audio file, raw PCM "
+    Option("input", str, (), "Microphone, a directory to watch, one audio file, raw PCM "
            "on stdin, or a stream URL (rtsp://, http(s)://, anything ffmpeg reads). Repeat with "
            "NAME=SPEC for several named sources in one process (TOML: a string or a list; "
            "[sources.NAME] tables too). With --spark: one DIR or URI (hdfs://, s3a://, ...).",
-           metavar="[NAME=]mic|DIR|FILE|-|URL", multiple=True),
+           metavar="[NAME=]mic|DIR|FILE|-|URL", multiple=True,
+           default_text="mic, unless [sources] tables name the inputs"),
     Option("model", str, "models_onnx", "Model dir (manifest.json + ONNX files, each "
            "sha256-verified).", metavar="DIR"),
     Option("expect_model", str, None, "Refuse any model dir whose id (64 hex digits, logged at "

@@ -10,6 +10,7 @@ anything ffmpeg reads), a directory (watched) or a file. Named: ``--input porch=
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -42,13 +43,17 @@ class SourceSpec:
 
 def parse_sources(inputs: Any, device: str | None,
                   tables: dict[str, Any] | None = None) -> list[SourceSpec]:
-    """``--input`` values (``SPEC`` or ``NAME=SPEC``, str or list) and ``[sources.NAME]``
-    tables → specs. Raises ``ValueError`` (one line) on duplicates or bad tables."""
+    """``--input`` values (``SPEC`` or ``NAME=SPEC``, str or list; none: the microphone,
+    unless tables name the sources) and ``[sources.NAME]`` tables → specs; an explicit
+    ``mic`` is served beside the tables. A value that is an existing path is a path even with
+    ``=`` in it. Raises ``ValueError`` (one line) on duplicates or bad tables."""
     values = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if not values and not tables:
+        values = ["mic"]  # the default input; named [sources] tables replace it
     specs: list[SourceSpec] = []
     for value in values:
         match = NAME_RE.match(str(value))
-        if match:
+        if match and not os.path.lexists(str(value)):  # take=2.wav: a file, not a name
             specs.append(SourceSpec(match.group(1), match.group(2), device))
         else:
             specs.append(SourceSpec(None, str(value), device))
@@ -65,8 +70,6 @@ def parse_sources(inputs: Any, device: str | None,
         if isinstance(own, int) and not isinstance(own, bool):  # device = 2: an index
             own = str(own)
         specs.append(SourceSpec(name, table["input"], own))
-    if tables and values == ["mic"]:  # the default --input gives way to named sources
-        specs = specs[1:]
     for spec in specs:
         where = f"[sources.{spec.name}]" if spec.name in (tables or {}) else "--input"
         if not spec.input.strip() or "\0" in spec.input:

@@ -59,8 +59,9 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
         mtime = datetime.now(UTC)
     decoded = audio_io.Decoded()
     blocks = audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds)
-    duration = min(info.duration, max_seconds)
-    return Stream(printable(path), True, mtime - timedelta(seconds=duration), blocks, decoded)
+    # the whole file's length, also when only its first max_seconds are read
+    return Stream(printable(path), True, mtime - timedelta(seconds=info.duration), blocks,
+                  decoded)
 
 
 def watch_directory(directory: str | os.PathLike[str], once: bool = False,

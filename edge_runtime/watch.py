@@ -145,8 +145,7 @@ class FolderWatcher:
         """Read the listing; False if the directory cannot be listed."""
         try:
             with os.scandir(self.directory) as it:
-                found = {e.name: e for e in it if is_candidate(Path(e.name))}
-                entries = {name: e.inode() for name, e in found.items()}
+                entries = {e.name: e for e in it if is_candidate(Path(e.name))}
         except OSError as exc:
             self.errors.error("%s: cannot list the watched folder (%s)", self.name,
                               exc.strerror or exc)
@@ -161,8 +160,8 @@ class FolderWatcher:
             del self.done[gone]
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
-        for name, inode in entries.items():
-            if name in self.done and self._changed_since_read(name, found[name]):
+        for name, entry in entries.items():
+            if name in self.done and self._changed_since_read(name, entry):
                 del self.done[name]
             if name not in self.done and name not in self.pending:
                 self.pending[name] = (None, now)

@@ -460,3 +460,23 @@ def test_bare_edge_train_shows_its_help() -> None:
                          text=True, timeout=60)
     assert "Usage:" in res.stdout + res.stderr and "Commands:" in res.stdout + res.stderr
     assert "edge-train: error" not in res.stderr
+
+
+def test_a_capped_file_is_timed_from_its_whole_length(tmp_path: Path, tiny_model: Path) -> None:
+    """--max-file-duration reads the first part of a long recording; its start is still
+    ``mtime - whole length`` (was: mtime - the part read, so events came out late)."""
+    import soundfile as sf
+
+    from datetime import datetime
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.concatenate([tone(6.0), hiss(44.0)]), SR)
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    events = tmp_path / "e.jsonl"
+    res = edge_detect("--model", str(tiny_model), "--input", str(path), "--once",
+                      "--max-file-duration", "20", "--events", str(events))
+    assert res.returncode == 0, res.stderr
+    (event,) = ended_events(events)
+    start = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp()
+    assert abs(start - (1_800_000_000 - 50.0 + event["offset_start_s"])) < 0.01
+    assert event["offset_start_s"] < 6.0

@@ -148,9 +148,23 @@ def test_source_specs() -> None:
     assert [(s.name, s.input, s.device) for s in specs] == [
         ("kitchen", "mic", "USB"), ("porch", "rtsp://cam/a?x=1", "USB"),
         ("input3", "/data/a=b.wav", "USB")]
-    specs = parse_sources("mic", None, {"porch": {"input": "http://x/a"},
-                                        "hall": {"input": "mic", "device": "hw:1"}})
+    specs = parse_sources((), None, {"porch": {"input": "http://x/a"},
+                                     "hall": {"input": "mic", "device": "hw:1"}})
     assert [(s.name, s.device) for s in specs] == [("porch", None), ("hall", "hw:1")]
+    # an explicit mic is served beside the tables (was: silently dropped); none at all: mic
+    specs = parse_sources("mic", None, {"porch": {"input": "http://x/a"}})
+    assert [(s.name, s.input) for s in specs] == [("input1", "mic"), ("porch", "http://x/a")]
+    assert [s.input for s in parse_sources((), None)] == ["mic"]
+
+
+def test_an_existing_path_with_an_equals_sign_is_a_path(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "take=2.wav").write_bytes(b"")
+    (spec,) = parse_sources(["take=2.wav"], None)
+    assert spec.input == "take=2.wav"
+    (spec,) = parse_sources(["take=3.wav"], None)  # no such file: NAME=SPEC
+    assert (spec.name, spec.input) == ("take", "3.wav")
     with pytest.raises(ValueError, match="unique"):
         parse_sources(["a=mic", "a=-"], None)
     with pytest.raises(ValueError, match="unknown key"):
