@@ -85,13 +85,34 @@ RECORDING_SPEED = 2.0
 
 
 def has_length(url: str, timeout_s: float = 5.0) -> bool:
-    """Whether an http(s) server states a Content-Length for ``url`` (a HEAD request)."""
+    """Whether ``url`` is a recording of known length: a ``file://`` path to a regular file,
+    or an http(s) server that states a Content-Length (a HEAD request; credentials in the URL
+    are sent as Basic authentication, as ffmpeg does)."""
+    import base64
+    import urllib.parse
     import urllib.request
 
-    if url.split("://", 1)[0].lower() not in ("http", "https"):
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return os.path.isfile(urllib.parse.unquote(parts.path))
+    if scheme not in ("http", "https"):
         return False
     try:
-        request = urllib.request.Request(url, method="HEAD")
+        headers = {}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            netloc = host + (f":{parts.port}" if parts.port else "")
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        request = urllib.request.Request(url, method="HEAD", headers=headers)
         with urllib.request.urlopen(request, timeout=timeout_s) as reply:  # noqa: S310
             return int(reply.headers.get("Content-Length") or 0) > 0
     except (OSError, ValueError):

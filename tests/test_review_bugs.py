@@ -465,9 +465,9 @@ def test_bare_edge_train_shows_its_help() -> None:
 def test_a_capped_file_is_timed_from_its_whole_length(tmp_path: Path, tiny_model: Path) -> None:
     """--max-file-duration reads the first part of a long recording; its start is still
     ``mtime - whole length`` (was: mtime - the part read, so events came out late)."""
-    import soundfile as sf
-
     from datetime import datetime
+
+    import soundfile as sf
 
     path = tmp_path / "long.wav"
     sf.write(path, np.concatenate([tone(6.0), hiss(44.0)]), SR)
@@ -480,3 +480,43 @@ def test_a_capped_file_is_timed_from_its_whole_length(tmp_path: Path, tiny_model
     start = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp()
     assert abs(start - (1_800_000_000 - 50.0 + event["offset_start_s"])) < 0.01
     assert event["offset_start_s"] < 6.0
+
+
+def test_a_recording_behind_a_password_or_a_file_url_is_known_as_one(tmp_path: Path) -> None:
+    """A recording read through a URL is read once, not reopened (and its events reported
+    again) forever: that needs its length, also when the URL holds user:password (sent as
+    Basic authentication; was: urllib took them for the host name) or is file://."""
+    import base64
+    import http.server
+    import threading
+
+    from edge_runtime.netsource import has_length
+
+    body = b"RIFF" + b"\0" * 4000
+    token = base64.b64encode(b"user:s3cr#t").decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+            ok = self.headers.get("Authorization") == f"Basic {token}"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body) if ok else 0))
+            self.end_headers()
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert has_length(f"http://user:s3cr%23t@127.0.0.1:{port}/a.wav")
+        assert not has_length(f"http://user:wrong@127.0.0.1:{port}/a.wav")
+        assert not has_length(f"http://127.0.0.1:{port}/a.wav")
+    finally:
+        server.shutdown()
+        server.server_close()
+    (tmp_path / "rec.wav").write_bytes(body)
+    assert has_length((tmp_path / "rec.wav").as_uri())
+    assert not has_length((tmp_path / "missing.wav").as_uri())
+    assert not has_length("http://[::1/a")
