@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -89,10 +90,57 @@ def _read_available(handle: BinaryIO, size: int, stop: threading.Event) -> bytes
     return b""
 
 
+WAV_FORMATS = {(1, 8): "u8", (1, 16): "s16le", (1, 32): "s32le", (3, 32): "f32le"}
+WAV_HEADER_MAX = 1 << 16  # bytes searched for the data chunk of a piped WAV
+
+
+@dataclass(frozen=True)
+class PipedWav:
+    """What a WAV header at the start of piped PCM says (``arecord``'s and ffmpeg's default)."""
+
+    rate: int
+    channels: int
+    fmt: str
+    data_offset: int
+
+
+def piped_wav(data: bytes) -> PipedWav | bool | None:
+    """``data`` (the first bytes of a pipe) as a WAV header: :class:`PipedWav`; ``True``
+    when it is a WAV whose header has not all arrived; ``None`` when it is not a WAV. Raises
+    ``AudioError`` for a WAV encoding a pipe cannot carry here (24-bit, compressed)."""
+    if len(data) < 12:
+        return True if b"RIFF".startswith(data[:4]) and data else None
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    at, fmt = 12, None
+    while at + 8 <= len(data):
+        chunk, size = data[at:at + 4], int.from_bytes(data[at + 4:at + 8], "little")
+        if chunk == b"fmt ":
+            if at + 8 + 16 > len(data):
+                return True
+            code, channels, rate = struct.unpack_from("<HHI", data, at + 8)
+            bits = struct.unpack_from("<H", data, at + 22)[0]
+            if code == 0xFFFE and size >= 40 and at + 8 + 26 <= len(data):  # extensible
+                code = struct.unpack_from("<H", data, at + 32)[0]
+            fmt = WAV_FORMATS.get((code, bits))
+            if fmt is None or channels == 0 or rate == 0:
+                raise audio_io.AudioError(f"a WAV header of format {code}, {bits} bit, "
+                                          f"{channels} channel(s) at {rate} Hz cannot be read "
+                                          "from a pipe; send 8/16/32-bit PCM or 32-bit float")
+            fmt = (rate, channels, fmt)
+        elif chunk == b"data":
+            if fmt is None:
+                raise audio_io.AudioError("a WAV header without a fmt chunk")
+            return PipedWav(fmt[0], fmt[1], fmt[2], at + 8)
+        at += 8 + size + (size & 1)
+    return True
+
+
 def pcm_stream(handle: BinaryIO | None, rate: int, fmt: str, channels: int, target_rate: int,
                stop: threading.Event | None = None, block_s: float = 0.1,
                name: str = "stdin") -> Stream:
-    """Raw interleaved PCM (e.g. ``arecord -f S16_LE -r 48000 -c 1``) as a stream."""
+    """Raw interleaved PCM (e.g. ``arecord -f S16_LE -r 48000 -c 1 -t raw``) as a stream; a
+    WAV header at the start (arecord's and ffmpeg's default) is read and obeyed."""
     key = fmt.lower()
     if key not in PCM_FORMATS:
         raise ValueError(f"unknown PCM format {fmt!r}; choose one of "
@@ -100,7 +148,6 @@ def pcm_stream(handle: BinaryIO | None, rate: int, fmt: str, channels: int, targ
     if rate <= 0 or channels <= 0:
         raise ValueError(f"--rate and --channels must be positive (got {rate}, {channels})")
     dtype = np.dtype(PCM_FORMATS[key])
-    frame_bytes = dtype.itemsize * channels
     if handle is None:
         if sys.stdin is None:  # started with stdin closed (``<&-``)
             raise ValueError(f"{name}: no standard input to read PCM from (it is closed)")
@@ -109,24 +156,41 @@ def pcm_stream(handle: BinaryIO | None, rate: int, fmt: str, channels: int, targ
     decoded = audio_io.Decoded(sample_rate=rate, channels=channels)
 
     def blocks() -> Iterator[np.ndarray]:
-        resample = audio_io.Resampler(rate, target_rate)
-        want = max(frame_bytes, int(block_s * rate) * frame_bytes)
-        leftover = b""
+        first, header = b"", None
+        while len(first) < WAV_HEADER_MAX:
+            got = _read_available(handle, 4096, stop)
+            first += got
+            header = piped_wav(first)
+            if not got or header is not True:
+                break
+        pipe_rate, pipe_channels, pipe_dtype = rate, channels, dtype
+        if isinstance(header, PipedWav):
+            pipe_rate, pipe_channels = header.rate, header.channels
+            pipe_dtype = np.dtype(PCM_FORMATS[header.fmt])
+            if (pipe_rate, pipe_channels, pipe_dtype) != (rate, channels, dtype):
+                log.info("%s: a WAV header (%d Hz, %d channel(s), %s): read as it says, not "
+                         "as --rate/--channels/--format", name, pipe_rate, pipe_channels,
+                         header.fmt)
+            first = first[header.data_offset:]
+            decoded.sample_rate, decoded.channels = pipe_rate, pipe_channels
+        frame = pipe_dtype.itemsize * pipe_channels
+        resample = audio_io.Resampler(pipe_rate, target_rate)
+        want = max(frame, int(block_s * pipe_rate) * frame)
+        pending = first
         while True:
             data = _read_available(handle, want, stop)
+            pending += data
+            usable = len(pending) - len(pending) % frame
+            if usable:
+                raw = np.frombuffer(pending[:usable], dtype=pipe_dtype).reshape(-1, pipe_channels)
+                pending = pending[usable:]
+                mono, bad = audio_io.scrub(audio_io.to_mono(audio_io.int_to_float(raw)))
+                decoded.frames_in += len(raw)
+                decoded.nonfinite += bad
+                if (out := resample(mono)).size:
+                    yield out
             if not data:
                 break
-            data = leftover + data
-            usable = len(data) - len(data) % frame_bytes
-            leftover = data[usable:]
-            if not usable:
-                continue
-            raw = np.frombuffer(data[:usable], dtype=dtype).reshape(-1, channels)
-            mono, bad = audio_io.scrub(audio_io.to_mono(audio_io.int_to_float(raw)))
-            decoded.frames_in += len(raw)
-            decoded.nonfinite += bad
-            if (out := resample(mono)).size:
-                yield out
         if (tail := resample(np.zeros(0, np.float32), last=True)).size:
             yield tail
 

@@ -520,3 +520,42 @@ def test_a_recording_behind_a_password_or_a_file_url_is_known_as_one(tmp_path: P
     assert has_length((tmp_path / "rec.wav").as_uri())
     assert not has_length((tmp_path / "missing.wav").as_uri())
     assert not has_length("http://[::1/a")
+
+
+@pytest.mark.parametrize("codec,rate,channels", [("pcm_s16le", 16000, 1),
+                                                  ("pcm_f32le", 48000, 2), ("pcm_u8", 8000, 1)])
+def test_a_wav_piped_to_stdin_is_read_as_its_header_says(tmp_path: Path, codec: str, rate: int,
+                                                         channels: int) -> None:
+    """ffmpeg (and arecord) write a WAV header to a pipe: its rate, channels and encoding win
+    over --rate/--format (was: the header read as samples, a 16 kHz pipe played at 48 kHz)."""
+    import shutil
+
+    import soundfile as sf
+
+    from edge_runtime.sources import pcm_stream
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (.ci/setup installs it)")
+    t = np.arange(SR * 2) / SR
+    sf.write(tmp_path / "a.wav", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)
+    piped = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tmp_path / "a.wav"),
+                            "-ar", str(rate), "-ac", str(channels), "-c:a", codec, "-f", "wav",
+                            "-"], capture_output=True, check=True, timeout=60).stdout
+    (tmp_path / "pipe").write_bytes(piped)
+    with open(tmp_path / "pipe", "rb") as handle:
+        stream = pcm_stream(handle, 48000, "s16le", 1, SR)
+        out = np.concatenate(list(stream.blocks))
+    assert abs(out.size - 2 * SR) < SR * 0.01  # 2 s, not 2 s × 48000 / rate
+    spectrum = np.abs(np.fft.rfft(out[SR // 2: SR // 2 + SR]))
+    assert abs(int(np.argmax(spectrum)) - 440) <= 2  # the tone's own pitch, 1 Hz bins
+    level = 0.5 / np.sqrt(channels)  # ffmpeg's mono → stereo upmix is −3 dB per channel
+    assert abs(float(np.abs(out).max()) - level) < 0.03
+    assert stream.decoded.sample_rate == rate and stream.decoded.channels == channels
+
+
+def test_raw_pcm_that_starts_like_riff_is_still_raw() -> None:
+    from edge_runtime.sources import piped_wav
+
+    assert piped_wav(b"\0\1" * 100) is None
+    assert piped_wav(b"RIF") is True and piped_wav(b"RIFFxxxxWAVEfm") is True
+    assert piped_wav(b"RIFFxxxxAVI " + b"\0" * 40) is None
