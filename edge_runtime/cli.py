@@ -38,12 +38,16 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
                                               datefmt="%H:%M:%S"))
 
 
+RECEIVED: list[int] = []  # the signals that stopped this run
+
+
 def install_signals(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set ``stop`` (the loops finish and flush); a second SIGINT aborts."""
 
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        RECEIVED.append(signum)
         log.info("%s received: finishing the current stream and flushing events",
                  signal.Signals(signum).name)
         stop.set()
@@ -233,6 +237,10 @@ def run(opts: dict[str, Any]) -> int:
         log.info("done%s: %d stream(s), %d failed, %d event(s); %.1f s of audio in %.1f s",
                  f" ({spec.name})" if spec.name else "", st.streams, st.failed, st.events,
                  st.audio_s, st.compute_s)
+    if opts["once"] and RECEIVED and code == 0:  # a batch cut short must not look complete
+        log.warning("interrupted (%s) before every input was read: the results hold what was "
+                    "decided until then", signal.Signals(RECEIVED[0]).name)
+        code = 128 + RECEIVED[0]
     return code
 
 

@@ -153,6 +153,12 @@ class Spool:
 
 
 def default_spool_dir() -> Path:
+    """systemd's ``$STATE_DIRECTORY`` (the unit's ``StateDirectory=``: writable under its
+    ``ProtectHome``), else ``$XDG_STATE_HOME/edge-detect``, else ``~/.local/state/edge-detect``;
+    then ``mqtt-spool``."""
+    systemd = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if systemd:
+        return Path(systemd) / "mqtt-spool"
     state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(state) / "edge-detect" / "mqtt-spool"
 

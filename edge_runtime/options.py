@@ -220,7 +220,8 @@ OPTIONS: tuple[Option, ...] = (
            default_text="the host name"),
     Option("mqtt_spool", str, None, "MQTT messages wait here while the broker is unreachable.",
            metavar="DIR", check=_dir_or_new,
-           default_text="$XDG_STATE_HOME/edge-detect/mqtt-spool"),
+           default_text="$STATE_DIRECTORY/mqtt-spool under systemd, else "
+           "$XDG_STATE_HOME/edge-detect/mqtt-spool"),
     Option("notify", str, (), "Push a notification per event: an ntfy topic URL or a webhook "
            "(JSON POST); repeatable (TOML: a string or a list).", metavar="URL", multiple=True),
     Option("notify_cooldown", float, 300.0, "Seconds between two notifications of the same "

@@ -77,10 +77,11 @@ def service_args(argv: list[str]) -> list[str]:
 
 
 def writable_paths(args: list[str], workdir: Path) -> list[str]:
-    """Folders the service writes to (``--events`` file's folder, ``--save-clips``)."""
+    """Folders the service writes to (``--events`` file's folder, ``--save-clips``,
+    ``--mqtt-spool``)."""
     paths = []
     for i, arg in enumerate(args):
-        for flag in ("--events", "--save-clips"):
+        for flag in ("--events", "--save-clips", "--mqtt-spool"):
             value = (args[i + 1] if arg == flag and i + 1 < len(args)
                      else arg[len(flag) + 1:] if arg.startswith(flag + "=") else None)
             if value:

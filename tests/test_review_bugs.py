@@ -559,3 +559,26 @@ def test_raw_pcm_that_starts_like_riff_is_still_raw() -> None:
     assert piped_wav(b"\0\1" * 100) is None
     assert piped_wav(b"RIF") is True and piped_wav(b"RIFFxxxxWAVEfm") is True
     assert piped_wav(b"RIFFxxxxAVI " + b"\0" * 40) is None
+
+
+def test_an_interrupted_once_run_does_not_exit_as_complete(tiny_model: Path,
+                                                          tmp_path: Path) -> None:
+    """--once cut short by SIGTERM: its events are flushed, and the exit status (128 + the
+    signal) and a warning say the batch is not complete (was: 0, as a finished batch)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
+                             str(tiny_model), "--input", "-", "--once", "--events",
+                             str(tmp_path / "e.jsonl")],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("\0" * 64000)  # some audio; the pipe stays open
+        proc.stdin.flush()
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err

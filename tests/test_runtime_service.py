@@ -38,6 +38,21 @@ def test_unit_runs_sandboxed_as_a_dedicated_user() -> None:
     assert "User=edge-detect" in unit_for("--input", "mic").splitlines()  # the default
 
 
+def test_mqtt_spool_is_writable_under_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ProtectSystem=strict / ProtectHome=read-only: an explicit --mqtt-spool is a
+    ReadWritePaths entry; the default spool is systemd's StateDirectory (was ~/.local/state,
+    read-only there: the service could not start with --mqtt)."""
+    from edge_runtime.mqtt import default_spool_dir
+
+    text = unit_for("--input", "mic", "--mqtt", "mqtt://h", "--mqtt-spool", "/srv/spool")
+    assert "ReadWritePaths=-/srv/spool" in text.splitlines(), text
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-detect")
+    assert default_spool_dir() == Path("/var/lib/edge-detect/mqtt-spool")
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", "/x/state")
+    assert default_spool_dir() == Path("/x/state/edge-detect/mqtt-spool")
+
+
 def test_an_argument_cannot_add_a_directive() -> None:
     text = unit_for("--input", f"x\n{DIRECTIVE}", "--device", "a \"b\" $HOME %n \\ c\td")
     lines = text.splitlines()
