@@ -163,6 +163,24 @@ def default_spool_dir() -> Path:
     return Path(state) / "edge-detect" / "mqtt-spool"
 
 
+def tls_problem(host: str, port: int, ca_file: str | None, timeout_s: float = 5.0) -> str | None:
+    """Why a TLS handshake with ``host:port`` fails (a certificate not trusted, a name that
+    does not match, a port that speaks no TLS), or None: reachable and fine, or not reachable."""
+    import ssl
+
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
+                context.wrap_socket(sock, server_hostname=host):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate verify failed: {exc.verify_message or exc.reason}"
+    except ssl.SSLError as exc:
+        return str(exc.reason or exc)
+    except OSError:
+        return None
+
+
 class MqttSink:
     """Publishes the event lifecycle and diagnostics; Home Assistant discovery; pause/resume."""
 
@@ -177,6 +195,10 @@ class MqttSink:
         except ImportError:
             raise ValueError("--mqtt needs paho-mqtt: pip install 'edge-detect[mqtt]'") from None
         self.target = parse_url(url)
+        self.ca_file = ca_file
+        if ca_file is not None and not self.target.tls:
+            raise ValueError(f"--mqtt-ca {ca_file}: only used with TLS; write the broker URL "
+                             "as mqtts://")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"--mqtt-ca {ca_file}: no such file")
         self.hostname = socket.gethostname()
@@ -206,6 +228,7 @@ class MqttSink:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._failed_once = False
+        self._refused = ""  # the broker's last refusal, logged once
         self._draining = False
 
         client = paho.Client(paho.CallbackAPIVersion.VERSION2,
@@ -244,9 +267,13 @@ class MqttSink:
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any,
                     _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("MQTT %s:%d refused the connection: %s", self.target.host,
-                        self.target.port, reason)
+            if str(reason) != self._refused:  # once per reason, not at every retry
+                self._refused = str(reason)
+                log.warning("MQTT %s:%d refused the connection: %s (retrying; events wait "
+                            "in %s)", self.target.host, self.target.port, reason,
+                            self.spool.directory)
             return
+        self._refused = ""
         log.info("MQTT connected to %s:%d (topics under %s)", self.target.host,
                  self.target.port, self.base)
         self._failed_once = False
@@ -260,14 +287,27 @@ class MqttSink:
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any = None) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        if not self._closing.is_set():
+        if not was_connected and not self._closing.is_set() and not self._failed_once:
+            self._failed_once = True
+            log.warning("MQTT %s:%d closed the connection before accepting it (%s): a TLS "
+                        "port reached with mqtt://? Events wait in %s", self.target.host,
+                        self.target.port, reason, self.spool.directory)
+        if was_connected and not self._closing.is_set():
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting with backoff",
                         self.target.host, self.target.port, reason)
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         if not self._failed_once:
             self._failed_once = True
+            problem = (tls_problem(self.target.host, self.target.port, self.ca_file)
+                       if self.target.tls else None)
+            if problem:
+                log.warning("MQTT broker %s:%d: TLS failed (%s); check --mqtt-ca and the "
+                            "broker's certificate; events wait in %s", self.target.host,
+                            self.target.port, problem, self.spool.directory)
+                return
             log.warning("MQTT broker %s:%d unreachable; events wait in %s until it is back",
                         self.target.host, self.target.port, self.spool.directory)
 

@@ -377,6 +377,23 @@ def test_mqtts_with_a_private_ca(tmp_path: Path, tiny_model: Path) -> None:
         last = bad.stderr.strip().splitlines()[-1]
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert last.startswith("edge-detect: error: --mqtt-ca") and "missing.crt" in last
+        plain = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                           "--once", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                           "--mqtt-ca", str(ca)),
+                               capture_output=True, text=True, timeout=60)
+        assert plain.returncode == 2 and "only used with TLS" in plain.stderr, plain.stderr
+        # a CA that did not sign the broker's certificate: the log names TLS, not "unreachable"
+        other = tmp_path / "other"
+        other.mkdir()
+        other_ca, _, _ = make_tls(other)
+        wrong = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox),
+                                           "--once", "--settle", "0", "--mqtt", url,
+                                           "--mqtt-ca", str(other_ca),
+                                           "--mqtt-spool", str(tmp_path / "spool2")),
+                               capture_output=True, text=True, timeout=120)
+        assert wrong.returncode == 0 and "Traceback" not in wrong.stderr, wrong.stderr
+        assert "TLS failed (certificate verify failed" in wrong.stderr, wrong.stderr
+        assert "unreachable" not in wrong.stderr
     finally:
         broker.stop()
 
