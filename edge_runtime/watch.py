@@ -134,6 +134,7 @@ class FolderWatcher:
         self.use_inotify = use_inotify and not once
         # name → (inode, size, mtime_ns) of the file as it was read
         self.done: dict[str, tuple[int, int, int]] = {}
+        self._warned: set[str] = set()  # read files that changed since: warned once
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
         self.errors = RateLimitedLog()
@@ -169,10 +170,13 @@ class FolderWatcher:
         return True
 
     def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
-        """A file replaced by a new one (other inode), or written again after it was read (an
-        empty file filled later, a recording copied over in place): read it again."""
+        """Read it again? Yes for a new file under the name (another inode) and for a file that
+        was empty when read and has been written since (a recorder or an upload that creates
+        the file first). A file that changed after its audio was read is not read again (its
+        events would repeat): one warning says so."""
         inode, size, mtime_ns = self.done[name]
         if entry.inode() != inode:
+            self._warned.discard(name)
             return True
         try:
             st = entry.stat()
@@ -180,9 +184,16 @@ class FolderWatcher:
             return False
         if size < 0 or (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
             return False
-        log.info("%s: written again after it was read (%d → %d bytes); reading it again",
-                 printable(self.directory / name), size, st.st_size)
-        return True
+        if size == 0:
+            log.info("%s: empty when first seen, written since; reading it now",
+                     printable(self.directory / name))
+            return True
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("%s: changed after it was read (%d → %d bytes); not read again, its "
+                        "events would repeat — write to a temporary name and rename",
+                        printable(self.directory / name), size, st.st_size)
+        return False
 
     def _ready(self, now: float) -> list[str]:
         """Names of pending files that are complete now (stat'ing only those)."""

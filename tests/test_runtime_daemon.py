@@ -93,10 +93,10 @@ def test_watcher_waits_for_files_being_written(tmp_path: Path) -> None:
     assert seen == [("old.wav", 1), ("new.wav", 6000)]
 
 
-def test_watcher_reads_a_file_again_when_it_is_written_after_it_was_read(
-        tmp_path: Path) -> None:
-    """A recorder or an upload that creates the file empty and writes it seconds later, or a
-    recording copied over an old one in place (same inode): the new content is read too."""
+def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, caplog) -> None:
+    """A recorder or an upload that creates the file empty and writes it seconds later: read
+    once written (was: "empty file", never read). A file whose audio was read and that changes
+    later in place is not read again (its events would repeat): one warning."""
     stop = threading.Event()
     seen: list[tuple[str, int]] = []
 
@@ -119,10 +119,15 @@ def test_watcher_reads_a_file_again_when_it_is_written_after_it_was_read(
         handle.write(b"\0" * 2000)
     assert (tmp_path / "late.wav").stat().st_ino == inode
     wait_for(2)
-    time.sleep(0.5)  # read once more, not again and again
+    for _ in range(2):  # grows after its audio was read: warned once, not read again
+        with open(tmp_path / "late.wav", "ab") as handle:
+            handle.write(b"\0" * 1000)
+        time.sleep(0.6)
     stop.set()
     thread.join(5)
     assert seen == [("late.wav", 0), ("late.wav", 2000)]
+    warnings = [r for r in caplog.records if "changed after it was read" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
 
 
 def test_candidate_names() -> None:
