@@ -43,6 +43,7 @@ RECEIVED: list[int] = []  # the signals that stopped this run
 
 def install_signals(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set ``stop`` (the loops finish and flush); a second SIGINT aborts."""
+    RECEIVED.clear()  # a run's own signals only
 
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set() and signum == signal.SIGINT:
