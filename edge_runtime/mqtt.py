@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from edge_runtime import __version__
 from edge_runtime.lifecycle import EventRecord, Health, Hop
+from edge_runtime.statedir import state_dir
 
 log = logging.getLogger("edge-detect")
 
@@ -153,14 +154,8 @@ class Spool:
 
 
 def default_spool_dir() -> Path:
-    """systemd's ``$STATE_DIRECTORY`` (the unit's ``StateDirectory=``: writable under its
-    ``ProtectHome``), else ``$XDG_STATE_HOME/edge-detect``, else ``~/.local/state/edge-detect``;
-    then ``mqtt-spool``."""
-    systemd = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
-    if systemd:
-        return Path(systemd) / "mqtt-spool"
-    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state) / "edge-detect" / "mqtt-spool"
+    """``mqtt-spool`` in the state folder (:func:`edge_runtime.statedir.state_dir`)."""
+    return state_dir() / "mqtt-spool"
 
 
 def tls_problem(host: str, port: int, ca_file: str | None, timeout_s: float = 5.0) -> str | None:

@@ -171,6 +171,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("once", bool, False, "DIR: process the existing files, then exit."),
     Option("settle", float, 1.0, "DIR: seconds a new file's size/mtime must be stable before "
            "it is read (a file is read once; see DEPLOY.md).", lo=0.0, hi=3600.0),
+    Option("watch_state", str, None, "DIR: where each watched folder's record of the files it "
+           "read is kept, so a restart does not read them again (their events would repeat).",
+           metavar="DIR", check=_dir_or_new,
+           default_text="$STATE_DIRECTORY/watched under systemd, else "
+           "$XDG_STATE_HOME/edge-detect/watched"),
     Option("max_file_duration", float, 43200.0, "Files: seconds of audio decoded at most per "
            "file; the rest is skipped.", lo=0.0, hi=7 * 86400.0, open_lo=True),
     Option("stall_timeout", float, 10.0, "mic/URL: no audio for this many seconds → reopen the "

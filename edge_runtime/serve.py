@@ -21,6 +21,7 @@ from typing import Any
 from edge_runtime.audio import AudioError
 from edge_runtime.options import BY_NAME
 from edge_runtime.text import printable
+from edge_runtime.watch_record import ReadRecord, record_path
 
 log = logging.getLogger("edge-detect")
 
@@ -173,8 +174,11 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         return False
 
     if Path(source).is_dir():
-        for path in watch_directory(source, once=bool(opts.get("once")),
-                                    settle_s=float(option("settle")), stop=stop):
+        once = bool(opts.get("once"))
+        record = None if once else ReadRecord(
+            record_path(source, spec.name, option("watch_state")), source)
+        for path in watch_directory(source, once=once, settle_s=float(option("settle")),
+                                    stop=stop, record=record):
             one_file(path)
             if stop.is_set():
                 break

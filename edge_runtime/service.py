@@ -78,10 +78,10 @@ def service_args(argv: list[str]) -> list[str]:
 
 def writable_paths(args: list[str], workdir: Path) -> list[str]:
     """Folders the service writes to (``--events`` file's folder, ``--save-clips``,
-    ``--mqtt-spool``)."""
+    ``--mqtt-spool``, ``--watch-state``)."""
     paths = []
     for i, arg in enumerate(args):
-        for flag in ("--events", "--save-clips", "--mqtt-spool"):
+        for flag in ("--events", "--save-clips", "--mqtt-spool", "--watch-state"):
             value = (args[i + 1] if arg == flag and i + 1 < len(args)
                      else arg[len(flag) + 1:] if arg.startswith(flag + "=") else None)
             if value:

@@ -22,6 +22,7 @@ import numpy as np
 from edge_runtime import audio as audio_io
 from edge_runtime.text import printable
 from edge_runtime.watch import AUDIO_SUFFIXES, TEMP_SUFFIXES, FolderWatcher, is_candidate
+from edge_runtime.watch_record import ReadRecord
 
 __all__ = ["AUDIO_SUFFIXES", "TEMP_SUFFIXES", "Stream", "file_stream", "is_candidate",
            "pcm_stream", "watch_directory"]
@@ -67,10 +68,12 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
 
 def watch_directory(directory: str | os.PathLike[str], once: bool = False,
                     settle_s: float = 1.0, poll_s: float = 0.5,
-                    stop: threading.Event | None = None) -> Iterator[Path]:
+                    stop: threading.Event | None = None,
+                    record: ReadRecord | None = None) -> Iterator[Path]:
     """Yield each complete audio file of ``directory`` once (see :mod:`edge_runtime.watch`);
-    ``once``: stop after the files present at start."""
-    watcher = FolderWatcher(directory, once=once, settle_s=settle_s, poll_s=poll_s, stop=stop)
+    ``once``: stop after the files present at start; ``record``: remember across restarts."""
+    watcher = FolderWatcher(directory, once=once, settle_s=settle_s, poll_s=poll_s, stop=stop,
+                            record=record)
     try:
         yield from watcher
     finally:

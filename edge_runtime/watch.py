@@ -7,11 +7,12 @@ whose header still promises more bytes is read anyway once it was last modified 
 ``incomplete_s`` ago (default max(30 s, 10 × settle): it is then a truncated file and is decoded
 up to where it ends). With ``once``, the files present at start are not waited for.
 
-A file is read once. If it grows later, it is not read again from the start (that would repeat
-its events); a *new* file under the same name (another inode, e.g. renamed over the old one) is
-read. Writers that pause longer than ``settle_s`` in formats without a size header (MP3, OGG,
-streamed FLAC) should write to a temporary name (``.part``, ``.tmp``, a leading dot) and rename
-when done, or raise ``--settle``.
+A file is read once, also across restarts when a :class:`~edge_runtime.watch_record.ReadRecord`
+is given (the daemon keeps one per watched folder). If it grows later, it is not read again from
+the start (that would repeat its events); a *new* file under the same name (another inode, e.g.
+renamed over the old one) is read. Writers that pause longer than ``settle_s`` in formats
+without a size header (MP3, OGG, streamed FLAC) should write to a temporary name (``.part``,
+``.tmp``, a leading dot) and rename when done, or raise ``--settle``.
 
 Linux: inotify wakes the loop when the folder changes, so an idle folder of 10,000 files costs
 nothing but a full listing every ``rescan_s``; elsewhere the folder's mtime is polled and the
@@ -37,6 +38,7 @@ from pathlib import Path
 from edge_runtime.audio import header_incomplete
 from edge_runtime.backoff import RateLimitedLog
 from edge_runtime.text import printable
+from edge_runtime.watch_record import ReadRecord
 
 log = logging.getLogger("edge-detect")
 
@@ -124,7 +126,7 @@ class FolderWatcher:
     def __init__(self, directory: str | os.PathLike[str], once: bool = False,
                  settle_s: float = 1.0, poll_s: float = 0.5, rescan_s: float = 30.0,
                  incomplete_s: float | None = None, stop: threading.Event | None = None,
-                 use_inotify: bool = True) -> None:
+                 use_inotify: bool = True, record: ReadRecord | None = None) -> None:
         self.directory = Path(directory)
         self.name = printable(self.directory)
         self.once, self.settle_s, self.poll_s, self.rescan_s = once, settle_s, poll_s, rescan_s
@@ -135,6 +137,7 @@ class FolderWatcher:
         # name → (inode, size, mtime_ns) of the file as it was read
         self.done: dict[str, tuple[int, int, int]] = {}
         self._warned: set[str] = set()  # read files that changed since: warned once
+        self.record = None if once else record  # the files read before a restart
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
         self.errors = RateLimitedLog()
@@ -157,6 +160,7 @@ class FolderWatcher:
         self.errors.ok("%s: the watched folder can be listed again", self.name)
         if self.initial is None:
             self.initial = set(entries)
+            self._remember(entries)
         for gone in [n for n in self.done if n not in entries]:
             del self.done[gone]
         for gone in [n for n in self.pending if n not in entries]:
@@ -168,6 +172,23 @@ class FolderWatcher:
                 self.pending[name] = (None, now)
         self._next_scan = now + self.rescan_s
         return True
+
+    def _remember(self, entries: dict[str, os.DirEntry[str]]) -> None:
+        """First listing: files the record says were read before, and are unchanged (same
+        inode, size and mtime), are not read again; the record keeps only names present."""
+        if self.record is None:
+            return
+        before = self.record.load()
+        for name in before.keys() & entries.keys():
+            if read_signature(self.directory / name) == before[name]:
+                self.done[name] = before[name]
+            else:
+                log.info("%s: changed since it was read before the restart; reading it",
+                         printable(self.directory / name))
+        if before:
+            log.info("%s: %d file(s) already read before the restart are not read again",
+                     self.name, len(self.done))
+        self.record.rewrite(self.done)
 
     def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
         """Read it again? Yes for a new file under the name (another inode) and for a file that
@@ -271,7 +292,9 @@ class FolderWatcher:
                 self.done[name] = read_signature(path)
                 yield path
                 if self.stop.is_set():
-                    return
+                    return  # perhaps cut short: not recorded, read again after a restart
+                if self.record is not None:
+                    self.record.add(name, self.done[name], self.done)
             if self.once and self.initial is not None and not (self.initial & set(self.pending)):
                 return
             woke = self._wait(started)

@@ -130,6 +130,110 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     assert len(warnings) == 1, caplog.text
 
 
+def _watch_until(folder: Path, record, n: int, **kwargs) -> list[str]:
+    """Names a watcher with ``record`` yields until it has yielded ``n`` (or 5 s passed)."""
+    from edge_runtime.watch import FolderWatcher
+
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def watch() -> None:
+        for path in FolderWatcher(folder, settle_s=0.0, poll_s=0.05, stop=stop, record=record,
+                                  **kwargs):
+            seen.append(path.name)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(seen) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing more comes
+    stop.set()
+    thread.join(5)
+    return seen
+
+
+def test_a_restarted_watcher_does_not_read_its_files_again(tmp_path: Path) -> None:
+    """The record of read files survives a restart: files read before are skipped; a new file,
+    one written while the watcher was down and a new file under an old name are read."""
+    from edge_runtime.watch_record import ReadRecord, record_path
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav", "gone.wav"):
+        (folder / name).write_bytes(b"x" * 100)
+    path = record_path(folder, None, tmp_path / "state")
+    assert path.parent == tmp_path / "state" and path.name.startswith("in-")
+    assert _watch_until(folder, ReadRecord(path, folder), 4) == ["a.wav", "b.wav", "c.wav",
+                                                                 "gone.wav"]
+    (folder / "gone.wav").unlink()
+    (folder / "new.wav").write_bytes(b"x" * 100)
+    with open(folder / "b.wav", "ab") as handle:  # written while the watcher was down
+        handle.write(b"y" * 50)
+    (folder / "c.tmp").write_bytes(b"z" * 100)
+    (folder / "c.tmp").replace(folder / "c.wav")  # a new recording under the old name
+    assert _watch_until(folder, ReadRecord(path, folder), 3) == ["b.wav", "c.wav", "new.wav"]
+    # the record keeps only names present: a.wav b.wav c.wav new.wav (gone.wav forgotten)
+    assert sorted(ReadRecord(path, folder).load()) == ["a.wav", "b.wav", "c.wav", "new.wav"]
+    assert _watch_until(folder, ReadRecord(path, folder), 1) == []
+    # another source name over the same folder keeps its own record; --once keeps none
+    assert record_path(folder, "porch", tmp_path / "state") != path
+    assert _watch_until(folder, ReadRecord(path, folder), 4, once=True) == [
+        "a.wav", "b.wav", "c.wav", "new.wav"]
+
+
+def test_a_record_that_cannot_be_kept_is_one_line(tmp_path: Path, caplog) -> None:
+    """A state folder that cannot be written: one error line, the files are still read; a
+    record with a torn last line (power loss): that line is skipped, one warning."""
+    from edge_runtime.watch_record import ReadRecord
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        (folder / name).write_bytes(b"x" * 100)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _watch_until(folder, ReadRecord(blocker / "rec.jsonl", folder), 2) == ["a.wav",
+                                                                               "b.wav"]
+    errors = [r for r in caplog.records if "record of read files" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelname == "ERROR", caplog.text
+    assert "a restart will read its files again" in errors[0].getMessage()
+    caplog.clear()
+    rec = tmp_path / "rec.jsonl"
+    assert _watch_until(folder, ReadRecord(rec, folder), 2) == ["a.wav", "b.wav"]
+    with open(rec, "a", encoding="utf-8") as handle:
+        handle.write('{"name": "c.wav", "ino')  # cut by a power loss
+    assert _watch_until(folder, ReadRecord(rec, folder), 1) == []
+    assert "1 unreadable line(s)" in caplog.text
+
+
+def test_daemon_restarted_on_a_folder_reports_only_new_files(tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    """edge-detect watching a folder, stopped and started again (a reboot): the recording it
+    already reported raises no second event; a recording made since does."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "first.wav", np.concatenate([hiss(1.0), tone(4.0)]), SR)
+    texts = []
+    for run, name in ((1, None), (2, "second.wav")):
+        if name:
+            sf.write(folder / name, np.concatenate([hiss(1.0), tone(4.0)]), SR)
+        events = tmp_path / f"run{run}.jsonl"
+        proc = subprocess.Popen(cli("--model", str(tiny_model), "--input", str(folder),
+                                    "--events", str(events), "--settle", "0.2"),
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (events.exists() and ended_events(events)):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        texts.append(proc.communicate(timeout=60)[1].decode())
+        assert proc.returncode == 0, texts[-1]
+        sources = [Path(rec["source"]).name for rec in ended_events(events)]
+        assert sources == ["first.wav" if run == 1 else "second.wav"], texts[-1]
+    assert "1 file(s) already read before the restart are not read again" in texts[1]
+
+
 def test_candidate_names() -> None:
     assert is_candidate(Path("a.WAV")) and is_candidate(Path("b.mp3"))
     for name in (".a.wav", "a.wav.part", "a.tmp", "a.txt", "a.wav~"):

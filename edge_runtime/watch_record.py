@@ -1,0 +1,136 @@
+"""A watched folder's record of the files it has read, kept on disk across restarts.
+
+Without it a restarted watcher (a reboot, a service restart, an upgrade) reads every file
+already in the folder again, and every old recording raises its alarm again. One JSON line is
+appended (and fsynced) per file once its audio has been processed: ``{"name", "inode", "size",
+"mtime_ns"}``. At start the record is read (at most :data:`MAX_BYTES`) and rewritten atomically
+with only the names still in the folder; it is rewritten again whenever dead lines outnumber
+the live ones, so it stays about 100 bytes per file present.
+
+A file is skipped after a restart only if its inode, size and modification time are all as
+recorded: anything else (the name reused by a new recording, possibly on a recycled inode; a
+file written while edge-detect was down) is read. The record cannot be kept (a read-only
+state folder, a full disk): one error line, and the watcher goes on without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+from edge_runtime.atomic import atomic_path
+from edge_runtime.statedir import state_dir
+from edge_runtime.text import printable
+
+log = logging.getLogger("edge-detect")
+
+Signature = tuple[int, int, int]  # (inode, size, mtime_ns)
+MAX_BYTES = 64 << 20  # a larger record is not read (about 600,000 files)
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def default_record_dir() -> Path:
+    """``watched`` in the state folder (:func:`edge_runtime.statedir.state_dir`)."""
+    return state_dir() / "watched"
+
+
+def record_path(folder: str | os.PathLike[str], source: str | None,
+                base: str | os.PathLike[str] | None = None) -> Path:
+    """The record of ``folder`` as source ``source``: one file per (folder, source name) in
+    ``base`` (default :func:`default_record_dir`), named after the folder for people."""
+    resolved = os.fsencode(Path(folder).resolve())
+    key = hashlib.sha256(resolved + b"\0" + os.fsencode(source or "")).hexdigest()[:16]
+    slug = _SLUG.sub("_", Path(folder).resolve().name)[:40].strip("._") or "root"
+    return Path(base or default_record_dir()) / f"{slug}-{key}.jsonl"
+
+
+class ReadRecord:
+    """The on-disk record of one watched folder (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.folder = printable(folder)
+        self.broken = False  # a write failed: the watcher goes on without a record
+        self._lines = 0  # entry lines in the file now
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        if not self.broken:
+            log.error("%s: cannot %s its record of read files %s (%s); a restart will read "
+                      "its files again", self.folder, what, printable(self.path),
+                      exc.strerror or exc)
+        self.broken = True
+
+    def load(self) -> dict[str, Signature]:
+        """The files read before (an absent record: none)."""
+        try:
+            size = self.path.stat().st_size
+            if size > MAX_BYTES:
+                log.warning("%s: its record of read files %s is %d MB, more than %d; not read "
+                            "(files present are read again)", self.folder,
+                            printable(self.path), size >> 20, MAX_BYTES >> 20)
+                return {}
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._fail("read", exc)
+            return {}
+        out: dict[str, Signature] = {}
+        bad = 0
+        for line in text.splitlines():
+            try:
+                item = json.loads(line)
+                if "folder" in item:
+                    continue
+                sig = (int(item["inode"]), int(item["size"]), int(item["mtime_ns"]))
+                out[str(item["name"])] = sig
+            except (ValueError, TypeError, KeyError):
+                bad += 1  # a line cut by a power loss, or not ours
+        if bad:
+            log.warning("%s: %d unreadable line(s) in its record of read files %s skipped",
+                        self.folder, bad, printable(self.path))
+        return out
+
+    def rewrite(self, entries: dict[str, Signature]) -> None:
+        """Replace the record with ``entries`` (atomically)."""
+        if self.broken:
+            return
+        lines = [json.dumps({"folder": self.folder})]
+        lines += [_line(name, sig) for name, sig in entries.items()]
+        try:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        except OSError as exc:
+            self._fail("write", exc)
+            return
+        self._lines = len(entries)
+
+    def add(self, name: str, sig: Signature, entries: dict[str, Signature]) -> None:
+        """Append one read file; rewrite from ``entries`` (every file read and still present)
+        when most lines of the file have gone dead."""
+        if self.broken:
+            return
+        if self._lines > 2 * len(entries) + 1000:
+            self.rewrite(entries)
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, (_line(name, sig) + "\n").encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._fail("write", exc)
+            return
+        self._lines += 1
+
+
+def _line(name: str, sig: Signature) -> str:
+    """One entry; names that are not valid UTF-8 keep their bytes (escaped surrogates)."""
+    inode, size, mtime_ns = sig
+    return json.dumps({"name": name, "inode": inode, "size": size, "mtime_ns": mtime_ns})
