@@ -28,7 +28,6 @@ from edge_runtime.lifecycle import (
     Observer,
     StreamInfo,
     build_record,
-    rfc3339,
     top_classes,
 )
 from edge_runtime.sinks import AudioHistory, ClipSink
@@ -186,6 +185,7 @@ class Runner:
         try:
             for block in stream.blocks:
                 seen += block.size
+                info.keep_up(seen / rate)
                 if self.history is not None:
                     self.history.add(block)
                 if watch is not None:
@@ -244,7 +244,7 @@ class Runner:
     def _hop(self, score: WindowScore, offset: float, info: StreamInfo, meter: _Meter,
              tracker: EventTracker, stream: Stream) -> None:
         end = score.end_s + offset
-        hop = Hop(source=info.source, time=rfc3339(info.base_time, end), offset_s=round(end, 3),
+        hop = Hop(source=info.source, time=info.time_at(end), offset_s=round(end, 3),
                   p_danger=round(float(score.decision), 4),
                   p_window=round(float(score.probability), 4), threshold=self.config.threshold,
                   top=top_classes(score), level_dbfs=round(meter.level_dbfs, 1),

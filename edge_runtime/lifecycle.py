@@ -86,16 +86,40 @@ class StreamInfo:
     base_time: datetime  # wall-clock time of the stream's first sample (UTC)
     model_id: str
     sample_rate: int
+    lead_s: float = 0.0  # how far a live input ran ahead of the wall clock (taken off its times)
+    _starts: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def keep_up(self, offset_s: float, now: datetime | None = None) -> None:
+        """A live input has been read up to ``offset_s``: none of it can be later than now.
+        Audio that arrives faster than real time (a recording piped to stdin) moves the
+        stream's clock back, so no time is in the future. Files keep their own clock."""
+        if self.is_file:
+            return
+        now = now or datetime.now(UTC)
+        ahead = (self.base_time + timedelta(seconds=offset_s) - now).total_seconds()
+        self.lead_s = max(self.lead_s, ahead)
+
+    def time_at(self, offset_s: float) -> str:
+        """RFC 3339 time of ``offset_s`` seconds into the stream."""
+        return rfc3339(self.base_time, offset_s - self.lead_s)
+
+    def start_of(self, event: Event, state: State) -> str:
+        """``event``'s start time, fixed when first asked (its id must not change while a fast
+        input's clock moves back); forgotten at its end."""
+        start = self._starts.setdefault(event.index, self.time_at(event.start_s))
+        if state == "end":
+            del self._starts[event.index]
+        return start
 
 
 def build_record(event: Event, stream: StreamInfo, state: State,
                  tags: list[tuple[str, float]] | None = None,
                  class_name: str | None = None) -> EventRecord:
     """The record of ``event`` as it stands now (``end`` is the latest end so far)."""
-    start = rfc3339(stream.base_time, event.start_s)
+    start = stream.start_of(event, state)
     return EventRecord(
         id=event_id(stream.source, start, stream.model_id), state=state, index=event.index,
-        start=start, end=rfc3339(stream.base_time, event.end_s),
+        start=start, end=max(start, stream.time_at(event.end_s)),
         duration_s=round(event.end_s - event.start_s, 3),
         peak_probability=round(float(event.peak), 4),
         mean_probability=round(float(event.mean), 4), windows=event.windows,

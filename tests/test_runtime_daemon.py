@@ -53,6 +53,40 @@ def test_sigterm_closes_and_writes_the_open_event(tiny_model: Path, tmp_path: Pa
     assert rec["peak_probability"] > 0.9
 
 
+def test_audio_piped_faster_than_real_time_is_never_dated_in_the_future(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """Ten minutes of a recording piped to stdin in a second or two: its events used to be
+    stamped open time + offset, up to ten minutes ahead. Now no time is later than the run, an
+    event's start and end keep one id, and the times stay in order."""
+    from datetime import datetime
+
+    events = tmp_path / "events.jsonl"
+    pieces = []
+    for _ in range(20):  # 20 events, 30 s apart
+        pieces += [hiss(25.0), tone(5.0)]
+    pcm = (np.concatenate(pieces) * 32767).astype("<i2").tobytes()
+    before = time.time()
+    done = subprocess.run(cli("--model", str(tiny_model), "--input", "-", "--rate", str(SR),
+                              "--events", str(events)), input=pcm, capture_output=True,
+                          timeout=300)
+    after = time.time()
+    assert done.returncode == 0, done.stderr.decode()
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    ends = [rec for rec in lines if rec["state"] == "end"]
+    assert len(ends) == 20 and after - before < 300
+    by_id = {rec["id"]: rec for rec in lines if rec["state"] == "start"}
+    assert set(by_id) == {rec["id"] for rec in ends}
+
+    def stamp(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    for rec in ends:
+        assert before - 1 <= stamp(rec["start"]) <= stamp(rec["end"]) <= after + 0.01, rec
+        assert by_id[rec["id"]]["start"] == rec["start"]
+    starts = [stamp(rec["start"]) for rec in ends]
+    assert starts == sorted(starts)
+
+
 def test_pcm_stream_formats_and_end_of_input(tmp_path: Path) -> None:
     raw = (np.stack([tone(1.0, sr=16000)] * 2, axis=1) * 32767).astype("<i2").tobytes()
     path = tmp_path / "in.raw"
