@@ -175,9 +175,11 @@ class Runner:
             nonlocal peak
             for score in scores:
                 peak = max(peak, score.decision)
+                since = score.sustained_since_s
                 self._emit(tracker.update(score.start_s + offset, score.end_s + offset,
                                           score.decision, self._payload(score),
-                                          score.chunk_probabilities), info)
+                                          score.chunk_probabilities,
+                                          None if since is None else since + offset), info)
                 if self.observers:
                     meter.hop(rate)
                     self._hop(score, offset, info, meter, tracker, stream)

@@ -49,6 +49,7 @@ class WindowScore:
     class_scores: np.ndarray | None = field(default=None, repr=False)  # raw, manifest order
     label: str | None = None  # the deciding class (class models)
     classes: dict[str, float] | None = None  # class → score normalised by its threshold
+    sustained_since_s: float | None = None  # a min_seconds class released: its run's first end
 
 
 @dataclass
@@ -120,7 +121,7 @@ class DetectorStream:
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
-            p, chunk_cap = float(scores.danger[i]), None
+            p, chunk_cap, since = float(scores.danger[i]), None, None
             row = None if scores.normalised is None else scores.normalised[i]
             k = None if scores.best is None else int(scores.best[i])
             if row is not None and self._persistence.active:
@@ -131,6 +132,8 @@ class DetectorStream:
                     row = hold(row, held)
                     k = int(row.argmax())
                     p = float(np.float32(row[k]))
+                if k is not None and self._persistence.persisted[k] and above[k] and not held[k]:
+                    since = self._persistence.run_since(k)  # released: began with its run
             if gated:  # near-silence: under the quietest noise the model learnt as safe
                 p = 0.0
             chunk_probs = [float(q) for q in self._chunk_danger(w.chunk_embeddings, chunk_cap)]
@@ -146,7 +149,7 @@ class DetectorStream:
             per_class = None if row is None else dict(zip(
                 names, (float(v) for v in row), strict=True))
             out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
-                                   w.audio_chunks, decision, raw, label, per_class))
+                                   w.audio_chunks, decision, raw, label, per_class, since))
         return out
 
     def _chunk_danger(self, embeddings: np.ndarray, cap: np.ndarray | None) -> np.ndarray:

@@ -22,6 +22,7 @@ Rules (all times in seconds from the start of the stream):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,9 @@ class EventTracker:
     count: int = 0
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
+    # (end, onset) of the latest windows: where an event decided later began (``since_s``)
+    _onsets: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=128),
+                                                repr=False)
     chunk_s: float | None = None  # length of the chunks ``chunk_probs`` score (default hop_s)
     _runs_on: bool = field(default=True, repr=False)  # the last active window hot to its end
 
@@ -101,8 +105,11 @@ class EventTracker:
         return start, min(win_end, win_start + (hot[-1] + 1) * chunk)
 
     def update(self, win_start: float, win_end: float, p: float, payload: Any = None,
-               chunk_probs: Sequence[float] | None = None) -> list[Transition]:
-        """One window's p(danger); ``chunk_probs`` (oldest first) place the event in time."""
+               chunk_probs: Sequence[float] | None = None,
+               since_s: float | None = None) -> list[Transition]:
+        """One window's p(danger); ``chunk_probs`` (oldest first) place the event in time;
+        ``since_s``: the window decides for a class that had to last (``min_seconds``) and
+        whose run's first window ended there — an event opened now starts with that window."""
         first = not self._seen
         self._seen = True
         onset = win_start if first else max(win_start, win_end - self.hop_s)
@@ -114,6 +121,7 @@ class EventTracker:
         least = self.hop_s
         if hot_start is not None:
             onset, offset, least = hot_start, hot_end, self.chunk_s or self.hop_s
+        self._onsets.append((win_end, onset))
         cfg, ev, out = self.config, self.current, []
         if ev is not None and self.quiet_since is not None:
             if p >= cfg.threshold:
@@ -126,6 +134,9 @@ class EventTracker:
         if ev is None:
             if p < cfg.threshold:
                 return out
+            if since_s is not None:  # placed as that earlier window placed its sound
+                onset = min(onset, *(at for end, at in self._onsets
+                                     if abs(end - since_s) < 1e-6))
             ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p,
                                       peak_payload=payload)
         if p >= cfg.off:

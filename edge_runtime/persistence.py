@@ -11,8 +11,9 @@ the window, not the sound. With 5 s windows every 2 s, m = 6 needs 4 consecutive
 
 While held, the class's normalised score is capped at :data:`HELD_CAP` (just below the 0.5
 decision threshold), so it cannot open an event; once released it passes unchanged until the
-run breaks. Data flows one way: class scores → :class:`Persistence` → p(danger) → events. One
-instance per stream (its state is that stream's runs); training replays reuse
+run breaks, and the event it opens starts where the run began (:meth:`Persistence.run_since`),
+not at the release. Data flows one way: class scores → :class:`Persistence` → p(danger) →
+events. One instance per stream (its state is that stream's runs); training replays reuse
 :func:`held_windows` on cached scores.
 """
 
@@ -46,6 +47,11 @@ class Persistence:
                                np.nan)
         lasted = end_s - self._since  # nan (False below) where the class is not high
         return above & self.persisted & ~(lasted >= self.min_seconds - TOLERANCE)
+
+    def run_since(self, k: int) -> float | None:
+        """End of the first window of class ``k``'s current run (None: not high now)."""
+        since = float(self._since[k]) if self._since.size else float("nan")
+        return None if np.isnan(since) else since
 
     def unreleased(self, above: np.ndarray, held: np.ndarray) -> np.ndarray:
         """[K]: persisted classes not released in this window (``above``, ``held`` from its

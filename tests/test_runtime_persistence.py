@@ -34,8 +34,11 @@ def events_for(sound: tuple[float, float], min_seconds: float,
     out = []
     for start, end in windows(seconds):
         row = np.array([0.9 if start < sound[1] and sound[0] < end else 0.1])
-        p = float(hold(row, persistence.step(row >= DECISION_THRESHOLD, end)).max())
-        out += [(t.event.start_s, t.event.end_s, t.kind) for t in tracker.update(start, end, p)]
+        held = persistence.step(row >= DECISION_THRESHOLD, end)
+        p = float(hold(row, held).max())
+        since = persistence.run_since(0) if min_seconds and not held[0] else None
+        out += [(t.event.start_s, t.event.end_s, t.kind)
+                for t in tracker.update(start, end, p, since_s=since)]
     return out + [(t.event.start_s, t.event.end_s, t.kind) for t in tracker.close(seconds)]
 
 
@@ -45,8 +48,9 @@ def test_a_short_beep_raises_no_event_a_long_alarm_one() -> None:
     assert events_for((20.0, 21.0), 6.0) == []
     (start, _, first), (_, end, last) = events_for((20.0, 32.0), 6.0)  # 12 s alarm
     assert (first, last) == ("start", "end")
-    # windows overlapping it end at 21, 23, 25 (held), 27 (ends 6 s apart: released)
-    assert start == pytest.approx(25.0)  # the newest stride of the releasing window [22, 27)
+    # windows overlapping it end at 21, 23, 25 (held), 27 (ends 6 s apart: released); the event
+    # starts where its run began: the newest stride of the first window [16, 21), not at 25
+    assert start == pytest.approx(19.0)
     assert 32.0 <= end <= 35.0
 
 
@@ -135,11 +139,13 @@ def test_cli_persisted_class_needs_a_long_sound(tmp_path: Path) -> None:
     events = by_file(persisted)
     assert "short" not in events
     ((cls, start),) = events["long"]
-    assert cls == "alarm" and start >= 6.0  # released by the window [6, 11)
+    # released by the window [6, 11), timed from the run's first window [0, 5): the sound's
+    # onset (4 s) to a stride, as an event without persistence (was: 6 s, the release)
+    assert cls == "alarm" and start <= 4.0
     assert [c for c, _ in events["bang"]] == ["bang"]
     before = by_file(plain)
     assert [c for c, _ in before["short"]] == ["alarm"]
-    assert before["long"][0][1] < 6.0
+    assert before["long"][0][1] == pytest.approx(start)
 
 
 @pytest.mark.parametrize("seed", range(6))
