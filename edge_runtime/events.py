@@ -135,8 +135,9 @@ class EventTracker:
             if p < cfg.threshold:
                 return out
             if since_s is not None:  # placed as that earlier window placed its sound
-                onset = min(onset, *(at for end, at in self._onsets
-                                     if abs(end - since_s) < 1e-6))
+                began = [at for end, at in self._onsets if abs(end - since_s) < 1e-6]
+                if began:  # never into the previous event
+                    onset = min(onset, max(began[-1], self.last_end))
             ev = self.current = Event(start_s=onset, end_s=max(offset, onset), peak=p,
                                       peak_payload=payload)
         if p >= cfg.off:

@@ -159,3 +159,18 @@ def test_release_level_is_the_threshold_at_which_the_rule_releases(seed: int) ->
                           & (scores >= t)).any()) for t in (level, level + 1e-6)]
         assert released == [True, False], (m, level)
     assert release_level(scores[:3], ends[:3], 60.0) == 0.0  # too short to ever release
+
+
+def test_a_sustained_class_is_dated_from_its_run_but_never_into_the_previous_event() -> None:
+    """``since_s`` (the end of the released class's first window) dates the new event; an
+    earlier event that ended inside that run keeps its span (no overlap)."""
+    tracker = EventTracker(EventConfig(threshold=0.5, cooldown_s=0.0), STRIDE)
+    out = []
+    for start, end in windows(40.0):
+        p = 0.9 if end <= 13.0 or end >= 27.0 else 0.1  # a first event, then quiet
+        since = 9.0 if end == 27.0 else None  # a run that began with the window [4, 9)
+        out += tracker.update(start, end, p, since_s=since)
+    out += tracker.close(40.0)
+    (a_start, a_end), (b_start, _) = [(t.event.start_s, t.event.end_s) for t in out
+                                      if t.kind == "end"]
+    assert a_start == 0.0 and b_start == pytest.approx(a_end) and a_end < 25.0
