@@ -127,7 +127,13 @@ def command(ctx: click.Context, **options: Any) -> None:
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
-        text = service.unit_text(service.service_args(sys.argv[1:]), user=opts["service_user"])
+        args = service.service_args(sys.argv[1:])
+        text = service.unit_text(args, user=opts["service_user"])
+        if secrets := service.secret_flags(args):
+            log.warning("%s holds a password: the unit file and `ps` show it to every user of "
+                        "this machine; put it in a config file only the service can read "
+                        "(--config /etc/edge-detect.toml, chmod 640) instead",
+                        " and ".join(secrets))
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)
             click.echo(f"wrote {path}; install: sudo cp {path} /etc/systemd/system/ && "

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from edge_runtime import __version__
 from edge_runtime.lifecycle import EventRecord, Health, Hop
+from edge_runtime.netsource import redact
 from edge_runtime.statedir import state_dir
 
 log = logging.getLogger("edge-detect")
@@ -62,18 +63,23 @@ def parse_url(url: str) -> MqttTarget:
     """``mqtt[s]://[user:pass@]host[:port][/prefix]`` → :class:`MqttTarget` (ValueError names
     the problem)."""
     parts = urlsplit(url)
+    shown = redact(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"--mqtt {url!r}: the scheme must be mqtt:// or mqtts://")
+        raise ValueError(f"--mqtt {shown!r}: the scheme must be mqtt:// or mqtts://")
+    rest = url.split("://", 1)[-1]
+    if "@" in rest and "@" not in parts.netloc and ":" in rest.split("@", 1)[0]:
+        raise ValueError("--mqtt: the password (or user name) holds '/', '?' or '#': write "
+                         "those percent-encoded (%2F, %3F, %23; '@' as %40)")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"--mqtt {url!r}: invalid port") from None
+        raise ValueError(f"--mqtt {shown!r}: invalid port") from None
     if not parts.hostname:
-        raise ValueError(f"--mqtt {url!r}: no host")
+        raise ValueError(f"--mqtt {shown!r}: no host")
     tls = parts.scheme == "mqtts"
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if any(c in prefix for c in "+#"):
-        raise ValueError(f"--mqtt {url!r}: the topic prefix may not hold + or #")
+        raise ValueError(f"--mqtt {shown!r}: the topic prefix may not hold + or #")
     return MqttTarget(parts.hostname, port or (8883 if tls else 1883), tls,
                       unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None, prefix)

@@ -76,6 +76,21 @@ def service_args(argv: list[str]) -> list[str]:
     return out
 
 
+_SECRET = re.compile(r"[A-Za-z][\w+.-]*://[^/@\s]*:[^@\s]*@")  # scheme://user:password@
+
+
+def secret_flags(args: list[str]) -> list[str]:
+    """Options of ``args`` whose value is a URL with a password (``--mqtt``, ``--input``,
+    ``--notify``): a unit file and ``ps`` show them to every user of the machine."""
+    flags, flag = [], "an argument"
+    for arg in args:
+        name, _, value = arg.partition("=") if arg.startswith("--") else (flag, "", arg)
+        if _SECRET.search(value or ""):
+            flags.append(name)
+        flag = arg if arg.startswith("--") and "=" not in arg else "an argument"
+    return sorted(set(flags))
+
+
 def writable_paths(args: list[str], workdir: Path) -> list[str]:
     """Folders the service writes to (``--events`` file's folder, ``--save-clips``,
     ``--mqtt-spool``, ``--watch-state``)."""

@@ -452,3 +452,19 @@ def test_discovery_with_named_classes(tmp_path: Path) -> None:
     assert [t for t, _ in queued[4:]] == [f"{base}/mic/event", f"{base}/class/smoke_alarm",
                                           f"{base}/class/danger", f"{base}/last_event"]
     assert json.loads(queued[4][1])["event_type"] == "smoke_alarm"
+
+
+@pytest.mark.parametrize("url", ["mqtt://ha:pa#ss@broker", "mqtt://ha:pa/ss@broker:1883",
+                                 "mqtt://ha:pa?ss@broker"])
+def test_a_password_that_needs_encoding_is_named_not_taken_for_a_port(url: str) -> None:
+    """Was: "invalid port" (urlsplit ends the host at '#', '/' or '?'), the password shown."""
+    from edge_runtime.mqtt import parse_url
+
+    with pytest.raises(ValueError, match="percent-encoded") as err:
+        parse_url(url)
+    assert "ss@" not in str(err.value)
+    target = parse_url("mqtt://ha:pa%23s%2Fs%40@broker:1884/home")
+    assert (target.password, target.host, target.port, target.prefix) == ("pa#s/s@", "broker",
+                                                                         1884, "home")
+    with pytest.raises(ValueError, match=r"\*\*\*"):
+        parse_url("mqtt://ha:secret@broker:99999")

@@ -53,6 +53,32 @@ def test_mqtt_spool_is_writable_under_the_sandbox(monkeypatch: pytest.MonkeyPatc
     assert default_spool_dir() == Path("/x/state/edge-detect/mqtt-spool")
 
 
+def test_state_paths_are_writable_under_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watched folder's record of read files: the StateDirectory by default, an explicit
+    --watch-state becomes a ReadWritePaths entry."""
+    from edge_runtime.watch_record import default_record_dir
+
+    text = unit_for("--input", "/srv/rec", "--watch-state", "/srv/state")
+    assert "ReadWritePaths=-/srv/state" in text.splitlines(), text
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-detect")
+    assert default_record_dir() == Path("/var/lib/edge-detect/watched")
+
+
+def test_a_password_in_the_unit_is_warned_about() -> None:
+    """A unit file and ``ps`` are readable by every user: a password in --mqtt / --notify /
+    --input gets one warning naming the option and the way out (a config file)."""
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input", "mic", "--mqtt",
+                          "mqtt://ha:s3cret@broker", "--notify=https://u:tok@ntfy.example/x",
+                          "--print-systemd-unit"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (line,) = [x for x in res.stderr.splitlines() if "holds a password" in x]
+    assert "--mqtt and --notify" in line and "--config" in line and "s3cret" not in line
+    quiet = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input", "mic", "--mqtt",
+                            "mqtt://ha@broker", "--print-systemd-unit"], capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.returncode == 0 and "password" not in quiet.stderr, quiet.stderr
+
+
 def test_an_argument_cannot_add_a_directive() -> None:
     text = unit_for("--input", f"x\n{DIRECTIVE}", "--device", "a \"b\" $HOME %n \\ c\td")
     lines = text.splitlines()
