@@ -60,8 +60,9 @@ def _one_line(exc: BaseException) -> str:
     return printable(" ".join(text.split()) or type(exc).__name__)
 
 
-def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
-    """``soundfile.info`` with every failure turned into a one-line :class:`AudioError`."""
+def check_file(path: str | os.PathLike[str]) -> None:
+    """A regular, non-empty, readable file, or a one-line :class:`AudioError` saying why not
+    (a FIFO or a device named ``x.wav`` would block or never end)."""
     path = Path(path)
     name = printable(path)
     try:
@@ -77,6 +78,12 @@ def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
         raise AudioError(f"{name}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{name}: permission denied")
+
+
+def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
+    """``soundfile.info`` with every failure turned into a one-line :class:`AudioError`."""
+    check_file(path)
+    name = printable(path)
     try:
         info = sf.info(os.fsencode(path))
     except PermissionError:

@@ -17,6 +17,7 @@ import numpy as np
 from edge_runtime import audio as audio_io
 from edge_runtime.classes import DECISION_THRESHOLD, dbfs
 from edge_runtime.features import embed_offline, heard_audio
+from edge_runtime.ffmpeg_file import iter_audio
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.manifest import ManifestError
 from edge_runtime.options import THRESHOLD_FALLBACK
@@ -265,13 +266,14 @@ class Detector:
 
     def predict(self, audio: str | os.PathLike[str] | np.ndarray,
                 sample_rate: int | None = None) -> Prediction:
-        """Score a file (any soundfile format, streamed) or an array (``sample_rate`` None: the
-        model rate). Raises ``AudioError`` with a one-line message for unusable input."""
+        """Score a file (any soundfile format, or .m4a/.mp4/… through ffmpeg; streamed) or an
+        array (``sample_rate`` None: the model rate). Raises ``AudioError`` with a one-line
+        message for unusable input."""
         stream = self.stream()
         scores: list[WindowScore] = []
         if isinstance(audio, (str, os.PathLike)):
             stats = audio_io.Decoded()
-            for block in audio_io.iter_file(Path(audio), self.sample_rate, stats=stats):
+            for block in iter_audio(Path(audio), self.sample_rate, stats=stats):
                 scores += stream.push(block)
             if stats.nonfinite:
                 log.warning("%s: %d NaN/inf samples replaced by 0", audio, stats.nonfinite)

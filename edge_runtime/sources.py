@@ -20,6 +20,8 @@ from typing import BinaryIO
 import numpy as np
 
 from edge_runtime import audio as audio_io
+from edge_runtime import ffmpeg_file
+from edge_runtime.ffmpeg_file import FFMPEG_SUFFIXES
 from edge_runtime.text import printable
 from edge_runtime.watch import AUDIO_SUFFIXES, TEMP_SUFFIXES, FolderWatcher, is_candidate
 from edge_runtime.watch_record import ReadRecord
@@ -49,21 +51,27 @@ class Stream:
 
 def file_stream(path: str | os.PathLike[str], target_rate: int,
                 max_seconds: float = audio_io.MAX_SECONDS) -> Stream:
-    """A file as a stream. Its wall-clock start is ``mtime - duration`` (a recorder finishing
-    the file at mtime). Raises ``AudioError`` (one line) for unusable files. The stream's
+    """A file as a stream (libsndfile's formats; .m4a, .mp4, … through ffmpeg). Its wall-clock
+    start is ``mtime - duration`` (a recorder finishing the file at mtime). Raises
+    ``AudioError`` (one line) for unusable files. The stream's
     ``source`` is the path with control characters and undecodable bytes escaped."""
     path = Path(path)
-    info = audio_io.open_info(path)
+    if path.suffix.lower() in FFMPEG_SUFFIXES:
+        probed = ffmpeg_file.probe(path)
+        duration = probed.duration
+    else:
+        duration = audio_io.open_info(path).duration
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except (OverflowError, ValueError, OSError):  # an mtime beyond year 9999 (tmpfs allows it)
         log.warning("%s: modification time out of range; timed from now", printable(path))
         mtime = datetime.now(UTC)
     decoded = audio_io.Decoded()
-    blocks = audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds)
+    blocks = (ffmpeg_file.iter_ffmpeg(path, target_rate, probed, decoded, max_seconds)
+              if path.suffix.lower() in FFMPEG_SUFFIXES else
+              audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds))
     # the whole file's length, also when only its first max_seconds are read
-    return Stream(printable(path), True, mtime - timedelta(seconds=info.duration), blocks,
-                  decoded)
+    return Stream(printable(path), True, mtime - timedelta(seconds=duration), blocks, decoded)
 
 
 def watch_directory(directory: str | os.PathLike[str], once: bool = False,

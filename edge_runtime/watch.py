@@ -37,13 +37,14 @@ from pathlib import Path
 
 from edge_runtime.audio import header_incomplete
 from edge_runtime.backoff import RateLimitedLog
+from edge_runtime.ffmpeg_file import FFMPEG_SUFFIXES
 from edge_runtime.text import printable
 from edge_runtime.watch_record import ReadRecord
 
 log = logging.getLogger("edge-detect")
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
-                            ".au", ".caf", ".w64", ".rf64"})
+                            ".au", ".caf", ".w64", ".rf64"}) | FFMPEG_SUFFIXES
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
 
 # inotify(7) event bits

@@ -172,3 +172,53 @@ def test_model_dir_problems_are_one_line(tmp_path: Path, tiny_model: Path) -> No
     res = edge_detect("--model", str(altered), "--input", str(tmp_path))
     assert res.returncode == 2 and "mismatch" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, timeout=60)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg not installed "
+                    "(.ci/setup installs it)")
+def test_phone_and_camera_recordings_are_decoded_by_ffmpeg(tmp_path: Path,
+                                                            tiny_model: Path) -> None:
+    """.m4a (AAC) and .webm (Opus) — a phone's voice memo, a camera's clip — were refused
+    ("not a readable audio file") or, in a watched folder, skipped without a line. Now they are
+    decoded through ffmpeg and give the event the same audio as WAV gives, at the same place;
+    a broken one is one line; a cut one keeps the audio before the cut."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(tmp_path / "src.wav", np.concatenate([hiss(3.0), tone(4.0), hiss(3.0)]), 44100)
+    _ffmpeg("-i", str(tmp_path / "src.wav"), "-c:a", "aac", "-b:a", "96k",
+            str(folder / "memo.m4a"))
+    _ffmpeg("-i", str(tmp_path / "src.wav"), "-c:a", "libopus", str(folder / "cam.webm"))
+    _ffmpeg("-i", str(tmp_path / "src.wav"), "-c:a", "libopus", str(tmp_path / "long.mka"))
+    (folder / "cut.mka").write_bytes((tmp_path / "long.mka").read_bytes()[:30000])
+    (folder / "broken.m4a").write_bytes(b"not an mp4 at all" * 10)
+    events = tmp_path / "events.jsonl"
+    res = edge_detect("--model", str(tiny_model), "--input", str(folder), "--once",
+                      "--settle", "0", "--events", str(events))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    by_file = {Path(r["source"]).name: r for r in ended_events(events)}
+    assert {"memo.m4a", "cam.webm"} <= set(by_file), res.stderr
+    for name in ("memo.m4a", "cam.webm"):
+        assert 2.0 <= by_file[name]["offset_start_s"] <= 4.0, by_file[name]
+        assert 6.0 <= by_file[name]["offset_end_s"] <= 9.0, by_file[name]
+    (broken,) = [line for line in res.stderr.splitlines() if "broken.m4a" in line]
+    assert "not a readable audio file" in broken and "0x" not in broken
+    (cut,) = [line for line in res.stderr.splitlines() if "cut.mka: truncated" in line]
+    assert "s decoded — decoding failed" in cut
+    one = edge_detect("--model", str(tiny_model), "--input", str(folder / "memo.m4a"),
+                      "--events", str(tmp_path / "one.jsonl"))
+    assert one.returncode == 0 and len(ended_events(tmp_path / "one.jsonl")) == 1, one.stderr
+
+
+def test_without_ffmpeg_such_a_file_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """No ffmpeg on PATH: a .m4a is named with the way to fix it, not a traceback."""
+    (tmp_path / "memo.m4a").write_bytes(b"\0" * 1000)
+    env = {**os.environ, "PATH": str(tmp_path / "nothing")}
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
+                          "--input", str(tmp_path / "memo.m4a")], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "memo.m4a: .m4a files are decoded by ffmpeg, which is not installed" in res.stderr

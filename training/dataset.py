@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.audio import load_file
+from edge_runtime.ffmpeg_file import iter_audio
 from edge_runtime.sources import AUDIO_SUFFIXES
 from training.mapping import Mapping
 
@@ -128,8 +128,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
     Raises :class:`edge_runtime.audio.AudioError` (one line naming the file) when unusable.
     """
-    audio, _ = load_file(path, sample_rate)
-    return audio
+    blocks = list(iter_audio(path, sample_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 def header_seconds(path: str | Path) -> float | None:
