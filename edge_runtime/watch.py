@@ -14,9 +14,11 @@ renamed over the old one) is read. Writers that pause longer than ``settle_s`` i
 without a size header (MP3, OGG, streamed FLAC) should write to a temporary name (``.part``,
 ``.tmp``, a leading dot) and rename when done, or raise ``--settle``.
 
-Linux: inotify wakes the loop when the folder changes, so an idle folder of 10,000 files costs
-nothing but a full listing every ``rescan_s``; elsewhere the folder's mtime is polled and the
-listing is read only when it changed. Only files still waiting to settle are stat'ed. The memory
+Linux: inotify wakes the loop when the folder changes and names the files that changed, so an
+idle folder of 10,000 files costs nothing but a full listing every ``rescan_s``, and of the
+files already read only those inotify named are stat'ed (all of them when no inotify, or when
+events were lost); elsewhere the folder's mtime is polled and the listing is read only when it
+changed, each read file stat'ed at each listing. Files waiting to settle are stat'ed. The memory
 of read files holds only names still present (a deleted file is forgotten). A folder that
 cannot be listed (deleted, unmounted) is reported with backoff, not every poll.
 """
@@ -50,7 +52,8 @@ TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp"
 # inotify(7) event bits
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
-_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_Q_OVERFLOW, _IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
+MAX_CHANGED = 100_000  # names remembered between two listings; more: every read file is checked
 _MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
          | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF)
 
@@ -86,6 +89,8 @@ class Inotify:
             os.close(self.fd)
             raise OSError(err, os.strerror(err))
         self.lost = False  # the watched directory itself went away
+        self.changed: set[str] = set()  # names with events since :meth:`take_changed`
+        self.overflow = False  # events were lost (the kernel's queue or MAX_CHANGED)
 
     def wait(self, timeout: float) -> bool:
         """True if anything happened in the directory within ``timeout`` seconds."""
@@ -102,7 +107,20 @@ class Inotify:
                 _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
                 if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED):
                     self.lost = True
+                if mask & _IN_Q_OVERFLOW or len(self.changed) >= MAX_CHANGED:
+                    self.overflow = True
+                elif length:
+                    raw = data[offset + 16:offset + 16 + length].split(b"\0", 1)[0]
+                    self.changed.add(os.fsdecode(raw))
                 offset += 16 + length
+
+    def take_changed(self) -> set[str] | None:
+        """Names that had events since the last call; None when some may have been missed."""
+        changed, self.changed = self.changed, set()
+        if self.overflow:
+            self.overflow = False
+            return None
+        return changed
 
     def close(self) -> None:
         os.close(self.fd)
@@ -143,6 +161,7 @@ class FolderWatcher:
         self.initial: set[str] | None = None
         self.errors = RateLimitedLog()
         self._notify: Inotify | None = None
+        self._notify_fresh = False  # created since the last listing: it saw nothing before
         self._dir_mtime = -1
         self._next_scan = 0.0
 
@@ -166,13 +185,26 @@ class FolderWatcher:
             del self.done[gone]
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
+        changed = self._take_changed()
         for name, entry in entries.items():
-            if name in self.done and self._changed_since_read(name, entry):
+            if (name in self.done and (changed is None or name in changed)
+                    and self._changed_since_read(name, entry)):
                 del self.done[name]
             if name not in self.done and name not in self.pending:
                 self.pending[name] = (None, now)
         self._next_scan = now + self.rescan_s
         return True
+
+    def _take_changed(self) -> set[str] | None:
+        """Names inotify saw change since the last listing; None: check every read file (no
+        inotify, a watch just (re)created, events lost)."""
+        if self._notify is None:
+            return None
+        changed = self._notify.take_changed()
+        if self._notify_fresh:
+            self._notify_fresh = False
+            return None
+        return changed
 
     def _remember(self, entries: dict[str, os.DirEntry[str]]) -> None:
         """First listing: files the record says were read before, and are unchanged (same
@@ -281,7 +313,7 @@ class FolderWatcher:
             if self.use_inotify and self._notify is None and (woke or now >= self._next_scan):
                 try:
                     self._notify = Inotify(self.directory)
-                    woke = True
+                    self._notify_fresh = woke = True
                 except OSError:
                     self._notify = None
             due = now >= self._next_scan or woke or (self._notify is None and self._changed())
