@@ -216,6 +216,7 @@ class MqttSink:
         self.on_command = on_command
         self.drain_timeout_s = drain_timeout_s
         self.paused = False
+        self._last_event = ""  # the latest event start published (RFC 3339 sorts as text)
         self._diag: dict[str, Any] = {"healthy": True, "problem": ""}
         self._diag_sent = 0.0
         self.spool = Spool(Path(spool_dir or default_spool_dir()) / f"{self.node}_{self.source}",
@@ -278,7 +279,8 @@ class MqttSink:
         log.info("MQTT connected to %s:%d (topics under %s)", self.target.host,
                  self.target.port, self.base)
         self._failed_once = False
-        client.subscribe([(f"{self.discovery_prefix}/status", 1), (self.topic("set"), 1)])
+        client.subscribe([(f"{self.discovery_prefix}/status", 1), (self.topic("set"), 1),
+                          (self._class_config_topic("+"), 1)])
         self.publish_discovery()
         client.publish(self.topic("detection"), "OFF" if self.paused else "ON", qos=1,
                        retain=True)
@@ -312,7 +314,25 @@ class MqttSink:
             log.warning("MQTT broker %s:%d unreachable; events wait in %s until it is back",
                         self.target.host, self.target.port, self.spool.directory)
 
+    def _class_config_topic(self, obj: str) -> str:
+        return f"{self.discovery_prefix}/binary_sensor/{self.node}/{obj}/config"
+
+    def _forget_stale(self, topic: str, payload: bytes) -> None:
+        """A retained class sensor of this node that the model no longer has (a class removed
+        from the mapping): its discovery config and state are cleared, so Home Assistant
+        drops the entity instead of keeping it forever."""
+        obj = topic.split("/")[-2]
+        if not payload or obj in {slug(c) for c in self.binary_classes} | {"input_healthy"}:
+            return
+        log.info("MQTT: removing the Home Assistant entity of class %r, which this model "
+                 "does not have", obj)
+        self.client.publish(topic, "", qos=1, retain=True)
+        self.client.publish(self.topic("class", obj), "", qos=1, retain=True)
+
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        if msg.topic.startswith(self._class_config_topic("")[:-len("/config")]):
+            self._forget_stale(msg.topic, msg.payload)
+            return
         payload = msg.payload.decode("utf-8", "replace").strip()
         if msg.topic == f"{self.discovery_prefix}/status":
             if payload == "online":
@@ -411,7 +431,9 @@ class MqttSink:
         self._queue(self.event_topic, json.dumps(self.message(record)))
         for topic in self._class_topics(record):
             self._queue(topic, "ON", retain=True)
-        self._queue(self.topic("last_event"), record.start, retain=True)
+        if record.start > self._last_event:  # files read out of order: never backwards
+            self._last_event = record.start
+            self._queue(self.topic("last_event"), record.start, retain=True)
 
     def on_update(self, record: EventRecord) -> None:
         self._queue(self.event_topic, json.dumps(self.message(record)))

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -468,3 +469,49 @@ def test_a_password_that_needs_encoding_is_named_not_taken_for_a_port(url: str) 
                                                                          1884, "home")
     with pytest.raises(ValueError, match=r"\*\*\*"):
         parse_url("mqtt://ha:secret@broker:99999")
+
+
+def test_removed_classes_leave_home_assistant_and_last_event_never_goes_back(
+        broker: Broker, tiny_model: Path, tmp_path: Path) -> None:
+    """A class sensor retained by an earlier model (a class since removed from the mapping) is
+    deleted from Home Assistant's discovery; files read out of order (a folder's older
+    recording after a newer one) never move "Last event" backwards."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "a_new.wav", np.concatenate([hiss(2.0), tone(4.0)]), SR)
+    sf.write(inbox / "b_old.wav", np.concatenate([hiss(2.0), tone(4.0)]), SR)
+    hour_ago = time.time() - 3600
+    os.utime(inbox / "b_old.wav", (hour_ago, hour_ago))
+    stale = "homeassistant/binary_sensor/kitchen/old_class/config"
+    setter = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    setter.connect("127.0.0.1", broker.port)
+    setter.loop_start()
+    setter.publish(stale, json.dumps({"name": "Old class"}), qos=1,
+                   retain=True).wait_for_publish(10)
+    setter.publish("edge-detect/kitchen/class/old_class", "OFF", qos=1,
+                   retain=True).wait_for_publish(10)
+    setter.disconnect()
+    setter.loop_stop()
+    live = Watcher(broker.port, ["edge-detect/kitchen/last_event"])
+    assert live.subscribed.wait(10)
+    res = subprocess.run(edge_detect("--model", str(tiny_model), "--input", str(inbox), "--once",
+                                     "--settle", "0", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                     "--mqtt-node", "Kitchen", "--events",
+                                     str(tmp_path / "ev.jsonl"),
+                                     "--mqtt-spool", str(tmp_path / "spool")),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "removing the Home Assistant entity of class 'old_class'" in res.stderr
+    starts = {Path(r["source"]).name: r["start"] for r in ended_events(tmp_path / "ev.jsonl")}
+    assert starts["b_old.wav"] < starts["a_new.wav"]
+    assert live.wait(lambda m: len(m) >= 1, 10)
+    time.sleep(0.5)
+    live.close()
+    assert [p for _, p, _ in live.messages] == [starts["a_new.wav"]]
+    after = Watcher(broker.port, ["homeassistant/#", "edge-detect/kitchen/class/#"])
+    assert after.wait(lambda m: any("/danger" in t for t, _, _ in m), 10)
+    time.sleep(0.5)
+    after.close()
+    topics = {t for t, _, _ in after.messages}
+    assert stale not in topics and "edge-detect/kitchen/class/old_class" not in topics
+    assert "homeassistant/binary_sensor/kitchen/danger/config" in topics
