@@ -2,12 +2,15 @@
 
 A real smoke alarm sounds for minutes; a microwave beep or a dish clink lasts 1–2 s but can
 score like one. A class with ``min_seconds`` m > 0 is *held* in a window until it has been at
-or above its own threshold (normalised score ≥ 0.5) in consecutive scored windows whose **ends**
-lie at least m seconds apart: ``end(latest) − end(first of the run) ≥ m``. A window below the
-threshold (or level-gated) ends the run. The window length is deliberately not counted: a 1 s
-beep keeps every 5 s window that overlaps it high, so a span that includes the window measures
-the window, not the sound. With 5 s windows every 2 s, m = 6 needs 4 consecutive windows, i.e.
-11 s of audio in which every 5 s window holds the sound.
+or above its own threshold (normalised score ≥ 0.5) in a run of scored windows whose **ends**
+lie at least m seconds apart: ``end(latest) − end(first of the run) ≥ m``, from an above
+window to an above window. One window below the threshold (or level-gated) inside a run does
+not end it (:data:`MAX_DIP`): a beeping smoke alarm under a clatter of dishes scored 0.50,
+0.42, 0.50, 0.50, 0.50, 0.41, 0.50 in its windows and was never released. Two in a row do.
+The window length is deliberately not counted: a 1 s beep keeps every 5 s window that overlaps
+it high, so a span that includes the window measures the window, not the sound. With 5 s
+windows every 2 s, m = 6 needs 4 windows, i.e. 11 s of audio in which (all but single) 5 s
+windows hold the sound.
 
 While held, the class's normalised score is capped at :data:`HELD_CAP` (just below the 0.5
 decision threshold), so it cannot open an event; once released it passes unchanged until the
@@ -25,6 +28,7 @@ import numpy as np
 
 HELD_CAP = 0.499  # a held class's normalised score: below the 0.5 decision threshold
 TOLERANCE = 1e-9  # window times are sums of float chunk lengths
+MAX_DIP = 1  # scored windows below the threshold in a row that a run survives
 
 
 class Persistence:
@@ -35,6 +39,7 @@ class Persistence:
         self.persisted = self.min_seconds > 0
         self.active = bool(self.persisted.any())
         self._since = np.full(self.min_seconds.shape, np.nan)  # end of each run's first window
+        self._dips = np.zeros(self.min_seconds.shape, int)  # windows below, in a row
 
     def step(self, above: np.ndarray, end_s: float) -> np.ndarray:
         """One scored window, in stream order: ``above`` [K] says which classes reach their
@@ -43,9 +48,10 @@ class Persistence:
         above = np.asarray(above, bool)
         if not self.active:
             return np.zeros(above.shape, bool)
-        self._since = np.where(above, np.where(np.isnan(self._since), end_s, self._since),
-                               np.nan)
-        lasted = end_s - self._since  # nan (False below) where the class is not high
+        self._dips = np.where(above, 0, self._dips + 1)
+        since = np.where(self._dips > MAX_DIP, np.nan, self._since)
+        self._since = np.where(above & np.isnan(since), end_s, since)
+        lasted = np.where(above, end_s - self._since, np.nan)  # nan (False) below
         return above & self.persisted & ~(lasted >= self.min_seconds - TOLERANCE)
 
     def run_since(self, k: int) -> float | None:
@@ -92,11 +98,19 @@ def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> f
         return 0.0
     if min_seconds <= 0:
         return float(scores.max())
+    # A run j..i holds at level t when s[j] ≥ t, s[i] ≥ t and no two neighbours inside are
+    # both below t (MAX_DIP = 1): its level is min(s[j], s[i], the smallest neighbour-pair
+    # max). A run releasing at i can be taken to start at the newest j spanning min_seconds,
+    # or the one before it when that one dips: j ∈ {first, first - 1}.
+    pair = np.maximum(scores[:-1], scores[1:])  # pair[k]: windows k and k + 1
     level, first = 0.0, 0
-    # for each window i, the run back to the newest j whose end is ≥ min_seconds before i's
     for i in range(scores.size):
         while first + 1 <= i and ends[i] - ends[first + 1] >= min_seconds - TOLERANCE:
             first += 1
-        if ends[i] - ends[first] >= min_seconds - TOLERANCE:
-            level = max(level, float(scores[first:i + 1].min()))
+        if ends[i] - ends[first] < min_seconds - TOLERANCE:
+            continue
+        for j in (first, first - 1):
+            if j >= 0:
+                inside = float(pair[j:i].min()) if i > j else 1.0
+                level = max(level, min(float(scores[j]), float(scores[i]), inside))
     return level

@@ -124,7 +124,8 @@ def renamed(stream: Any, spec: SourceSpec, what: str | None = None) -> Any:
 def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.Event) -> int:
     """Serve one source to its end (or until ``stop``); returns an exit code."""
     from edge_runtime.live import Supervisor
-    from edge_runtime.sources import file_stream, pcm_stream, watch_directory
+    from edge_runtime.sources import file_stream, pcm_stream
+    from edge_runtime.watch import FolderWatcher
 
     rate = runner.detector.sample_rate
     source = spec.input
@@ -177,11 +178,16 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         once = bool(opts.get("once"))
         record = None if once else ReadRecord(
             record_path(source, spec.name, option("watch_state")), source)
-        for path in watch_directory(source, once=once, settle_s=float(option("settle")),
-                                    stop=stop, record=record):
-            one_file(path)
-            if stop.is_set():
-                break
+        watcher = FolderWatcher(source, once=once, settle_s=float(option("settle")), stop=stop,
+                                record=record)
+        try:
+            for path in watcher:
+                if not one_file(path):
+                    watcher.failed(path)  # read again once it changes (a paused copy)
+                if stop.is_set():
+                    break
+        finally:
+            watcher.close()
         return 0
     return 0 if one_file(source) else 1
 

@@ -8,11 +8,13 @@ whose header still promises more bytes is read anyway once it was last modified 
 up to where it ends). With ``once``, the files present at start are not waited for.
 
 A file is read once, also across restarts when a :class:`~edge_runtime.watch_record.ReadRecord`
-is given (the daemon keeps one per watched folder). If it grows later, it is not read again from
-the start (that would repeat its events); a *new* file under the same name (another inode, e.g.
-renamed over the old one) is read. Writers that pause longer than ``settle_s`` in formats
-without a size header (MP3, OGG, streamed FLAC) should write to a temporary name (``.part``,
-``.tmp``, a leading dot) and rename when done, or raise ``--settle``.
+is given (the daemon keeps one per watched folder). If it only grows later (its first bytes
+unchanged), it is not read again from the start (that would repeat its events); a *new* file
+under the same name (another inode, e.g. renamed over the old one, or a new recording written
+over it in place) is read, and so is one that was empty or unreadable when read, once
+written. Writers that pause longer than ``settle_s`` in formats without a size header (MP3,
+OGG, streamed FLAC, MP4) should write to a temporary name (``.part``, ``.tmp``, a leading dot)
+and rename when done, or raise ``--settle``.
 
 Linux: inotify wakes the loop when the folder changes and names the files that changed, so an
 idle folder of 10,000 files costs nothing but a full listing every ``rescan_s``, and of the
@@ -41,7 +43,7 @@ from edge_runtime.audio import header_incomplete
 from edge_runtime.backoff import RateLimitedLog
 from edge_runtime.ffmpeg_file import FFMPEG_SUFFIXES
 from edge_runtime.text import printable
-from edge_runtime.watch_record import ReadRecord
+from edge_runtime.watch_record import ReadRecord, Signature, head_hash, read_signature, same_content
 
 log = logging.getLogger("edge-detect")
 
@@ -126,19 +128,6 @@ class Inotify:
         os.close(self.fd)
 
 
-def read_signature(path: Path) -> tuple[int, int, int]:
-    """(inode of the entry itself, size, mtime_ns of what it points to); -1 where unknown."""
-    try:
-        inode = path.lstat().st_ino
-    except OSError:
-        return (-1, -1, -1)
-    try:
-        st = path.stat()
-    except OSError:
-        return (inode, -1, -1)
-    return (inode, st.st_size, st.st_mtime_ns)
-
-
 class FolderWatcher:
     """Yields each complete audio file of ``directory`` once (see the module docstring)."""
 
@@ -153,8 +142,8 @@ class FolderWatcher:
                              else incomplete_s)
         self.stop = stop or threading.Event()
         self.use_inotify = use_inotify and not once
-        # name → (inode, size, mtime_ns) of the file as it was read
-        self.done: dict[str, tuple[int, int, int]] = {}
+        self.done: dict[str, Signature] = {}  # name → the file as it was read
+        self._failed: set[str] = set()  # read files that gave no audio: read again once changed
         self._warned: set[str] = set()  # read files that changed since: warned once
         self.record = None if once else record  # the files read before a restart
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
@@ -183,6 +172,7 @@ class FolderWatcher:
             self._remember(entries)
         for gone in [n for n in self.done if n not in entries]:
             del self.done[gone]
+            self._failed.discard(gone)
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
         changed = self._take_changed()
@@ -213,40 +203,61 @@ class FolderWatcher:
             return
         before = self.record.load()
         for name in before.keys() & entries.keys():
-            if read_signature(self.directory / name) == before[name]:
-                self.done[name] = before[name]
+            path = self.directory / name
+            if read_signature(path, content=False)[:3] == before[name][:3]:
+                self.done[name] = before[name]  # a stat: most files, unchanged
+            elif same_content(before[name], now := read_signature(path)):
+                self.done[name] = now
             else:
                 log.info("%s: changed since it was read before the restart; reading it",
                          printable(self.directory / name))
         if before:
-            log.info("%s: %d file(s) already read before the restart are not read again",
-                     self.name, len(self.done))
+            log.info("%s: %d file(s) already read before the restart are not read again "
+                     "(record: %s)", self.name, len(self.done), printable(self.record.path))
+        else:
+            log.info("%s: the files read are recorded in %s (a restart does not read them "
+                     "again)", self.name, printable(self.record.path))
         self.record.rewrite(self.done)
 
+    def failed(self, path: Path) -> None:
+        """The file just yielded gave no audio (unreadable, half-copied): it is read again
+        once it changes, and not kept in the record (a restart tries it again)."""
+        self._failed.add(path.name)
+
     def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
-        """Read it again? Yes for a new file under the name (another inode) and for a file that
-        was empty when read and has been written since (a recorder or an upload that creates
-        the file first). A file that changed after its audio was read is not read again (its
-        events would repeat): one warning says so."""
-        inode, size, mtime_ns = self.done[name]
-        if entry.inode() != inode:
+        """Read it again? Yes for a new file under the name (another inode), for a new
+        recording written over the old one in place (its first bytes differ), and for a file
+        that was empty or unreadable when read and has been written since (a recorder or an
+        upload that creates the file first, a copy that paused). A file that only grew after
+        its audio was read (the same first bytes) is not read again — its events would
+        repeat: one warning says so."""
+        before = self.done[name]
+        if entry.inode() != before.inode:
             self._warned.discard(name)
             return True
         try:
             st = entry.stat()
         except OSError:
             return False
-        if size < 0 or (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+        if before.size < 0 or (st.st_size, st.st_mtime_ns) == before[1:3]:
             return False
-        if size == 0:
-            log.info("%s: empty when first seen, written since; reading it now",
-                     printable(self.directory / name))
+        shown = printable(self.directory / name)
+        if before.size == 0 or name in self._failed:
+            log.info("%s: %s when first seen, written since; reading it now", shown,
+                     "empty" if before.size == 0 else "unreadable")
+            return True
+        grown = (st.st_size >= before.size and bool(before.head)
+                 and head_hash(self.directory / name, before.size) == before.head)
+        if not grown:
+            log.info("%s: rewritten since it was read (a new recording under the same name); "
+                     "reading it", shown)
+            self._warned.discard(name)
             return True
         if name not in self._warned:
             self._warned.add(name)
-            log.warning("%s: changed after it was read (%d → %d bytes); not read again, its "
-                        "events would repeat — write to a temporary name and rename",
-                        printable(self.directory / name), size, st.st_size)
+            log.warning("%s: grew after it was read (%d → %d bytes); not read again, its "
+                        "events would repeat — write to a temporary name and rename", shown,
+                        before.size, st.st_size)
         return False
 
     def _ready(self, now: float) -> list[str]:
@@ -323,10 +334,11 @@ class FolderWatcher:
                 del self.pending[name]
                 path = self.directory / name
                 self.done[name] = read_signature(path)
+                self._failed.discard(name)
                 yield path
                 if self.stop.is_set():
                     return  # perhaps cut short: not recorded, read again after a restart
-                if self.record is not None:
+                if self.record is not None and name not in self._failed:
                     self.record.add(name, self.done[name], self.done)
             if self.once and self.initial is not None and not (self.initial & set(self.pending)):
                 return

@@ -3,13 +3,15 @@
 Without it a restarted watcher (a reboot, a service restart, an upgrade) reads every file
 already in the folder again, and every old recording raises its alarm again. One JSON line is
 appended (and fsynced) per file once its audio has been processed: ``{"name", "inode", "size",
-"mtime_ns"}``. At start the record is read (at most :data:`MAX_BYTES`) and rewritten atomically
-with only the names still in the folder; it is rewritten again whenever dead lines outnumber
-the live ones, so it stays about 100 bytes per file present.
+"mtime_ns", "head", "tail"}`` (the last two: sha1 of the first and last 64 KiB). At start the
+record is read (at most :data:`MAX_BYTES`) and rewritten atomically with only the names still
+in the folder; it is rewritten again whenever dead lines outnumber the live ones, so it stays
+about 200 bytes per file present.
 
-A file is skipped after a restart only if its inode, size and modification time are all as
-recorded: anything else (the name reused by a new recording, possibly on a recycled inode; a
-file written while edge-detect was down) is read. The record cannot be kept (a read-only
+A file is skipped after a restart if its inode, size and modification time are as recorded,
+or its size and the bytes at both ends are (a file only touched, or copied back): anything
+else (the name reused by a new recording, possibly on a recycled inode; a file written while
+edge-detect was down) is read. The record cannot be kept (a read-only
 state folder, a full disk): one error line, and the watcher goes on without it.
 """
 
@@ -20,7 +22,9 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from edge_runtime.atomic import atomic_path
 from edge_runtime.statedir import state_dir
@@ -28,8 +32,63 @@ from edge_runtime.text import printable
 
 log = logging.getLogger("edge-detect")
 
-Signature = tuple[int, int, int]  # (inode, size, mtime_ns)
-MAX_BYTES = 64 << 20  # a larger record is not read (about 600,000 files)
+MAX_BYTES = 64 << 20  # a larger record is not read (about 300,000 files)
+PRINT_BYTES = 64 << 10  # bytes hashed at each end of a file: its fingerprint
+HEADER_BYTES = 512  # skipped by the head hash: a WAV/AIFF header rewrites its sizes on append
+
+
+class Signature(NamedTuple):
+    """A read file as it was read: where (inode), how big and when, and a fingerprint of its
+    content (sha1 of its first and last :data:`PRINT_BYTES`; "" when unknown)."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    head: str = ""
+    tail: str = ""
+
+
+def _sha1(path: Path, start: int, end: int) -> str:
+    """sha1 of bytes ``[start, end)`` of ``path`` ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            return hashlib.sha1(handle.read(max(0, end - start))).hexdigest()
+    except OSError:
+        return ""
+
+
+def head_hash(path: Path, size: int) -> str:
+    """The head fingerprint of a file of ``size`` bytes (past its header when large enough)."""
+    skip = HEADER_BYTES if size > 2 * HEADER_BYTES else 0
+    return _sha1(path, skip, min(size, PRINT_BYTES))
+
+
+def read_signature(path: Path, content: bool = True) -> Signature:
+    """``path``'s :class:`Signature` now (inode of the entry itself; -1 where unknown);
+    ``content`` False: without the fingerprint (a stat, no read)."""
+    try:
+        inode = path.lstat().st_ino
+    except OSError:
+        return Signature(-1, -1, -1)
+    try:
+        st = path.stat()
+    except OSError:
+        return Signature(inode, -1, -1)
+    size = st.st_size
+    if not content or not stat.S_ISREG(st.st_mode):  # never open a FIFO: it blocks
+        return Signature(inode, size, st.st_mtime_ns)
+    return Signature(inode, size, st.st_mtime_ns, head_hash(path, size),
+                     _sha1(path, max(0, size - PRINT_BYTES), size))
+
+
+def same_content(before: Signature, now: Signature) -> bool:
+    """The same file as read (inode, size, mtime), or the same bytes at both ends and the same
+    size (touched, or copied back: the same recording)."""
+    if before[:3] == now[:3]:
+        return True
+    return (before.size == now.size and bool(before.head)
+            and (before.head, before.tail) == (now.head, now.tail))
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -86,7 +145,8 @@ class ReadRecord:
                 item = json.loads(line)
                 if "folder" in item:
                     continue
-                sig = (int(item["inode"]), int(item["size"]), int(item["mtime_ns"]))
+                sig = Signature(int(item["inode"]), int(item["size"]), int(item["mtime_ns"]),
+                                str(item.get("head", "")), str(item.get("tail", "")))
                 out[str(item["name"])] = sig
             except (ValueError, TypeError, KeyError):
                 bad += 1  # a line cut by a power loss, or not ours
@@ -132,5 +192,4 @@ class ReadRecord:
 
 def _line(name: str, sig: Signature) -> str:
     """One entry; names that are not valid UTF-8 keep their bytes (escaped surrogates)."""
-    inode, size, mtime_ns = sig
-    return json.dumps({"name": name, "inode": inode, "size": size, "mtime_ns": mtime_ns})
+    return json.dumps({"name": name, **Signature(*sig)._asdict()})

@@ -4,6 +4,7 @@ systemd unit."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     the names it reports are checked; polling checks every read file at each listing."""
     from edge_runtime.watch import FolderWatcher
 
+    caplog.set_level("INFO", logger="edge-detect")
     stop = threading.Event()
     seen: list[tuple[str, int]] = []
 
@@ -163,11 +165,19 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
         with open(tmp_path / "late.wav", "ab") as handle:
             handle.write(b"\0" * 1000)
         time.sleep(0.6)
+    # a new recording written over it in place (cp -f, ffmpeg -y: same inode): read
+    with open(tmp_path / "late.wav", "r+b") as handle:
+        handle.truncate(0)
+        handle.write(b"\1" * 5000)
+    assert (tmp_path / "late.wav").stat().st_ino == inode
+    wait_for(3)
+    time.sleep(0.6)
     stop.set()
     thread.join(5)
-    assert seen == [("late.wav", 0), ("late.wav", 2000)]
-    warnings = [r for r in caplog.records if "changed after it was read" in r.getMessage()]
+    assert seen == [("late.wav", 0), ("late.wav", 2000), ("late.wav", 5000)]
+    warnings = [r for r in caplog.records if "grew after it was read" in r.getMessage()]
     assert len(warnings) == 1, caplog.text
+    assert "rewritten since it was read" in caplog.text
 
 
 def _watch_until(folder: Path, record, n: int, **kwargs) -> list[str]:
@@ -212,6 +222,7 @@ def test_a_restarted_watcher_does_not_read_its_files_again(tmp_path: Path) -> No
         handle.write(b"y" * 50)
     (folder / "c.tmp").write_bytes(b"z" * 100)
     (folder / "c.tmp").replace(folder / "c.wav")  # a new recording under the old name
+    os.utime(folder / "a.wav")  # touched (a backup tool, ls -l's neighbour): the same bytes
     assert _watch_until(folder, ReadRecord(path, folder), 3) == ["b.wav", "c.wav", "new.wav"]
     # the record keeps only names present: a.wav b.wav c.wav new.wav (gone.wav forgotten)
     assert sorted(ReadRecord(path, folder).load()) == ["a.wav", "b.wav", "c.wav", "new.wav"]

@@ -222,3 +222,40 @@ def test_without_ffmpeg_such_a_file_is_one_line(tmp_path: Path, tiny_model: Path
                          text=True, timeout=120, env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert "memo.m4a: .m4a files are decoded by ffmpeg, which is not installed" in res.stderr
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg not installed "
+                    "(.ci/setup installs it)")
+def test_a_recording_unreadable_when_first_seen_is_read_once_complete(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """A copy that pauses longer than --settle: the half-written .m4a (its index comes last)
+    cannot be read yet — one line; once the copy completes it is read and its event reported
+    (was: "changed after it was read", never read until a restart)."""
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(tmp_path / "src.wav", np.concatenate([hiss(3.0), tone(4.0), hiss(3.0)]), SR)
+    _ffmpeg("-i", str(tmp_path / "src.wav"), "-c:a", "aac", str(tmp_path / "memo.m4a"))
+    data = (tmp_path / "memo.m4a").read_bytes()
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
+                             str(tiny_model), "--input", str(folder), "--settle", "0.3",
+                             "--events", str(events)], stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)
+        with open(folder / "memo.m4a", "wb") as handle:
+            handle.write(data[:len(data) // 2])
+        time.sleep(3)  # read (too early): unreadable
+        with open(folder / "memo.m4a", "ab") as handle:
+            handle.write(data[len(data) // 2:])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (events.exists() and ended_events(events)):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1].decode()
+    assert "memo.m4a: not a readable audio file" in err, err
+    assert "unreadable when first seen, written since; reading it now" in err, err
+    assert [Path(r["source"]).name for r in ended_events(events)] == ["memo.m4a"], err

@@ -54,13 +54,14 @@ def test_a_short_beep_raises_no_event_a_long_alarm_one() -> None:
     assert 32.0 <= end <= 35.0
 
 
-def test_runs_restart_when_interrupted() -> None:
-    ends = np.arange(1, 13) * 2.0
-    above = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1], bool)[:, None]
+def test_runs_survive_one_dip_and_restart_after_two() -> None:
+    ends = np.arange(1, 15) * 2.0
+    above = np.array([1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1], bool)[:, None]
     held = held_windows(above, ends, [6.0])[:, 0]
-    # ends of the run 10..18: released at 16 (6 s after 10); a window below is never held
-    assert held.tolist() == [True, True, True, False, True, True, True, False, False, False,
-                             True, True]
+    # run from 2 survives the dip at 6: released at 8 (6 s after 2); two dips (12, 14) end
+    # it; the run from 16 survives the dip at 22: released at 22 + 2 = 24 (8 s after 16)
+    assert held.tolist() == [True, True, False, False, False, False, False, True, True, True,
+                             False, False, False, False]
     assert not held_windows(above, ends, [0.0]).any()  # no persistence, nothing held
     assert held_windows(np.zeros((0, 1), bool), np.zeros(0), [6.0]).shape == (0, 1)
 
