@@ -20,6 +20,7 @@ from typing import Any
 
 from edge_runtime.audio import AudioError
 from edge_runtime.options import BY_NAME
+from edge_runtime.statedir import NoStateDir
 from edge_runtime.text import printable
 from edge_runtime.watch_record import ReadRecord, record_path
 
@@ -176,8 +177,13 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
 
     if Path(source).is_dir():
         once = bool(opts.get("once"))
-        record = None if once else ReadRecord(
-            record_path(source, spec.name, option("watch_state")), source)
+        record = None
+        if not once:
+            try:
+                record = ReadRecord(record_path(source, option("watch_state")), source)
+            except NoStateDir as exc:
+                log.warning("%s: %s; its files are not remembered across restarts (give "
+                            "--watch-state DIR)", printable(source), exc)
         watcher = FolderWatcher(source, once=once, settle_s=float(option("settle")), stop=stop,
                                 record=record)
         try:

@@ -232,7 +232,11 @@ class FolderWatcher:
         its audio was read (the same first bytes) is not read again — its events would
         repeat: one warning says so."""
         before = self.done[name]
-        if entry.inode() != before.inode:
+        if entry.inode() != before.inode:  # renamed over it, or FAT/exFAT renumbering
+            now = read_signature(self.directory / name)
+            if same_content(before, now):
+                self.done[name] = now
+                return False
             self._warned.discard(name)
             return True
         try:

@@ -97,12 +97,13 @@ def default_record_dir() -> Path:
     return state_dir() / "watched"
 
 
-def record_path(folder: str | os.PathLike[str], source: str | None,
+def record_path(folder: str | os.PathLike[str],
                 base: str | os.PathLike[str] | None = None) -> Path:
-    """The record of ``folder`` as source ``source``: one file per (folder, source name) in
-    ``base`` (default :func:`default_record_dir`), named after the folder for people."""
+    """The record of ``folder``: one file per folder (its resolved path; not the source's
+    name, which changes when another input is added) in ``base`` (default
+    :func:`default_record_dir`), named after the folder for people."""
     resolved = os.fsencode(Path(folder).resolve())
-    key = hashlib.sha256(resolved + b"\0" + os.fsencode(source or "")).hexdigest()[:16]
+    key = hashlib.sha256(resolved).hexdigest()[:16]
     slug = _SLUG.sub("_", Path(folder).resolve().name)[:40].strip("._") or "root"
     return Path(base or default_record_dir()) / f"{slug}-{key}.jsonl"
 
@@ -148,7 +149,7 @@ class ReadRecord:
                 sig = Signature(int(item["inode"]), int(item["size"]), int(item["mtime_ns"]),
                                 str(item.get("head", "")), str(item.get("tail", "")))
                 out[str(item["name"])] = sig
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, OverflowError):
                 bad += 1  # a line cut by a power loss, or not ours
         if bad:
             log.warning("%s: %d unreadable line(s) in its record of read files %s skipped",

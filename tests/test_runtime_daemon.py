@@ -212,7 +212,7 @@ def test_a_restarted_watcher_does_not_read_its_files_again(tmp_path: Path) -> No
     folder.mkdir()
     for name in ("a.wav", "b.wav", "c.wav", "gone.wav"):
         (folder / name).write_bytes(b"x" * 100)
-    path = record_path(folder, None, tmp_path / "state")
+    path = record_path(folder, tmp_path / "state")
     assert path.parent == tmp_path / "state" and path.name.startswith("in-")
     assert _watch_until(folder, ReadRecord(path, folder), 4) == ["a.wav", "b.wav", "c.wav",
                                                                  "gone.wav"]
@@ -227,8 +227,8 @@ def test_a_restarted_watcher_does_not_read_its_files_again(tmp_path: Path) -> No
     # the record keeps only names present: a.wav b.wav c.wav new.wav (gone.wav forgotten)
     assert sorted(ReadRecord(path, folder).load()) == ["a.wav", "b.wav", "c.wav", "new.wav"]
     assert _watch_until(folder, ReadRecord(path, folder), 1) == []
-    # another source name over the same folder keeps its own record; --once keeps none
-    assert record_path(folder, "porch", tmp_path / "state") != path
+    # one record per folder, however it is named or spelt; --once keeps none
+    assert record_path(tmp_path / "in" / ".." / "in", tmp_path / "state") == path
     assert _watch_until(folder, ReadRecord(path, folder), 4, once=True) == [
         "a.wav", "b.wav", "c.wav", "new.wav"]
 
@@ -253,9 +253,10 @@ def test_a_record_that_cannot_be_kept_is_one_line(tmp_path: Path, caplog) -> Non
     rec = tmp_path / "rec.jsonl"
     assert _watch_until(folder, ReadRecord(rec, folder), 2) == ["a.wav", "b.wav"]
     with open(rec, "a", encoding="utf-8") as handle:
+        handle.write('{"name": "d.wav", "inode": 1e999, "size": 1, "mtime_ns": 1}\n')
         handle.write('{"name": "c.wav", "ino')  # cut by a power loss
     assert _watch_until(folder, ReadRecord(rec, folder), 1) == []
-    assert "1 unreadable line(s)" in caplog.text
+    assert "2 unreadable line(s)" in caplog.text
 
 
 def test_daemon_restarted_on_a_folder_reports_only_new_files(tiny_model: Path,

@@ -29,3 +29,21 @@ def test_edge_runtime_imports_no_training_stack() -> None:
     assert not bad, f"edge_runtime imported {bad}"
     # optional integrations are imported only when used (the mqtt extra may be absent)
     assert "paho" not in {m.split(".")[0] for m in loaded}
+
+
+def test_onnxruntime_keeps_no_telemetry_id(tmp_path) -> None:
+    """onnxruntime's telemetry writes a device id and an event cache under ~/.cache/Microsoft
+    (and says "Failed to persist telemetry device ID" where it cannot): the runtime opts out."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(tmp_path)
+    code = ("import edge_runtime.sessions, onnxruntime as ort, pathlib, sys\n"
+            "from tests.runtime_model import build_tiny_model\n"
+            "m = build_tiny_model(pathlib.Path(sys.argv[1]))\n"
+            "ort.InferenceSession(str(next(m.glob('*.onnx'))), providers=['CPUExecutionProvider'])")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
+    assert "telemetry" not in done.stderr
