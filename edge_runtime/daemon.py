@@ -33,6 +33,7 @@ from edge_runtime.lifecycle import (
 from edge_runtime.sinks import AudioHistory, ClipSink
 from edge_runtime.sources import Stream
 
+FAST_INPUT_S = 5.0  # a live input this far ahead of the wall clock is said to be fast, once
 log = logging.getLogger("edge-detect")
 
 
@@ -168,7 +169,7 @@ class Runner:
         self.stats.streams += 1
         meter = _Meter()
         peak, ok, events_before = 0.0, True, self.stats.events
-        seen, offset, was_paused = 0, 0.0, False
+        seen, offset, was_paused, fast_said = 0, 0.0, False, False
         started = time.perf_counter()
 
         def scored(scores: list[WindowScore]) -> None:
@@ -188,6 +189,11 @@ class Runner:
             for block in stream.blocks:
                 seen += block.size
                 info.keep_up(seen / rate)
+                if info.lead_s > FAST_INPUT_S and not fast_said:
+                    fast_said = True
+                    log.info("%s: audio arrives faster than real time (a recording?): its "
+                             "events are timed by when it was read; as --input FILE a "
+                             "recording is timed from its file", stream.source)
                 if self.history is not None:
                     self.history.add(block)
                 if watch is not None:

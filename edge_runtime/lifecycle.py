@@ -10,6 +10,7 @@ implement :class:`Observer`.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from edge_runtime.events import Event
 
 State = Literal["start", "update", "end"]
+MAX_ANCHORS = 8192  # a live stream's clock corrections kept (see StreamInfo.keep_up)
 
 
 def rfc3339(base: datetime, offset_s: float) -> str:
@@ -86,22 +88,46 @@ class StreamInfo:
     base_time: datetime  # wall-clock time of the stream's first sample (UTC)
     model_id: str
     sample_rate: int
-    lead_s: float = 0.0  # how far a live input ran ahead of the wall clock (taken off its times)
     _starts: dict[int, str] = field(default_factory=dict, repr=False)
+    # where a live input's lead over the wall clock grew: (read position, lead), both seconds
+    _anchors: tuple[list[float], list[float]] = field(
+        default_factory=lambda: ([0.0], [0.0]), repr=False)
+
+    @property
+    def lead_s(self) -> float:
+        """How far the input has run ahead of the wall clock (0 for real time and files)."""
+        return self._anchors[1][-1]
 
     def keep_up(self, offset_s: float, now: datetime | None = None) -> None:
         """A live input has been read up to ``offset_s``: none of it can be later than now.
-        Audio that arrives faster than real time (a recording piped to stdin) moves the
-        stream's clock back, so no time is in the future. Files keep their own clock."""
+        Audio that arrives faster than real time (a recording piped to stdin) is timed back
+        by how far it had run ahead when it was read, so no time is in the future and times
+        never go backwards (the lead grows at most as fast as the audio). Files keep their
+        own clock."""
         if self.is_file:
             return
         now = now or datetime.now(UTC)
         ahead = (self.base_time + timedelta(seconds=offset_s) - now).total_seconds()
-        self.lead_s = max(self.lead_s, ahead)
+        offsets, leads = self._anchors
+        if ahead > leads[-1] + 1e-3 and offset_s > offsets[-1]:
+            offsets.append(offset_s)
+            leads.append(ahead)
+            if len(offsets) > MAX_ANCHORS:  # bounded: the oldest half goes, its lead stays
+                del offsets[:MAX_ANCHORS // 2], leads[:MAX_ANCHORS // 2]
+
+    def lead_at(self, offset_s: float) -> float:
+        """The lead that times ``offset_s``: interpolated between the read positions where it
+        grew, so that time rises with the offset."""
+        offsets, leads = self._anchors
+        i = bisect.bisect_left(offsets, offset_s)
+        if i == 0 or i == len(offsets):
+            return leads[0] if i == 0 else leads[-1]
+        share = (offset_s - offsets[i - 1]) / (offsets[i] - offsets[i - 1])
+        return leads[i - 1] + share * (leads[i] - leads[i - 1])
 
     def time_at(self, offset_s: float) -> str:
         """RFC 3339 time of ``offset_s`` seconds into the stream."""
-        return rfc3339(self.base_time, offset_s - self.lead_s)
+        return rfc3339(self.base_time, offset_s - self.lead_at(offset_s))
 
     def start_of(self, event: Event, state: State) -> str:
         """``event``'s start time, fixed when first asked (its id must not change while a fast
