@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class Probe:
     duration: float  # seconds (0.0 when the container does not say)
     sample_rate: int
     channels: int
+    streams: int = 1  # audio streams in the file (the first is read)
 
 
 def _tool(name: str, path: Path) -> str:
@@ -63,7 +64,7 @@ def probe(path: str | os.PathLike[str]) -> Probe:
     path = Path(path)
     check_file(path)
     name = printable(path)
-    cmd = [_tool("ffprobe", path), "-v", "error", "-select_streams", "a:0", "-show_entries",
+    cmd = [_tool("ffprobe", path), "-v", "error", "-select_streams", "a", "-show_entries",
            "stream=sample_rate,channels:format=duration", "-of", "json",
            "file:" + os.fsdecode(path.resolve())]
     try:
@@ -91,7 +92,7 @@ def probe(path: str | os.PathLike[str]) -> Probe:
         duration = max(0.0, float((info.get("format") or {}).get("duration") or 0.0))
     except ValueError:
         duration = 0.0
-    return Probe(duration, rate, channels)
+    return Probe(duration, rate, channels, len(streams))
 
 
 _CONTEXT = re.compile(r"\[[^\]]* @ 0x[0-9a-fA-F]+\] ")  # "[mov,mp4,... @ 0x5652a1] "
@@ -112,10 +113,80 @@ def _drain(pipe, tail: collections.deque, path: Path) -> None:
     pipe.close()
 
 
+@dataclass
+class _Outcome:
+    """How one ffmpeg run ended."""
+
+    returncode: int = 0
+    stalled: bool = False
+    stopped: bool = False  # the caller's stop event: not the file's fault
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=3))
+
+
+def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
+          outcome: _Outcome) -> Iterator[bytes]:
+    """Run ``cmd``; yield its stdout in pieces of about ``want`` bytes. Waits in 0.5 s steps
+    (``stop`` ends it at once), gives up after :data:`STALL_S` without output; ffmpeg is
+    killed and reaped, whatever happens."""
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise AudioError(f"{printable(path)}: cannot start ffmpeg ({why})") from None
+    drainer = threading.Thread(target=_drain, args=(proc.stderr, outcome.tail, path),
+                               daemon=True, name=f"ffmpeg-stderr {printable(path)}")
+    drainer.start()
+    fd = proc.stdout.fileno()
+    pending, waited = b"", 0.0
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                outcome.stopped = True
+                break
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                waited += 0.5
+                if waited >= STALL_S:
+                    outcome.stalled = True
+                    break
+                continue
+            waited = 0.0
+            data = os.read(fd, want - len(pending))
+            if not data:
+                break
+            pending += data
+            if len(pending) >= want:
+                yield pending
+                pending = b""
+        if pending:
+            yield pending
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        drainer.join(timeout=2)
+        outcome.returncode = proc.returncode
+
+
+def measure_seconds(path: str | os.PathLike[str], stop: threading.Event | None = None,
+                    max_seconds: float = MAX_SECONDS) -> float:
+    """The length of a file whose container does not state it (a WebM from a browser's
+    MediaRecorder, piped ffmpeg output): decoded at 8 kHz and counted."""
+    path = Path(path)
+    cmd = [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
+           "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
+           "-map", "0:a:0", "-ac", "1", "-ar", "8000", "-f", "u8", "pipe:1"]
+    return sum(len(piece) for piece in _pipe(cmd, path, 1 << 20, stop, _Outcome())) / 8000.0
+
+
 def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,
                 stats: Decoded | None = None, max_seconds: float = MAX_SECONDS,
-                block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """float32 mono blocks at ``target_rate`` of ``path`` (probed as ``info``)."""
+                block_seconds: float = BLOCK_SECONDS,
+                stop: threading.Event | None = None) -> Iterator[np.ndarray]:
+    """float32 mono blocks at ``target_rate`` of ``path`` (probed as ``info``); ``stop``
+    ends the decode at once, quietly."""
     path = Path(path)
     name = printable(path)
     stats = stats if stats is not None else Decoded()
@@ -124,50 +195,26 @@ def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,
            "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
            "-map", "0:a:0", "-ac", "1", "-ar", str(target_rate), "-f", "f32le",
            "-acodec", "pcm_f32le", "pipe:1"]
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    except OSError as exc:
-        raise AudioError(f"{name}: cannot start ffmpeg ({exc.strerror or exc})") from None
-    tail: collections.deque[str] = collections.deque(maxlen=3)
-    drainer = threading.Thread(target=_drain, args=(proc.stderr, tail, path), daemon=True,
-                               name=f"ffmpeg-stderr {name}")
-    drainer.start()
-    fd = proc.stdout.fileno()
-    want = max(4, int(block_seconds * target_rate) * 4)
-    pending, leftover, stalled = b"", b"", False
-    try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], STALL_S)
-            if not ready:
-                stalled = True
-                break
-            data = os.read(fd, want - len(pending))
-            if not data:
-                break
-            pending += data
-            if len(pending) >= want:
-                block, leftover = _floats(leftover + pending, stats)
-                pending = b""
-                yield block
-        if pending or leftover:
-            block, _ = _floats(leftover + pending, stats)
-            if block.size:
-                yield block
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        drainer.join(timeout=2)
+    outcome = _Outcome()
+    leftover = b""
+    for piece in _pipe(cmd, path, max(4, int(block_seconds * target_rate) * 4), stop, outcome):
+        block, leftover = _floats(leftover + piece, stats)
+        if block.size:
+            yield block
+    if outcome.stopped:
+        return
     decoded_s = stats.samples_out / target_rate
+    signalled = (f"ffmpeg was stopped by signal {-outcome.returncode}"
+                 if outcome.returncode < 0 else "")
     if stats.samples_out == 0:
-        why = "; ".join(tail) or "ffmpeg decoded nothing"
+        why = signalled or "; ".join(outcome.tail) or "ffmpeg decoded nothing"
         raise AudioError(f"{name}: contains no audio samples ({why})")
-    if stalled:
+    if outcome.stalled:
         stats.problem = f"decoding stalled for {STALL_S:.0f} s"
-    elif proc.returncode != 0 or tail:
-        stats.problem = "decoding failed (" + ("; ".join(tail) or f"exit {proc.returncode}") + ")"
+    elif outcome.returncode != 0:  # ffmpeg's own complaints on success: frames concealed
+        stats.problem = signalled or ("decoding failed (" + ("; ".join(outcome.tail)
+                                                             or f"exit {outcome.returncode}")
+                                      + ")")
     elif info.duration > max_seconds:
         stats.problem = (f"longer than the {max_seconds:.0f} s decoded per file; the rest is "
                          "skipped")

@@ -167,7 +167,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
     def one_file(path: str | Path) -> bool:
         """Score one file; an unusable one is logged in one line and counted as failed."""
         try:
-            return runner.run_stream(renamed(file_stream(path, rate, max_s), spec))
+            return runner.run_stream(renamed(file_stream(path, rate, max_s, stop), spec))
         except AudioError as exc:
             log.error("%s", exc)
         except OSError as exc:  # vanished or changed between the checks

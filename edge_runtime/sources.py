@@ -50,7 +50,8 @@ class Stream:
 
 
 def file_stream(path: str | os.PathLike[str], target_rate: int,
-                max_seconds: float = audio_io.MAX_SECONDS) -> Stream:
+                max_seconds: float = audio_io.MAX_SECONDS,
+                stop: threading.Event | None = None) -> Stream:
     """A file as a stream (libsndfile's formats; .m4a, .mp4, … through ffmpeg). Its wall-clock
     start is ``mtime - duration`` (a recorder finishing the file at mtime). Raises
     ``AudioError`` (one line) for unusable files. The stream's
@@ -58,7 +59,10 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
     path = Path(path)
     if path.suffix.lower() in FFMPEG_SUFFIXES:
         probed = ffmpeg_file.probe(path)
-        duration = probed.duration
+        duration = probed.duration or ffmpeg_file.measure_seconds(path, stop, max_seconds)
+        if probed.streams > 1:
+            log.info("%s: %d audio streams; the first is read", printable(path),
+                     probed.streams)
     else:
         duration = audio_io.open_info(path).duration
     try:
@@ -67,7 +71,8 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
         log.warning("%s: modification time out of range; timed from now", printable(path))
         mtime = datetime.now(UTC)
     decoded = audio_io.Decoded()
-    blocks = (ffmpeg_file.iter_ffmpeg(path, target_rate, probed, decoded, max_seconds)
+    blocks = (ffmpeg_file.iter_ffmpeg(path, target_rate, probed, decoded, max_seconds,
+                                      stop=stop)
               if path.suffix.lower() in FFMPEG_SUFFIXES else
               audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds))
     # the whole file's length, also when only its first max_seconds are read

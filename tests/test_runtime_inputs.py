@@ -207,7 +207,7 @@ def test_phone_and_camera_recordings_are_decoded_by_ffmpeg(tmp_path: Path,
     (broken,) = [line for line in res.stderr.splitlines() if "broken.m4a" in line]
     assert "not a readable audio file" in broken and "0x" not in broken
     (cut,) = [line for line in res.stderr.splitlines() if "cut.mka: truncated" in line]
-    assert "s decoded — decoding failed" in cut
+    assert "s decoded — ends early: the container says" in cut
     one = edge_detect("--model", str(tiny_model), "--input", str(folder / "memo.m4a"),
                       "--events", str(tmp_path / "one.jsonl"))
     assert one.returncode == 0 and len(ended_events(tmp_path / "one.jsonl")) == 1, one.stderr
@@ -259,3 +259,60 @@ def test_a_recording_unreadable_when_first_seen_is_read_once_complete(
     assert "memo.m4a: not a readable audio file" in err, err
     assert "unreadable when first seen, written since; reading it now" in err, err
     assert [Path(r["source"]).name for r in ended_events(events)] == ["memo.m4a"], err
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg not installed "
+                    "(.ci/setup installs it)")
+def test_a_recording_without_a_stated_length_is_timed_from_its_end(tmp_path: Path,
+                                                                  tiny_model: Path) -> None:
+    """A WebM written through a pipe (a browser's MediaRecorder does the same) states no
+    length: it was timed as if it began at its mtime (events up to its whole length late, in
+    the future for a fresh file). Its length is now measured. Two audio streams: one line says
+    the first is read."""
+    from datetime import datetime
+
+    sf.write(tmp_path / "src.wav", np.concatenate([hiss(60.0), tone(4.0), hiss(56.0)]), SR)
+    with open(tmp_path / "piped.webm", "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(tmp_path / "src.wav"),
+                        "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out, check=True,
+                       timeout=120)
+    _ffmpeg("-i", str(tmp_path / "src.wav"), "-i", str(tmp_path / "src.wav"), "-map", "0:a",
+            "-map", "1:a", "-c:a", "aac", str(tmp_path / "two.m4a"))
+    noon = datetime(2026, 6, 1, 12, 0, 0).timestamp()
+    for name in ("piped.webm", "two.m4a"):
+        os.utime(tmp_path / name, (noon, noon))
+        events = tmp_path / f"{name}.jsonl"
+        res = edge_detect("--model", str(tiny_model), "--input", str(tmp_path / name),
+                          "--events", str(events))
+        assert res.returncode == 0, res.stderr
+        (event,) = ended_events(events)
+        start = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp()
+        assert abs(start - (noon - 120 + event["offset_start_s"])) < 1.0, (name, event)
+        assert 58.0 <= event["offset_start_s"] <= 61.0, event
+    assert "two.m4a: 2 audio streams; the first is read" in res.stderr
+
+
+def test_a_stop_ends_a_stalled_decoder_at_once(tmp_path: Path, tiny_model: Path) -> None:
+    """An ffmpeg that hangs on a file (a network share gone away): SIGTERM stops edge-detect
+    within seconds (was: up to 60 s), without calling the file unreadable."""
+    import signal
+    import time
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool, script in (("ffprobe", 'echo \'{"streams": [{"sample_rate": "48000", '
+                                     '"channels": 1}], "format": {"duration": "10"}}\''),
+                         ("ffmpeg", "exec sleep 600")):
+        (fake / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (fake / tool).chmod(0o755)
+    (tmp_path / "memo.m4a").write_bytes(b"\0" * 1000)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
+                             str(tiny_model), "--input", str(tmp_path / "memo.m4a")],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(4)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert time.monotonic() - sent < 5, err
+    assert "Traceback" not in err and "no audio samples" not in err, err
