@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -127,12 +128,21 @@ def command(ctx: click.Context, **options: Any) -> None:
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
+        from edge_runtime.serve import parse_sources
+
         args = service.service_args(sys.argv[1:])
+        refusals, warnings = service.unit_problems(
+            opts, parse_sources(opts["input"], opts["device"], opts.get("sources")),
+            Path.cwd(), opts["service_user"])
+        if refusals:
+            raise OptionError("; ".join(refusals))
+        for warning in warnings:
+            log.warning("%s", warning)
         text = service.unit_text(args, user=opts["service_user"])
         if secrets := service.secret_flags(args):
-            log.warning("%s holds a password: the unit file and `ps` show it to every user of "
-                        "this machine; put it in a config file only the service can read "
-                        "(--config /etc/edge-detect.toml, chmod 640) instead",
+            log.warning("%s holds a password or token: the unit file and `ps` show it to "
+                        "every user of this machine; put it in a config file only the service "
+                        "can read (--config /etc/edge-detect.toml, chmod 640) instead",
                         " and ".join(secrets))
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)

@@ -37,8 +37,8 @@ from urllib.parse import unquote, urlsplit
 
 from edge_runtime import __version__
 from edge_runtime.lifecycle import EventRecord, Health, Hop
-from edge_runtime.netsource import redact
 from edge_runtime.statedir import state_dir
+from edge_runtime.text import printable
 
 log = logging.getLogger("edge-detect")
 
@@ -59,15 +59,28 @@ class MqttTarget:
     prefix: str
 
 
+def _shown(url: str) -> str:
+    """``url`` for a message: whatever precedes the last ``@`` (user and password) hidden."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return printable(scheme + sep + rest)
+
+
 def parse_url(url: str) -> MqttTarget:
     """``mqtt[s]://[user:pass@]host[:port][/prefix]`` → :class:`MqttTarget` (ValueError names
-    the problem)."""
-    parts = urlsplit(url)
-    shown = redact(url)
+    the problem, never the password)."""
+    shown = _shown(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"--mqtt {shown!r}: not a URL ({exc})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"--mqtt {shown!r}: the scheme must be mqtt:// or mqtts://")
-    rest = url.split("://", 1)[-1]
-    if "@" in rest and "@" not in parts.netloc and ":" in rest.split("@", 1)[0]:
+    before_at = url.split("://", 1)[-1].split("@", 1)[0]
+    host_part = re.split(r"[/?#]", before_at)[0]
+    if ("@" in url.split("://", 1)[-1] and "@" not in parts.netloc and ":" in host_part
+            and not host_part.rsplit(":", 1)[1].isdigit()):
         raise ValueError("--mqtt: the password (or user name) holds '/', '?' or '#': write "
                          "those percent-encoded (%2F, %3F, %23; '@' as %40)")
     try:

@@ -139,6 +139,17 @@ def _topic_part(value: str) -> str | None:
     return None
 
 
+def _mqtt_url(value: str) -> str | None:
+    """A broker URL that parses (checked before any model loads; paho is not needed)."""
+    from edge_runtime.mqtt import parse_url
+
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        return str(exc).removeprefix("--mqtt ").removeprefix("--mqtt: ")
+    return None
+
+
 def _node_name(value: str) -> str | None:
     if not any(c.isalnum() for c in value):
         return f"{value!r}: needs a letter or digit"
@@ -216,7 +227,7 @@ OPTIONS: tuple[Option, ...] = (
            "highest peak.", lo=0, hi=10000),
     Option("mqtt", str, None, "Publish events to MQTT with Home Assistant discovery: "
            "mqtt[s]://[user:pass@]host[:port][/prefix] (extra: edge-detect[mqtt]).",
-           metavar="URL"),
+           metavar="URL", check=_mqtt_url),
     Option("mqtt_ca", str, None, "mqtts: CA certificate file.", metavar="FILE"),
     Option("mqtt_discovery_prefix", str, "homeassistant", "Home Assistant discovery topic "
            "prefix.", check=_topic_part),

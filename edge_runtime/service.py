@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.atomic import write_bytes
 from edge_runtime.text import printable
@@ -76,7 +77,9 @@ def service_args(argv: list[str]) -> list[str]:
     return out
 
 
-_SECRET = re.compile(r"[A-Za-z][\w+.-]*://[^/@\s]*:[^@\s]*@")  # scheme://user:password@
+_SECRET = re.compile(r"[A-Za-z][\w+.-]*://[^/@\s]*:[^@\s]*@"  # scheme://user:password@
+                     r"|[?&](?:password|passwd|pass|pwd|token|auth|key|secret|apikey|"
+                     r"access_token)=", re.IGNORECASE)  # ...?password=, ?auth=
 
 
 def secret_flags(args: list[str]) -> list[str]:
@@ -89,6 +92,50 @@ def secret_flags(args: list[str]) -> list[str]:
             flags.append(name)
         flag = arg if arg.startswith("--") and "=" not in arg else "an argument"
     return sorted(set(flags))
+
+
+def private_tmp(path: Path) -> str:
+    """``/tmp`` or ``/var/tmp`` when ``path`` lies under it (PrivateTmp= replaces both), else
+    ""."""
+    parts = path.parts
+    if parts[:2] == ("/", "tmp"):
+        return "/tmp"
+    return "/var/tmp" if parts[:3] == ("/", "var", "tmp") else ""
+
+
+def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
+                  user: str | None) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) for running these options as a service: inputs that end (one
+    file, stdin, ``--once``) would be read again at every ``Restart=always``; paths the
+    sandbox hides (``PrivateTmp``) or the service user cannot write."""
+    refusals, warnings = [], []
+    if opts.get("once"):
+        refusals.append("--once exits when the folder is read; a service would read it again "
+                        "every 5 s (Restart=always): leave --once out to keep watching")
+    for spec in specs:
+        if spec.input == "-":
+            refusals.append("--input -: a service has no stdin; give it mic, a folder or a "
+                            "stream URL")
+        elif "://" not in spec.input and spec.input != "mic" and (
+                Path(workdir, spec.input).is_file()):
+            refusals.append(f"--input {spec.input}: one file ends; a service would read it "
+                            "again every 5 s (Restart=always): watch its folder instead")
+    for flag in ("events", "save_clips", "mqtt_spool", "watch_state", "model"):
+        value = opts.get(flag)
+        if not value:
+            continue
+        path = Path(workdir, value).resolve()
+        name = "--" + flag.replace("_", "-")
+        if private_tmp(workdir) and path.is_relative_to(workdir.resolve()):
+            continue  # the working directory's own warning says it
+        if private_tmp(path):
+            warnings.append(f"{name} {path} is under {private_tmp(path)}, which the unit's "
+                            "PrivateTmp=yes replaces: the service will not see it there")
+        elif flag != "model" and user and path.parts[1:2] in (("root",), ("home",)):
+            warnings.append(f"{name} {path}: the service runs as {user}, which cannot write in "
+                            "another user's home (ProtectHome=read-only); use a folder under "
+                            f"/var/lib/{STATE_DIR} or --service-user")
+    return refusals, warnings
 
 
 def writable_paths(args: list[str], workdir: Path) -> list[str]:
@@ -110,11 +157,10 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
     """The unit file: a dedicated user, systemd's sandboxing, ``Restart=always``, SIGTERM for
     a clean stop. Every argument is escaped for systemd (see :func:`systemd_quote`)."""
     workdir = Path(workdir or Path.cwd()).resolve()
-    if workdir.parts[:2] in (("/", "tmp"), ("/", "var")) and (
-            workdir.parts[1] == "tmp" or workdir.parts[2:3] == ("tmp",)):
-        log.warning("working directory %s is under /tmp, which the unit's PrivateTmp=yes "
+    if private_tmp(workdir):
+        log.warning("working directory %s is under %s, which the unit's PrivateTmp=yes "
                     "hides from the service: it will not start there; install elsewhere",
-                    printable(workdir))
+                    printable(workdir), private_tmp(workdir))
     exec_start = " ".join(systemd_quote(a) for a in [*executable_argv(), *args])
     lines = [
         "[Unit]",

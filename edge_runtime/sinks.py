@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -105,7 +106,11 @@ class JsonlSink:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                os.fsync(handle.fileno())
+            except OSError as exc:  # /dev/null, a pipe: nothing to make durable
+                if exc.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
+                    raise
 
     def on_start(self, record: EventRecord) -> None:
         self._write(record)

@@ -154,3 +154,18 @@ def test_a_window_stride_does_not_stretch_events_that_chunks_place() -> None:
         expected = (float(danger.start), float(danger.stop))
         assert located_event(danger, 1) == expected
         assert located_event(danger, 2) == expected, danger
+
+
+def test_events_to_dev_null_are_not_a_sink_failure() -> None:
+    """``--events /dev/null`` logged "JsonlSink.on_start failed: OSError [Errno 22]" at every
+    event (fsync on a device); nothing to make durable there."""
+    from datetime import UTC, datetime
+
+    from edge_runtime.lifecycle import StreamInfo, build_record
+    from edge_runtime.sinks import JsonlSink
+
+    (start,) = feed([0.9], EventConfig(threshold=0.5))[:1]
+    info = StreamInfo("a.wav", True, datetime(2026, 1, 1, tzinfo=UTC), "f" * 64, 32000)
+    sink = JsonlSink("/dev/null", fresh=True)
+    sink.on_start(build_record(start.event, info, "start"))
+    sink.on_end(build_record(start.event, info, "end"))

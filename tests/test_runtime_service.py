@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from edge_runtime import service
 from tests.runtime_model import SR, build_tiny_model, hiss
@@ -71,7 +72,7 @@ def test_a_password_in_the_unit_is_warned_about() -> None:
                           "mqtt://ha:s3cret@broker", "--notify=https://u:tok@ntfy.example/x",
                           "--print-systemd-unit"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    (line,) = [x for x in res.stderr.splitlines() if "holds a password" in x]
+    (line,) = [x for x in res.stderr.splitlines() if "holds a password or token" in x]
     assert "--mqtt and --notify" in line and "--config" in line and "s3cret" not in line
     quiet = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input", "mic", "--mqtt",
                             "mqtt://ha@broker", "--print-systemd-unit"], capture_output=True,
@@ -193,3 +194,30 @@ def test_clip_retention_in_the_daemon(tmp_path: Path) -> None:
     kept = list(clips.glob("*.flac"))
     assert kept and sum(p.stat().st_size for p in kept) <= 0.3 * 1024 * 1024
     assert "clip retention: removed" in res.stderr
+
+
+def test_a_unit_for_an_input_that_ends_is_refused_and_hidden_paths_are_named(
+        tmp_path: Path) -> None:
+    """Restart=always reruns whatever ends: --once, stdin (a service has none) and one file are
+    refused in one line, no unit written. Output paths the sandbox hides (PrivateTmp) or the
+    service user cannot write (another user's home) are named; a token in a query counts as
+    a password."""
+    clip = tmp_path / "one.wav"
+    sf.write(clip, hiss(1.0), SR)
+    for args, why in ((["--input", "mic", "--once"], "--once exits"),
+                      (["--input", "-"], "a service has no stdin"),
+                      (["--input", str(clip)], "one file ends")):
+        res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args,
+                              "--write-systemd-unit", str(tmp_path / "x.service")],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and why in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.service").exists()
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input", "/srv/rec",
+                          "--events", "/root/events.jsonl", "--watch-state", "/var/tmp/ws",
+                          "--notify", "https://ntfy.example/t?auth=tk_1",
+                          "--print-systemd-unit"], capture_output=True, text=True, timeout=60,
+                         cwd="/")
+    assert res.returncode == 0, res.stderr
+    assert "--events /root/events.jsonl: the service runs as edge-detect" in res.stderr
+    assert "--watch-state /var/tmp/ws is under /var/tmp" in res.stderr
+    assert "--notify holds a password or token" in res.stderr
