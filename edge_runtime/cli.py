@@ -50,7 +50,8 @@ def install_signals(stop: threading.Event) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         RECEIVED.append(signum)
-        log.info("%s received: finishing the current stream and flushing events",
+        log.info("%s received: stopping; open events are closed and written (a watched "
+                 "folder's file cut short is read again at the next start)",
                  signal.Signals(signum).name)
         stop.set()
 

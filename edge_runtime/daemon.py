@@ -33,6 +33,7 @@ from edge_runtime.lifecycle import (
 from edge_runtime.sinks import AudioHistory, ClipSink
 from edge_runtime.sources import Stream
 
+NARROWBAND_HZ = 16000  # a file recorded below this rate is said to lack highs (DEPLOY.md)
 FAST_INPUT_S = 5.0  # a live input this far ahead of the wall clock is said to be fast, once
 log = logging.getLogger("edge-detect")
 
@@ -169,7 +170,7 @@ class Runner:
         self.stats.streams += 1
         meter = _Meter()
         peak, ok, events_before = 0.0, True, self.stats.events
-        seen, offset, was_paused, fast_said = 0, 0.0, False, False
+        seen, offset, was_paused, fast_said, cut = 0, 0.0, False, False, ""
         started = time.perf_counter()
 
         def scored(scores: list[WindowScore]) -> None:
@@ -212,6 +213,7 @@ class Runner:
                     meter.compute_s += time.perf_counter() - t0
                     scored(scores)
                 if self.stop.is_set():
+                    cut = " (stopped before its end)"
                     break
             if not was_paused:
                 scored(self._scored(lambda _b: scorer.finish(), None, stream.source))
@@ -234,8 +236,12 @@ class Runner:
             log.warning("%s: %d NaN/inf samples replaced by 0", stream.source,
                         stream.decoded.nonfinite)
         elif ok and stream.is_file:
-            log.info("%s: %.1f s, peak p(danger) %.2f, %d event(s)", stream.source,
-                     seen / rate, peak, self.stats.events - events_before)
+            narrow = stream.decoded.sample_rate
+            narrow_text = (f" ({narrow} Hz audio: no highs above {narrow // 2000} kHz, where "
+                           "gunshots and breaking glass are heard best)"
+                           if 0 < narrow < NARROWBAND_HZ else "")
+            log.info("%s: %.1f s%s, peak p(danger) %.2f, %d event(s)%s", stream.source,
+                     seen / rate, cut, peak, self.stats.events - events_before, narrow_text)
         return ok
 
     def _scored(self, push: Callable[[Any], list[WindowScore]], block: Any,

@@ -190,7 +190,7 @@ def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,
     path = Path(path)
     name = printable(path)
     stats = stats if stats is not None else Decoded()
-    stats.sample_rate, stats.channels = target_rate, 1
+    stats.sample_rate, stats.channels = info.sample_rate, info.channels  # the file's own
     cmd = [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
            "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
            "-map", "0:a:0", "-ac", "1", "-ar", str(target_rate), "-f", "f32le",

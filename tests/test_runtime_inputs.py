@@ -316,3 +316,15 @@ def test_a_stop_ends_a_stalled_decoder_at_once(tmp_path: Path, tiny_model: Path)
     err = proc.communicate(timeout=60)[1]
     assert time.monotonic() - sent < 5, err
     assert "Traceback" not in err and "no audio samples" not in err, err
+
+
+def test_a_narrowband_recording_is_named(tmp_path: Path, tiny_model: Path) -> None:
+    """An 8 kHz recording (a phone, a G.711 camera) lacks what gunshots and glass need: its
+    line says so; a 48 kHz one's does not."""
+    sf.write(tmp_path / "phone.wav", hiss(2.0, sr=8000), 8000)
+    sf.write(tmp_path / "mic.wav", hiss(2.0, sr=48000), 48000)
+    res = edge_detect("--model", str(tiny_model), "--input", str(tmp_path), "--once")
+    assert res.returncode == 0, res.stderr
+    (phone,) = [x for x in res.stderr.splitlines() if "phone.wav:" in x]
+    (mic,) = [x for x in res.stderr.splitlines() if "mic.wav:" in x]
+    assert "8000 Hz audio: no highs above 4 kHz" in phone and "Hz audio" not in mic
