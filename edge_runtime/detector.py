@@ -21,7 +21,7 @@ from edge_runtime.ffmpeg_file import iter_audio
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.manifest import ManifestError
 from edge_runtime.options import THRESHOLD_FALLBACK
-from edge_runtime.persistence import Persistence, hold
+from edge_runtime.persistence import DIP_FLOOR, Persistence, hold
 from edge_runtime.providers import ort_message
 from edge_runtime.scoring import Scorer
 from edge_runtime.sessions import ModelSessions, load_sessions
@@ -127,7 +127,7 @@ class DetectorStream:
             k = None if scores.best is None else int(scores.best[i])
             if row is not None and self._persistence.active:
                 above = (row >= DECISION_THRESHOLD) & (not gated)
-                held = self._persistence.step(above, end)
+                held = self._persistence.step(above, end, (row >= DIP_FLOOR) & (not gated))
                 chunk_cap = self._persistence.unreleased(above, held)
                 if held.any():  # the held classes' scores capped: p, class and scores agree
                     row = hold(row, held)

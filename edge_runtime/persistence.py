@@ -5,8 +5,10 @@ score like one. A class with ``min_seconds`` m > 0 is *held* in a window until i
 or above its own threshold (normalised score ≥ 0.5) in a run of scored windows whose **ends**
 lie at least m seconds apart: ``end(latest) − end(first of the run) ≥ m``, from an above
 window to an above window. One window below the threshold (or level-gated) inside a run does
-not end it (:data:`MAX_DIP`): a beeping smoke alarm under a clatter of dishes scored 0.50,
-0.42, 0.50, 0.50, 0.50, 0.41, 0.50 in its windows and was never released. Two in a row do.
+not end it (:data:`MAX_DIP`) if it stays at :data:`DIP_FLOOR` (0.4, as an event stays open):
+a beeping smoke alarm under a clatter of dishes scored 0.50, 0.42, 0.50, 0.50, 0.50, 0.41,
+0.50 in its windows and was never released. Two in a row, or one lower (the quiet between two
+clinks), do.
 The window length is deliberately not counted: a 1 s beep keeps every 5 s window that overlaps
 it high, so a span that includes the window measures the window, not the sound. With 5 s
 windows every 2 s, m = 6 needs 4 windows, i.e. 11 s of audio in which (all but single) 5 s
@@ -28,7 +30,9 @@ import numpy as np
 
 HELD_CAP = 0.499  # a held class's normalised score: below the 0.5 decision threshold
 TOLERANCE = 1e-9  # window times are sums of float chunk lengths
-MAX_DIP = 1  # scored windows below the threshold in a row that a run survives
+MAX_DIP = 1  # scored windows below the threshold in a row that a run survives ...
+DIP_FLOOR = 0.4  # ... if they stay this high (normalised; the event rules' default off level)
+DIP_RATIO = DIP_FLOOR / 0.5  # the same in raw scores: a dip must reach this share of t
 
 
 class Persistence:
@@ -41,15 +45,18 @@ class Persistence:
         self._since = np.full(self.min_seconds.shape, np.nan)  # end of each run's first window
         self._dips = np.zeros(self.min_seconds.shape, int)  # windows below, in a row
 
-    def step(self, above: np.ndarray, end_s: float) -> np.ndarray:
+    def step(self, above: np.ndarray, end_s: float,
+             near: np.ndarray | None = None) -> np.ndarray:
         """One scored window, in stream order: ``above`` [K] says which classes reach their
-        threshold in it (False when the window is gated), ``end_s`` is its end. Returns [K]:
-        True where the class is held in this window."""
+        threshold in it (False when the window is gated), ``near`` which reach
+        :data:`DIP_FLOOR` (None: none below the threshold), ``end_s`` is its end. Returns
+        [K]: True where the class is held in this window."""
         above = np.asarray(above, bool)
         if not self.active:
             return np.zeros(above.shape, bool)
+        near = above if near is None else np.asarray(near, bool) | above
         self._dips = np.where(above, 0, self._dips + 1)
-        since = np.where(self._dips > MAX_DIP, np.nan, self._since)
+        since = np.where((self._dips > MAX_DIP) | ~near, np.nan, self._since)
         self._since = np.where(above & np.isnan(since), end_s, since)
         lasted = np.where(above, end_s - self._since, np.nan)  # nan (False) below
         return above & self.persisted & ~(lasted >= self.min_seconds - TOLERANCE)
@@ -71,15 +78,17 @@ def hold(normalised: np.ndarray, held: np.ndarray) -> np.ndarray:
     return np.where(held, np.minimum(norm, HELD_CAP), norm)
 
 
-def held_windows(above: np.ndarray, ends: np.ndarray,
-                 min_seconds: Sequence[float]) -> np.ndarray:
-    """:meth:`Persistence.step` over a whole stream: ``above`` [n, K], window ``ends`` [n]
-    → held [n, K] (a fresh stream's state)."""
+def held_windows(above: np.ndarray, ends: np.ndarray, min_seconds: Sequence[float],
+                 near: np.ndarray | None = None) -> np.ndarray:
+    """:meth:`Persistence.step` over a whole stream: ``above`` and ``near`` [n, K], window
+    ``ends`` [n] → held [n, K] (a fresh stream's state)."""
     above = np.asarray(above, bool)
     tracker = Persistence(min_seconds)
     if not tracker.active or not above.any():
         return np.zeros(above.shape, bool)
-    return np.stack([tracker.step(row, float(e)) for row, e in zip(above, ends, strict=True)])
+    near = above if near is None else np.asarray(near, bool)
+    return np.stack([tracker.step(row, float(e), close) for row, e, close
+                     in zip(above, ends, near, strict=True)])
 
 
 def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> float:
@@ -98,10 +107,11 @@ def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> f
         return 0.0
     if min_seconds <= 0:
         return float(scores.max())
-    # A run j..i holds at level t when s[j] ≥ t, s[i] ≥ t and no two neighbours inside are
-    # both below t (MAX_DIP = 1): its level is min(s[j], s[i], the smallest neighbour-pair
-    # max). A run releasing at i can be taken to start at the newest j spanning min_seconds,
-    # or the one before it when that one dips: j ∈ {first, first - 1}.
+    # A run j..i holds at level t when s[j] ≥ t, s[i] ≥ t, no two neighbours inside are both
+    # below t (MAX_DIP = 1) and none is under DIP_RATIO·t: its level is min(s[j], s[i], the
+    # smallest neighbour-pair max, the smallest score / DIP_RATIO). A run releasing at i can
+    # be taken to start at the newest j spanning min_seconds, or the one before it when that
+    # one dips: j ∈ {first, first - 1}.
     pair = np.maximum(scores[:-1], scores[1:])  # pair[k]: windows k and k + 1
     level, first = 0.0, 0
     for i in range(scores.size):
@@ -112,5 +122,6 @@ def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> f
         for j in (first, first - 1):
             if j >= 0:
                 inside = float(pair[j:i].min()) if i > j else 1.0
-                level = max(level, min(float(scores[j]), float(scores[i]), inside))
+                floor = float(scores[j:i + 1].min()) / DIP_RATIO
+                level = max(level, min(float(scores[j]), float(scores[i]), inside, floor))
     return level

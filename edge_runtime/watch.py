@@ -217,7 +217,11 @@ class FolderWatcher:
         else:
             log.info("%s: the files read are recorded in %s (a restart does not read them "
                      "again)", self.name, printable(self.record.path))
-        self.record.rewrite(self.done)
+        self.record.rewrite(self._readable())
+
+    def _readable(self) -> dict[str, Signature]:
+        """The read files a record keeps: not those that gave no audio (retried at start)."""
+        return {n: sig for n, sig in self.done.items() if n not in self._failed}
 
     def failed(self, path: Path) -> None:
         """The file just yielded gave no audio (unreadable, half-copied): it is read again
@@ -225,12 +229,12 @@ class FolderWatcher:
         self._failed.add(path.name)
 
     def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
-        """Read it again? Yes for a new file under the name (another inode), for a new
-        recording written over the old one in place (its first bytes differ), and for a file
-        that was empty or unreadable when read and has been written since (a recorder or an
-        upload that creates the file first, a copy that paused). A file that only grew after
-        its audio was read (the same first bytes) is not read again — its events would
-        repeat: one warning says so."""
+        """Read it again? Yes for a new file under the name (another inode, unless FAT
+        renumbered the same file), for a file written over in place (anything but growth
+        behind the same first bytes), and for a file that was empty or unreadable when read
+        and has been written since (a recorder or an upload that creates the file first, a
+        copy that paused). A file that only grew after its audio was read (the same first
+        bytes) is not read again — its events would repeat: one warning says so."""
         before = self.done[name]
         if entry.inode() != before.inode:  # renamed over it, or FAT/exFAT renumbering
             now = read_signature(self.directory / name)
@@ -250,7 +254,7 @@ class FolderWatcher:
             log.info("%s: %s when first seen, written since; reading it now", shown,
                      "empty" if before.size == 0 else "unreadable")
             return True
-        grown = (st.st_size >= before.size and bool(before.head)
+        grown = (st.st_size > before.size and bool(before.head)
                  and head_hash(self.directory / name, before.size) == before.head)
         if not grown:
             log.info("%s: rewritten since it was read (a new recording under the same name); "
@@ -343,7 +347,7 @@ class FolderWatcher:
                 if self.stop.is_set():
                     return  # perhaps cut short: not recorded, read again after a restart
                 if self.record is not None and name not in self._failed:
-                    self.record.add(name, self.done[name], self.done)
+                    self.record.add(name, self.done[name], self._readable())
             if self.once and self.initial is not None and not (self.initial & set(self.pending)):
                 return
             woke = self._wait(started)

@@ -9,10 +9,11 @@ in the folder; it is rewritten again whenever dead lines outnumber the live ones
 about 200 bytes per file present.
 
 A file is skipped after a restart if its inode, size and modification time are as recorded,
-or its size and the bytes at both ends are (a file only touched, or copied back): anything
-else (the name reused by a new recording, possibly on a recycled inode; a file written while
-edge-detect was down) is read. The record cannot be kept (a read-only
-state folder, a full disk): one error line, and the watcher goes on without it.
+or — on FAT/exFAT, whose inode numbers change across remounts — its size, modification time and
+the bytes at both ends are: anything else (the name reused by a new recording, possibly on a
+recycled inode; a file written or touched while edge-detect was down) is read. The record
+cannot be kept (a read-only state folder, a full disk): one error line, and the watcher goes
+on without it.
 """
 
 from __future__ import annotations
@@ -83,11 +84,13 @@ def read_signature(path: Path, content: bool = True) -> Signature:
 
 
 def same_content(before: Signature, now: Signature) -> bool:
-    """The same file as read (inode, size, mtime), or the same bytes at both ends and the same
-    size (touched, or copied back: the same recording)."""
+    """The same file as read: the same inode, size and mtime, or — its inode renumbered (FAT
+    and exFAT give new numbers after a remount or a cache eviction) — the same size, mtime and
+    bytes at both ends. A new recording has another mtime; one only touched is read again
+    rather than risk skipping a new recording that shares its size and silent ends."""
     if before[:3] == now[:3]:
         return True
-    return (before.size == now.size and bool(before.head)
+    return (before[1:3] == now[1:3] and bool(before.head)
             and (before.head, before.tail) == (now.head, now.tail))
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 

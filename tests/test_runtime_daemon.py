@@ -215,25 +215,33 @@ def test_a_restarted_watcher_does_not_read_its_files_again(tmp_path: Path) -> No
     folder.mkdir()
     for name in ("a.wav", "b.wav", "c.wav", "gone.wav"):
         (folder / name).write_bytes(b"x" * 100)
+    silent = b"\0" * (200 << 10)  # a fixed-size recording with silent ends
+    (folder / "d.wav").write_bytes(silent + b"first" + silent)
     path = record_path(folder, tmp_path / "state")
     assert path.parent == tmp_path / "state" and path.name.startswith("in-")
-    assert _watch_until(folder, ReadRecord(path, folder), 4) == ["a.wav", "b.wav", "c.wav",
-                                                                 "gone.wav"]
+    assert _watch_until(folder, ReadRecord(path, folder), 5) == ["a.wav", "b.wav", "c.wav",
+                                                                 "d.wav", "gone.wav"]
     (folder / "gone.wav").unlink()
     (folder / "new.wav").write_bytes(b"x" * 100)
     with open(folder / "b.wav", "ab") as handle:  # written while the watcher was down
         handle.write(b"y" * 50)
     (folder / "c.tmp").write_bytes(b"z" * 100)
     (folder / "c.tmp").replace(folder / "c.wav")  # a new recording under the old name
-    os.utime(folder / "a.wav")  # touched (a backup tool, ls -l's neighbour): the same bytes
-    assert _watch_until(folder, ReadRecord(path, folder), 3) == ["b.wav", "c.wav", "new.wav"]
-    # the record keeps only names present: a.wav b.wav c.wav new.wav (gone.wav forgotten)
-    assert sorted(ReadRecord(path, folder).load()) == ["a.wav", "b.wav", "c.wav", "new.wav"]
+    # the next fixed-size recording, only its middle differs, renamed over the old one (its
+    # own mtime): read, though its size and both ends match
+    (folder / "d.tmp").write_bytes(silent + b"other" + silent)
+    os.utime(folder / "d.tmp", ns=(1, (folder / "d.wav").stat().st_mtime_ns + 10**9))
+    (folder / "d.tmp").replace(folder / "d.wav")
+    assert _watch_until(folder, ReadRecord(path, folder), 4) == ["b.wav", "c.wav", "d.wav",
+                                                                 "new.wav"]
+    # the record keeps only names present: gone.wav forgotten
+    assert sorted(ReadRecord(path, folder).load()) == ["a.wav", "b.wav", "c.wav", "d.wav",
+                                                       "new.wav"]
     assert _watch_until(folder, ReadRecord(path, folder), 1) == []
     # one record per folder, however it is named or spelt; --once keeps none
     assert record_path(tmp_path / "in" / ".." / "in", tmp_path / "state") == path
-    assert _watch_until(folder, ReadRecord(path, folder), 4, once=True) == [
-        "a.wav", "b.wav", "c.wav", "new.wav"]
+    assert _watch_until(folder, ReadRecord(path, folder), 5, once=True) == [
+        "a.wav", "b.wav", "c.wav", "d.wav", "new.wav"]
 
 
 def test_a_record_that_cannot_be_kept_is_one_line(tmp_path: Path, caplog) -> None:
@@ -331,3 +339,34 @@ def test_write_systemd_unit(tmp_path: Path) -> None:
     assert '"--device" "USB Audio"' in exec_line and '"--events" "/var/log/e.jsonl"' in exec_line
     assert "systemd-unit" not in exec_line
     assert "Restart=always" in text and "WantedBy=multi-user.target" in text
+
+
+def test_a_file_that_gave_no_audio_is_tried_again_after_a_restart(tmp_path: Path) -> None:
+    """ffmpeg missing, a permission fixed later: the file is never recorded as read — neither
+    when it failed nor when the record is rewritten (a rotating recorder's many files) — so
+    the next start tries it again."""
+    from edge_runtime import watch_record
+    from edge_runtime.watch import FolderWatcher
+    from edge_runtime.watch_record import ReadRecord
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bad.m4a").write_bytes(b"x" * 10)
+    for i in range(30):
+        (folder / f"r{i:02d}.wav").write_bytes(b"y" * 10)
+    record = ReadRecord(tmp_path / "rec.jsonl", folder)
+    watcher = FolderWatcher(folder, settle_s=0.0, poll_s=0.05, record=record)
+    seen = []
+    for path in watcher:
+        seen.append(path.name)
+        if path.name == "bad.m4a":
+            watcher.failed(path)
+        elif path.name.startswith("r"):
+            path.unlink()  # rotated away: the record is soon mostly dead lines
+        if len(seen) == 31:
+            break
+    watcher.close()
+    record._lines = 10**6  # the next read file rewrites the record from what is alive
+    record.add("x.wav", watch_record.Signature(1, 1, 1), watcher._readable())
+    assert "bad.m4a" not in ReadRecord(tmp_path / "rec.jsonl", folder).load()
+    assert _watch_until(folder, ReadRecord(tmp_path / "rec.jsonl", folder), 1) == ["bad.m4a"]

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_runtime.classes import DECISION_THRESHOLD
+from edge_runtime.classes import DECISION_THRESHOLD, normalise
 from edge_runtime.detector import Detector
 from edge_runtime.events import EventConfig, EventTracker
-from edge_runtime.persistence import HELD_CAP, Persistence, held_windows, hold, release_level
+from edge_runtime.persistence import (
+    DIP_FLOOR,
+    HELD_CAP,
+    Persistence,
+    held_windows,
+    hold,
+    release_level,
+)
 from tests.runtime_model import SR, hiss, tone
 from tests.test_training_calibrate import build_tiny_class_model, daemon_events
 
@@ -34,7 +41,7 @@ def events_for(sound: tuple[float, float], min_seconds: float,
     out = []
     for start, end in windows(seconds):
         row = np.array([0.9 if start < sound[1] and sound[0] < end else 0.1])
-        held = persistence.step(row >= DECISION_THRESHOLD, end)
+        held = persistence.step(row >= DECISION_THRESHOLD, end, row >= DIP_FLOOR)
         p = float(hold(row, held).max())
         since = persistence.run_since(0) if min_seconds and not held[0] else None
         out += [(t.event.start_s, t.event.end_s, t.kind)
@@ -54,14 +61,23 @@ def test_a_short_beep_raises_no_event_a_long_alarm_one() -> None:
     assert 32.0 <= end <= 35.0
 
 
-def test_runs_survive_one_dip_and_restart_after_two() -> None:
+def test_runs_survive_one_near_dip_and_restart_after_two_or_a_deep_one() -> None:
     ends = np.arange(1, 15) * 2.0
     above = np.array([1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1], bool)[:, None]
-    held = held_windows(above, ends, [6.0])[:, 0]
+    near = np.ones_like(above)  # every dip stays at DIP_FLOOR
+    held = held_windows(above, ends, [6.0], near)[:, 0]
     # run from 2 survives the dip at 6: released at 8 (6 s after 2); two dips (12, 14) end
     # it; the run from 16 survives the dip at 22: released at 22 + 2 = 24 (8 s after 16)
     assert held.tolist() == [True, True, False, False, False, False, False, True, True, True,
                              False, False, False, False]
+    # the quiet between two clinks falls below DIP_FLOOR: it ends the run like two dips
+    deep = near.copy()
+    deep[[2, 10]] = False
+    assert held_windows(above, ends, [6.0], deep)[:, 0].tolist() == [
+        True, True, False, True, True, False, False, True, True, True, False, True, True,
+        True]  # nothing released: each run restarts after its deep dip
+    assert held_windows(above, ends, [6.0])[:, 0].tolist() == held_windows(
+        above, ends, [6.0], above)[:, 0].tolist()  # near None: no dip survives
     assert not held_windows(above, ends, [0.0]).any()  # no persistence, nothing held
     assert held_windows(np.zeros((0, 1), bool), np.zeros(0), [6.0]).shape == (0, 1)
 
@@ -154,11 +170,15 @@ def test_release_level_is_the_threshold_at_which_the_rule_releases(seed: int) ->
     rng = np.random.default_rng(seed)
     ends = np.cumsum(rng.choice([1.0, 2.0], 40))  # uneven strides, like a stream's last window
     scores = rng.uniform(0.0, 1.0, 40) ** 0.3
+    def released(t: float, m: float) -> bool:
+        norm = normalise(scores[:, None], np.array([t]))  # as the detector sees them
+        above, near = norm >= DECISION_THRESHOLD, norm >= DIP_FLOOR
+        return bool((~held_windows(above, ends, [m], near)[:, 0] & above[:, 0]).any())
+
     for m in (0.0, 2.0, 6.0, 10.0):
         level = release_level(scores, ends, m)
-        released = [bool((~held_windows((scores >= t)[:, None], ends, [m])[:, 0]
-                          & (scores >= t)).any()) for t in (level, level + 1e-6)]
-        assert released == [True, False], (m, level)
+        assert [released(level * (1 - 1e-7), m), released(level * (1 + 1e-7), m)] == [
+            True, False], (m, level)
     assert release_level(scores[:3], ends[:3], 60.0) == 0.0  # too short to ever release
 
 

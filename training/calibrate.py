@@ -41,7 +41,7 @@ import numpy as np
 
 from edge_runtime.classes import DECISION_THRESHOLD, normalise
 from edge_runtime.manifest import ClassifierSpec, Manifest, load_manifest
-from edge_runtime.persistence import held_windows, hold
+from edge_runtime.persistence import DIP_FLOOR, held_windows, hold
 from training.labelled import LabelledClip, read_labelled, read_safe_audio
 from training.openworld_eval import overlap_warning
 from training.replay import FileRun, cli_event_config, count_events, open_detector, replay
@@ -143,7 +143,8 @@ class Rule:
         # windows are below every threshold), decision rounded to float32
         norm = normalise(r.values[:, cols], t[cols])
         above = (norm >= DECISION_THRESHOLD) & ~r.gated[:, None]
-        norm = hold(norm, held_windows(above, r.run.trace.end, self.min_seconds[cols]))
+        near = (norm >= DIP_FLOOR) & ~r.gated[:, None]
+        norm = hold(norm, held_windows(above, r.run.trace.end, self.min_seconds[cols], near))
         d = norm.max(axis=1).astype(np.float32).astype(np.float64)
         d[r.gated] = 0.0
         return d
