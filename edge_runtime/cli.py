@@ -139,7 +139,7 @@ def command(ctx: click.Context, **options: Any) -> None:
             raise OptionError("; ".join(refusals))
         for warning in warnings:
             log.warning("%s", warning)
-        text = service.unit_text(args, user=opts["service_user"])
+        text = service.unit_text(args, user=opts["service_user"], opts=opts)
         if secrets := service.secret_flags(args):
             log.warning("%s holds a password or token: the unit file and `ps` show it to "
                         "every user of this machine; put it in a config file only the service "

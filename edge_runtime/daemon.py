@@ -215,6 +215,8 @@ class Runner:
                 if self.stop.is_set():
                     cut = " (stopped before its end)"
                     break
+            if self.stop.is_set():  # also when the source ended because of the stop
+                cut = " (stopped before its end)"
             if not was_paused:
                 scored(self._scored(lambda _b: scorer.finish(), None, stream.source))
         except AudioError as exc:

@@ -74,6 +74,9 @@ class Transition:
     event: Event
 
 
+ONSET_HISTORY_S = 60.0  # the longest classes.min_seconds (edge_runtime.manifest)
+
+
 @dataclass
 class EventTracker:
     """Feed ``update`` one window at a time; it returns the start/end transitions it caused."""
@@ -86,10 +89,13 @@ class EventTracker:
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
     # (end, onset) of the latest windows: where an event decided later began (``since_s``)
-    _onsets: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1024),
-                                                repr=False)  # ≥ 60 s of 50 ms strides
+    _onsets: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
     chunk_s: float | None = None  # length of the chunks ``chunk_probs`` score (default hop_s)
     _runs_on: bool = field(default=True, repr=False)  # the last active window hot to its end
+
+    def __post_init__(self) -> None:
+        # windows back to where the longest persisted run (min_seconds ≤ 60 s) began, and more
+        self._onsets = deque(maxlen=int(2 * ONSET_HISTORY_S / max(self.hop_s, 1e-3)) + 8)
 
     def _located(self, win_start: float, win_end: float,
                  chunk_probs: Sequence[float] | None) -> tuple[float | None, float | None]:

@@ -59,29 +59,29 @@ def _tool(name: str, path: Path) -> str:
     return exe
 
 
-def probe(path: str | os.PathLike[str]) -> Probe:
-    """The file's audio stream, or a one-line :class:`AudioError`."""
+def probe(path: str | os.PathLike[str], stop: threading.Event | None = None) -> Probe:
+    """The file's audio stream, or a one-line :class:`AudioError` (:class:`Interrupted` when
+    ``stop`` came first)."""
     path = Path(path)
     check_file(path)
     name = printable(path)
     cmd = [_tool("ffprobe", path), "-v", "error", "-select_streams", "a", "-show_entries",
            "stream=sample_rate,channels:format=duration", "-of", "json",
            "file:" + os.fsdecode(path.resolve())]
+    outcome = _Outcome(tail=collections.deque(maxlen=20))
+    out = b"".join(_pipe(cmd, path, 1 << 16, stop, outcome, stall_s=PROBE_TIMEOUT_S,
+                         tool="ffprobe"))
+    if outcome.stopped:
+        raise Interrupted(f"{name}: stopped while ffprobe read it")
+    if outcome.stalled:
+        raise AudioError(f"{name}: ffprobe found no answer in {PROBE_TIMEOUT_S:.0f} s")
+    why = "; ".join(outcome.tail)[-200:]
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise AudioError(f"{name}: ffprobe found no answer in {PROBE_TIMEOUT_S:.0f} s") from None
-    except OSError as exc:
-        raise AudioError(f"{name}: cannot start ffprobe ({exc.strerror or exc})") from None
-    why = "; ".join(_tidy(line, path) for line in
-                    done.stderr.decode("utf-8", "replace").splitlines() if line.strip())[-200:]
-    try:
-        info = json.loads(done.stdout or b"{}")
+        info = json.loads(out or b"{}")
     except ValueError:
         info = {}
     streams = info.get("streams") or []
-    if done.returncode != 0 or not streams:
+    if outcome.returncode != 0 or not streams:
         why = printable(why) or "ffprobe found no audio stream"
         raise AudioError(f"{name}: not a readable audio file ({why})")
     try:
@@ -113,6 +113,10 @@ def _drain(pipe, tail: collections.deque, path: Path) -> None:
     pipe.close()
 
 
+class Interrupted(AudioError):
+    """A stop came while the file was being probed: not the file's fault."""
+
+
 @dataclass
 class _Outcome:
     """How one ffmpeg run ended."""
@@ -124,16 +128,16 @@ class _Outcome:
 
 
 def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
-          outcome: _Outcome) -> Iterator[bytes]:
+          outcome: _Outcome, stall_s: float = STALL_S, tool: str = "ffmpeg") -> Iterator[bytes]:
     """Run ``cmd``; yield its stdout in pieces of about ``want`` bytes. Waits in 0.5 s steps
-    (``stop`` ends it at once), gives up after :data:`STALL_S` without output; ffmpeg is
+    (``stop`` ends it at once), gives up after ``stall_s`` without output; the process is
     killed and reaped, whatever happens."""
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as exc:
         why = exc.strerror or exc
-        raise AudioError(f"{printable(path)}: cannot start ffmpeg ({why})") from None
+        raise AudioError(f"{printable(path)}: cannot start {tool} ({why})") from None
     drainer = threading.Thread(target=_drain, args=(proc.stderr, outcome.tail, path),
                                daemon=True, name=f"ffmpeg-stderr {printable(path)}")
     drainer.start()
@@ -147,7 +151,7 @@ def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
             ready, _, _ = select.select([fd], [], [], 0.5)
             if not ready:
                 waited += 0.5
-                if waited >= STALL_S:
+                if waited >= stall_s:
                     outcome.stalled = True
                     break
                 continue
@@ -173,12 +177,15 @@ def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
 def measure_seconds(path: str | os.PathLike[str], stop: threading.Event | None = None,
                     max_seconds: float = MAX_SECONDS) -> float:
     """The length of a file whose container does not state it (a WebM from a browser's
-    MediaRecorder, piped ffmpeg output): decoded at 8 kHz and counted."""
+    MediaRecorder, piped ffmpeg output): its audio packets copied to nowhere, no decoding
+    (ffmpeg's ``-progress`` reports how far it got)."""
     path = Path(path)
     cmd = [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
            "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
-           "-map", "0:a:0", "-ac", "1", "-ar", "8000", "-f", "u8", "pipe:1"]
-    return sum(len(piece) for piece in _pipe(cmd, path, 1 << 20, stop, _Outcome())) / 8000.0
+           "-map", "0:a:0", "-c", "copy", "-f", "null", "-progress", "pipe:1", "-"]
+    text = b"".join(_pipe(cmd, path, 1 << 16, stop, _Outcome())).decode("ascii", "replace")
+    times = re.findall(r"^out_time_us=(\d+)$", text, re.MULTILINE)
+    return int(times[-1]) / 1e6 if times else 0.0
 
 
 def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,

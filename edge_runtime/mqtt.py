@@ -77,12 +77,10 @@ def parse_url(url: str) -> MqttTarget:
         raise ValueError(f"--mqtt {shown!r}: not a URL ({exc})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"--mqtt {shown!r}: the scheme must be mqtt:// or mqtts://")
-    before_at = url.split("://", 1)[-1].split("@", 1)[0]
-    host_part = re.split(r"[/?#]", before_at)[0]
-    if ("@" in url.split("://", 1)[-1] and "@" not in parts.netloc and ":" in host_part
-            and not host_part.rsplit(":", 1)[1].isdigit()):
-        raise ValueError("--mqtt: the password (or user name) holds '/', '?' or '#': write "
-                         "those percent-encoded (%2F, %3F, %23; '@' as %40)")
+    if "@" in url.split("://", 1)[-1] and "@" not in parts.netloc:
+        raise ValueError("--mqtt: an '@' after the host: a password (or user name) holding "
+                         "'/', '?' or '#' is written with those percent-encoded (%2F, %3F, "
+                         "%23; '@' as %40); an '@' in the topic prefix as %40")
     try:
         port = parts.port
     except ValueError:
@@ -90,7 +88,7 @@ def parse_url(url: str) -> MqttTarget:
     if not parts.hostname:
         raise ValueError(f"--mqtt {shown!r}: no host")
     tls = parts.scheme == "mqtts"
-    prefix = parts.path.strip("/") or DEFAULT_PREFIX
+    prefix = unquote(parts.path.strip("/")) or DEFAULT_PREFIX
     if any(c in prefix for c in "+#"):
         raise ValueError(f"--mqtt {shown!r}: the topic prefix may not hold + or #")
     return MqttTarget(parts.hostname, port or (8883 if tls else 1883), tls,

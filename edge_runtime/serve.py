@@ -169,6 +169,8 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         try:
             return runner.run_stream(renamed(file_stream(path, rate, max_s, stop), spec))
         except AudioError as exc:
+            if stop.is_set():  # cut short: read again at the next start, not its fault
+                return False
             log.error("%s", exc)
         except OSError as exc:  # vanished or changed between the checks
             log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)

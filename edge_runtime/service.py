@@ -103,6 +103,22 @@ def private_tmp(path: Path) -> str:
     return "/var/tmp" if parts[:3] == ("/", "var", "tmp") else ""
 
 
+def _owns(user: str, path: Path) -> bool:
+    """Whether ``user`` may write at ``path`` as far as homes go: root anywhere, anyone
+    outside /root and /home, a user in their own home (``/home/<user>`` or its owner)."""
+    if user == "root" or path.parts[1:2] not in (("root",), ("home",)):
+        return True
+    home = Path(*path.parts[:3]) if path.parts[1] == "home" else Path("/root")
+    if home.name == user:
+        return True
+    try:
+        import pwd
+
+        return home.stat().st_uid == pwd.getpwnam(user).pw_uid
+    except (OSError, KeyError, ImportError):
+        return False
+
+
 def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
                   user: str | None) -> tuple[list[str], list[str]]:
     """(refusals, warnings) for running these options as a service: inputs that end (one
@@ -113,6 +129,11 @@ def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
         refusals.append("--once exits when the folder is read; a service would read it again "
                         "every 5 s (Restart=always): leave --once out to keep watching")
     for spec in specs:
+        if spec.input not in ("-", "mic") and "://" not in spec.input and private_tmp(
+                Path(workdir, spec.input).resolve()):
+            warnings.append(f"--input {spec.input} is under "
+                            f"{private_tmp(Path(workdir, spec.input).resolve())}, which the "
+                            "unit's PrivateTmp=yes replaces: the service will not see it there")
         if spec.input == "-":
             refusals.append("--input -: a service has no stdin; give it mic, a folder or a "
                             "stream URL")
@@ -120,7 +141,7 @@ def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
                 Path(workdir, spec.input).is_file()):
             refusals.append(f"--input {spec.input}: one file ends; a service would read it "
                             "again every 5 s (Restart=always): watch its folder instead")
-    for flag in ("events", "save_clips", "mqtt_spool", "watch_state", "model"):
+    for flag in (*WRITTEN, "model", "config", "mqtt_ca"):
         value = opts.get(flag)
         if not value:
             continue
@@ -131,29 +152,42 @@ def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
         if private_tmp(path):
             warnings.append(f"{name} {path} is under {private_tmp(path)}, which the unit's "
                             "PrivateTmp=yes replaces: the service will not see it there")
-        elif flag != "model" and user and path.parts[1:2] in (("root",), ("home",)):
+        elif flag in WRITTEN and user and not _owns(user, path):
             warnings.append(f"{name} {path}: the service runs as {user}, which cannot write in "
                             "another user's home (ProtectHome=read-only); use a folder under "
                             f"/var/lib/{STATE_DIR} or --service-user")
     return refusals, warnings
 
 
-def writable_paths(args: list[str], workdir: Path) -> list[str]:
+WRITTEN = ("events", "save_clips", "mqtt_spool", "watch_state")  # options the service writes
+
+
+def writable_paths(args: list[str], workdir: Path,
+                   opts: dict[str, Any] | None = None) -> list[str]:
     """Folders the service writes to (``--events`` file's folder, ``--save-clips``,
-    ``--mqtt-spool``, ``--watch-state``)."""
-    paths = []
+    ``--mqtt-spool``, ``--watch-state``), from the command line and, with ``opts`` (the
+    merged options), from a ``--config`` file too."""
+    values: list[tuple[str, str]] = []
     for i, arg in enumerate(args):
-        for flag in ("--events", "--save-clips", "--mqtt-spool", "--watch-state"):
+        for name in WRITTEN:
+            flag = "--" + name.replace("_", "-")
             value = (args[i + 1] if arg == flag and i + 1 < len(args)
                      else arg[len(flag) + 1:] if arg.startswith(flag + "=") else None)
             if value:
-                path = workdir / value
-                paths.append(str(path.parent if flag == "--events" else path))
+                values.append((name, value))
+    values += [(name, str(opts[name])) for name in WRITTEN if (opts or {}).get(name)]
+    paths = []
+    for name, value in values:
+        path = workdir / value
+        text = str(path.parent if name == "events" else path)
+        if text not in paths:
+            paths.append(text)
     return paths
 
 
 def unit_text(args: list[str], user: str | None = "edge-detect",
-              workdir: str | os.PathLike[str] | None = None) -> str:
+              workdir: str | os.PathLike[str] | None = None,
+              opts: dict[str, Any] | None = None) -> str:
     """The unit file: a dedicated user, systemd's sandboxing, ``Restart=always``, SIGTERM for
     a clean stop. Every argument is escaped for systemd (see :func:`systemd_quote`)."""
     workdir = Path(workdir or Path.cwd()).resolve()
@@ -196,7 +230,7 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
         "RestrictSUIDSGID=yes",
         "LockPersonality=yes",
     ]
-    for path in writable_paths(args, workdir):
+    for path in writable_paths(args, workdir, opts):
         lines.append(f"ReadWritePaths=-{plain_path(path, 'output path')}")
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)

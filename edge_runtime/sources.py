@@ -58,7 +58,7 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
     ``source`` is the path with control characters and undecodable bytes escaped."""
     path = Path(path)
     if path.suffix.lower() in FFMPEG_SUFFIXES:
-        probed = ffmpeg_file.probe(path)
+        probed = ffmpeg_file.probe(path, stop)
         duration = probed.duration or ffmpeg_file.measure_seconds(path, stop, max_seconds)
         if probed.streams > 1:
             log.info("%s: %d audio streams; the first is read", printable(path),

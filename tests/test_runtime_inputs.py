@@ -292,16 +292,20 @@ def test_a_recording_without_a_stated_length_is_timed_from_its_end(tmp_path: Pat
     assert "two.m4a: 2 audio streams; the first is read" in res.stderr
 
 
-def test_a_stop_ends_a_stalled_decoder_at_once(tmp_path: Path, tiny_model: Path) -> None:
-    """An ffmpeg that hangs on a file (a network share gone away): SIGTERM stops edge-detect
-    within seconds (was: up to 60 s), without calling the file unreadable."""
+@pytest.mark.parametrize("hangs", ["ffmpeg", "ffprobe"])
+def test_a_stop_ends_a_stalled_decoder_at_once(tmp_path: Path, tiny_model: Path,
+                                               hangs: str) -> None:
+    """An ffmpeg or ffprobe that hangs on a file (a network share gone away): SIGTERM stops
+    edge-detect within seconds (was: up to 60 s, or 30 s and "no answer"), without calling the
+    file unreadable and with its line saying it was stopped."""
     import signal
     import time
 
     fake = tmp_path / "bin"
     fake.mkdir()
-    for tool, script in (("ffprobe", 'echo \'{"streams": [{"sample_rate": "48000", '
-                                     '"channels": 1}], "format": {"duration": "10"}}\''),
+    answer = ('echo \'{"streams": [{"sample_rate": "48000", "channels": 1}], '
+              '"format": {"duration": "10"}}\'')
+    for tool, script in (("ffprobe", "exec sleep 600" if hangs == "ffprobe" else answer),
                          ("ffmpeg", "exec sleep 600")):
         (fake / tool).write_text(f"#!/bin/sh\n{script}\n")
         (fake / tool).chmod(0o755)
@@ -316,6 +320,9 @@ def test_a_stop_ends_a_stalled_decoder_at_once(tmp_path: Path, tiny_model: Path)
     err = proc.communicate(timeout=60)[1]
     assert time.monotonic() - sent < 5, err
     assert "Traceback" not in err and "no audio samples" not in err, err
+    assert "no answer" not in err and "ERROR" not in err, err
+    if hangs == "ffmpeg":
+        assert "memo.m4a: 0.0 s (stopped before its end)" in err, err
 
 
 def test_a_narrowband_recording_is_named(tmp_path: Path, tiny_model: Path) -> None:

@@ -195,3 +195,20 @@ def test_a_sustained_class_is_dated_from_its_run_but_never_into_the_previous_eve
     (a_start, a_end), (b_start, _) = [(t.event.start_s, t.event.end_s) for t in out
                                       if t.kind == "end"]
     assert a_start == 0.0 and b_start == pytest.approx(a_end) and a_end < 25.0
+
+
+def test_a_long_persistence_at_a_fine_stride_is_still_dated_from_its_start() -> None:
+    """min_seconds 60 with windows every 50 ms: 1,200+ windows back to the run's first one
+    (the tracker's memory of onsets used to hold 128, then 1024: dated 60 s late)."""
+    stride, sound = 0.05, (10.0, 90.0)
+    persistence = Persistence([60.0])
+    tracker = EventTracker(EventConfig(threshold=DECISION_THRESHOLD), stride)
+    starts = []
+    for start in np.arange(0.0, 100.0, stride):
+        end = start + WINDOW
+        row = np.array([0.9 if start < sound[1] and sound[0] < end else 0.1])
+        held = persistence.step(row >= DECISION_THRESHOLD, end, row >= DIP_FLOOR)
+        since = persistence.run_since(0) if not held[0] and row[0] >= 0.5 else None
+        starts += [t.event.start_s for t in tracker.update(start, end, float(hold(row, held)[0]),
+                                                           since_s=since) if t.kind == "start"]
+    assert len(starts) == 1 and starts[0] == pytest.approx(10.0, abs=0.1), starts

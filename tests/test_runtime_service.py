@@ -221,3 +221,21 @@ def test_a_unit_for_an_input_that_ends_is_refused_and_hidden_paths_are_named(
     assert "--events /root/events.jsonl: the service runs as edge-detect" in res.stderr
     assert "--watch-state /var/tmp/ws is under /var/tmp" in res.stderr
     assert "--notify holds a password or token" in res.stderr
+
+
+def test_outputs_from_a_config_file_are_writable_in_the_unit(tmp_path: Path) -> None:
+    """DEPLOY tells people to move options (a password) into --config: outputs named only
+    there still become ReadWritePaths (ProtectSystem=strict would make them read-only). A user's
+    own home is not "another user's home"; a watched folder under /tmp is named."""
+    conf = tmp_path / "edge.toml"
+    conf.write_text('events = "/srv/data/ev.jsonl"\nsave_clips = "/srv/clips"\n')
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(conf),
+                          "--input", "/tmp/recordings", "--service-user", "pi",
+                          "--mqtt-spool", "/home/pi/spool", "--print-systemd-unit"],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    for path in ("/srv/data", "/srv/clips", "/home/pi/spool"):
+        assert f"ReadWritePaths=-{path}" in lines, res.stdout
+    assert "another user's home" not in res.stderr
+    assert "--input /tmp/recordings is under /tmp" in res.stderr
