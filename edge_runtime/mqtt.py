@@ -77,7 +77,7 @@ def parse_url(url: str) -> MqttTarget:
         raise ValueError(f"--mqtt {shown!r}: not a URL ({exc})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"--mqtt {shown!r}: the scheme must be mqtt:// or mqtts://")
-    if "@" in url.split("://", 1)[-1] and "@" not in parts.netloc:
+    if "@" in url.split("://", 1)[-1][len(parts.netloc):]:
         raise ValueError("--mqtt: an '@' after the host: a password (or user name) holding "
                          "'/', '?' or '#' is written with those percent-encoded (%2F, %3F, "
                          "%23; '@' as %40); an '@' in the topic prefix as %40")
@@ -88,9 +88,13 @@ def parse_url(url: str) -> MqttTarget:
     if not parts.hostname:
         raise ValueError(f"--mqtt {shown!r}: no host")
     tls = parts.scheme == "mqtts"
-    prefix = unquote(parts.path.strip("/")) or DEFAULT_PREFIX
-    if any(c in prefix for c in "+#"):
-        raise ValueError(f"--mqtt {shown!r}: the topic prefix may not hold + or #")
+    try:
+        prefix = unquote(parts.path.strip("/"), errors="strict") or DEFAULT_PREFIX
+    except UnicodeDecodeError:
+        raise ValueError(f"--mqtt {shown!r}: the topic prefix is not UTF-8") from None
+    if any(c in prefix for c in "+#") or not prefix.isprintable():
+        raise ValueError(f"--mqtt {shown!r}: the topic prefix may not hold +, # or control "
+                         "characters")
     return MqttTarget(parts.hostname, port or (8883 if tls else 1883), tls,
                       unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None, prefix)

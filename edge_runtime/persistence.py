@@ -4,8 +4,9 @@ A real smoke alarm sounds for minutes; a microwave beep or a dish clink lasts 1�
 score like one. A class with ``min_seconds`` m > 0 is *held* in a window until it has been at
 or above its own threshold (normalised score ≥ 0.5) in a run of scored windows whose **ends**
 lie at least m seconds apart: ``end(latest) − end(first of the run) ≥ m``, from an above
-window to an above window. One window below the threshold (or level-gated) inside a run does
-not end it (:data:`MAX_DIP`) if it stays at :data:`DIP_FLOOR` (0.4, as an event stays open):
+window to an above window. One window below the threshold inside a run does not end it
+(:data:`MAX_DIP`) if it stays at :data:`DIP_FLOOR` (0.4, as an event stays open; a
+level-gated window never does):
 a beeping smoke alarm under a clatter of dishes scored 0.50, 0.42, 0.50, 0.50, 0.50, 0.41,
 0.50 in its windows and was never released. Two in a row, or one lower (the quiet between two
 clinks), do.

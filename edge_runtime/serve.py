@@ -170,6 +170,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
             return runner.run_stream(renamed(file_stream(path, rate, max_s, stop), spec))
         except AudioError as exc:
             if stop.is_set():  # cut short: read again at the next start, not its fault
+                log.info("%s: stopped before it was read", printable(path))
                 return False
             log.error("%s", exc)
         except OSError as exc:  # vanished or changed between the checks
@@ -197,7 +198,7 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         finally:
             watcher.close()
         return 0
-    return 0 if one_file(source) else 1
+    return 0 if one_file(source) or stop.is_set() else 1
 
 
 def serve_all(specs: list[SourceSpec], make_runner: Callable[[SourceSpec], Any],

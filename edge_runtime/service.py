@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -131,7 +132,8 @@ def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
     for spec in specs:
         if spec.input not in ("-", "mic") and "://" not in spec.input and private_tmp(
                 Path(workdir, spec.input).resolve()):
-            warnings.append(f"--input {spec.input} is under "
+            what = f"input {spec.input}" + (f" (source {spec.name})" if spec.name else "")
+            warnings.append(f"{what} is under "
                             f"{private_tmp(Path(workdir, spec.input).resolve())}, which the "
                             "unit's PrivateTmp=yes replaces: the service will not see it there")
         if spec.input == "-":
@@ -178,7 +180,7 @@ def writable_paths(args: list[str], workdir: Path,
     values += [(name, str(opts[name])) for name in WRITTEN if (opts or {}).get(name)]
     paths = []
     for name, value in values:
-        path = workdir / value
+        path = Path(os.path.normpath(workdir / value))
         text = str(path.parent if name == "events" else path)
         if text not in paths:
             paths.append(text)
@@ -231,7 +233,13 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
         "LockPersonality=yes",
     ]
     for path in writable_paths(args, workdir, opts):
-        lines.append(f"ReadWritePaths=-{plain_path(path, 'output path')}")
+        if not Path(path).is_dir():
+            quoted = shlex.quote(printable(path))
+            log.warning("%s does not exist yet: create it before starting the service (sudo "
+                        "mkdir -p %s && sudo chown %s %s); ProtectSystem=strict would refuse "
+                        "to let the service create it", printable(path), quoted,
+                        user or "root", quoted)
+        lines.append("ReadWritePaths=" + systemd_quote("-" + plain_path(path, "output path")))
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 

@@ -257,8 +257,8 @@ class FolderWatcher:
         grown = (st.st_size > before.size and bool(before.head)
                  and head_hash(self.directory / name, before.size) == before.head)
         if not grown:
-            log.info("%s: rewritten since it was read (a new recording under the same name); "
-                     "reading it", shown)
+            log.info("%s: changed since it was read (a new recording under the same name, or "
+                     "only touched); reading it again", shown)
             self._warned.discard(name)
             return True
         if name not in self._warned:

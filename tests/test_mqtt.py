@@ -457,7 +457,7 @@ def test_discovery_with_named_classes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["mqtt://ha:pa#ss@broker", "mqtt://ha:pa/ss@broker:1883",
                                  "mqtt://ha:pa?ss@broker", "mqtt://ha:12/34@broker",
-                                 "mqtt://ha:12#34@broker"])
+                                 "mqtt://ha:12#34@broker", "mqtt://ha:p@x/s@broker"])
 def test_a_password_that_needs_encoding_is_named_not_taken_for_a_port(url: str) -> None:
     """Was: "invalid port" (urlsplit ends the host at '#', '/' or '?'), the password shown."""
     from edge_runtime.mqtt import parse_url
@@ -469,6 +469,9 @@ def test_a_password_that_needs_encoding_is_named_not_taken_for_a_port(url: str) 
     assert (target.password, target.host, target.port, target.prefix) == ("pa#s/s@", "broker",
                                                                          1884, "home")
     assert parse_url("mqtt://broker/home%40x").prefix == "home@x"  # an @ in the prefix
+    for bad in ("mqtt://broker/home%00x", "mqtt://broker/home%ff"):  # mosquitto drops them
+        with pytest.raises(ValueError, match="topic prefix"):
+            parse_url(bad)
     with pytest.raises(ValueError, match=r"\*\*\*"):
         parse_url("mqtt://ha:secret@broker:99999")
 

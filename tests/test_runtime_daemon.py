@@ -180,7 +180,7 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     assert seen == [("late.wav", 0), ("late.wav", 2000), ("late.wav", 5000)]
     warnings = [r for r in caplog.records if "grew after it was read" in r.getMessage()]
     assert len(warnings) == 1, caplog.text
-    assert "rewritten since it was read" in caplog.text
+    assert "changed since it was read (a new recording under the same name" in caplog.text
 
 
 def _watch_until(folder: Path, record, n: int, **kwargs) -> list[str]:

@@ -32,7 +32,7 @@ def test_unit_runs_sandboxed_as_a_dedicated_user() -> None:
     lines = text.splitlines()
     for directive in ("User=edgeuser", "Restart=always", "NoNewPrivileges=yes",
                       "PrivateTmp=yes", "ProtectSystem=strict", "StateDirectory=edge-detect",
-                      "ReadWritePaths=-/var/lib/edge-detect"):
+                      "ReadWritePaths=\"-/var/lib/edge-detect\""):
         assert directive in lines, (directive, text)
     exec_line = next(line for line in lines if line.startswith("ExecStart="))
     assert "service-user" not in exec_line and "edgeuser" not in exec_line
@@ -46,7 +46,7 @@ def test_mqtt_spool_is_writable_under_the_sandbox(monkeypatch: pytest.MonkeyPatc
     from edge_runtime.mqtt import default_spool_dir
 
     text = unit_for("--input", "mic", "--mqtt", "mqtt://h", "--mqtt-spool", "/srv/spool")
-    assert "ReadWritePaths=-/srv/spool" in text.splitlines(), text
+    assert "ReadWritePaths=\"-/srv/spool\"" in text.splitlines(), text
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-detect")
     assert default_spool_dir() == Path("/var/lib/edge-detect/mqtt-spool")
     monkeypatch.delenv("STATE_DIRECTORY")
@@ -60,7 +60,7 @@ def test_state_paths_are_writable_under_the_sandbox(monkeypatch: pytest.MonkeyPa
     from edge_runtime.watch_record import default_record_dir
 
     text = unit_for("--input", "/srv/rec", "--watch-state", "/srv/state")
-    assert "ReadWritePaths=-/srv/state" in text.splitlines(), text
+    assert "ReadWritePaths=\"-/srv/state\"" in text.splitlines(), text
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-detect")
     assert default_record_dir() == Path("/var/lib/edge-detect/watched")
 
@@ -228,14 +228,15 @@ def test_outputs_from_a_config_file_are_writable_in_the_unit(tmp_path: Path) -> 
     there still become ReadWritePaths (ProtectSystem=strict would make them read-only). A user's
     own home is not "another user's home"; a watched folder under /tmp is named."""
     conf = tmp_path / "edge.toml"
-    conf.write_text('events = "/srv/data/ev.jsonl"\nsave_clips = "/srv/clips"\n')
+    conf.write_text('events = "/srv/x/../data/ev.jsonl"\nsave_clips = "/srv/my clips"\n')
     res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(conf),
                           "--input", "/tmp/recordings", "--service-user", "pi",
                           "--mqtt-spool", "/home/pi/spool", "--print-systemd-unit"],
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    for path in ("/srv/data", "/srv/clips", "/home/pi/spool"):
-        assert f"ReadWritePaths=-{path}" in lines, res.stdout
+    for path in ("/srv/data", "/srv/my clips", "/home/pi/spool"):
+        assert f'ReadWritePaths="-{path}"' in lines, res.stdout  # quoted, normalised
+    assert "/srv/my clips does not exist yet: create it" in res.stderr
     assert "another user's home" not in res.stderr
-    assert "--input /tmp/recordings is under /tmp" in res.stderr
+    assert "input /tmp/recordings is under /tmp" in res.stderr
