@@ -101,6 +101,34 @@ def open_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     return info
 
 
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that did not state its length
+
+
+def stated_seconds(info: sf._SoundFileInfo) -> float | None:
+    """The length the header states, or None (a FLAC written through a pipe, or still being
+    written, states none: libsndfile then reports 2**63 - 1 frames)."""
+    if info.frames >= UNKNOWN_FRAMES or info.frames / info.samplerate > 366 * 86400:
+        return None
+    return float(info.duration)
+
+
+def count_seconds(path: str | os.PathLike[str], max_seconds: float = MAX_SECONDS) -> float:
+    """Seconds of audio in ``path``, read through (at most ``max_seconds``)."""
+    info = open_info(path)
+    frames, limit = 0, int(max_seconds * info.samplerate)
+    try:
+        with sf.SoundFile(os.fsencode(path)) as handle:
+            while frames < limit:
+                got = len(handle.read(min(READ_FRAMES, limit - frames), dtype="int16",
+                                      always_2d=True))
+                if got == 0:
+                    break
+                frames += got
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+        pass  # what was read before the damage counts
+    return frames / info.samplerate
+
+
 def to_mono(block: np.ndarray) -> np.ndarray:
     """``[n]`` or ``[n, channels]`` → float32 ``[n]`` (channel mean)."""
     block = np.asarray(block)
@@ -180,6 +208,8 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
             try:
                 raw = handle.read(want, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                if stated_seconds(info) is None and stats.frames_in:
+                    break  # a stream of unstated length: libsndfile fails at its end
                 stats.problem = f"read failed ({_one_line(exc)})"
                 break
             if len(raw) == 0:
@@ -203,7 +233,8 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
     if stats.frames_in == 0:
         raise AudioError(f"{name}: contains no audio samples"
                          f"{' (' + stats.problem + ')' if stats.problem else ''}")
-    if not stats.problem and stats.frames_in < info.frames and info.format not in VBR_FORMATS:
+    if (not stats.problem and stats.frames_in < info.frames and info.format not in VBR_FORMATS
+            and stated_seconds(info) is not None):
         stats.problem = f"ends early: header says {info.frames / info.samplerate:.1f} s"
     if not stats.problem and header_incomplete(Path(os.fsdecode(path)), _size(path)):
         stats.problem = "ends early: its header states a longer file"  # libsndfile clamps WAV

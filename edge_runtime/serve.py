@@ -175,6 +175,9 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
             log.error("%s", exc)
         except OSError as exc:  # vanished or changed between the checks
             log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)
+        except Exception as exc:  # one odd file must not stop a watched folder (nor loop it)
+            log.error("%s: cannot be read (%s: %s)", printable(path), type(exc).__name__,
+                      printable(exc))
         runner.stats.failed += 1
         return False
 

@@ -64,7 +64,9 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
             log.info("%s: %d audio streams; the first is read", printable(path),
                      probed.streams)
     else:
-        duration = audio_io.open_info(path).duration
+        duration = audio_io.stated_seconds(audio_io.open_info(path))
+        if duration is None:  # a FLAC written through a pipe: no length in its header
+            duration = audio_io.count_seconds(path, max_seconds)
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except (OverflowError, ValueError, OSError):  # an mtime beyond year 9999 (tmpfs allows it)

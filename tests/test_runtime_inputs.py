@@ -335,3 +335,34 @@ def test_a_narrowband_recording_is_named(tmp_path: Path, tiny_model: Path) -> No
     (phone,) = [x for x in res.stderr.splitlines() if "phone.wav:" in x]
     (mic,) = [x for x in res.stderr.splitlines() if "mic.wav:" in x]
     assert "8000 Hz audio: no highs above 4 kHz" in phone and "Hz audio" not in mic
+
+
+def test_a_flac_written_through_a_pipe_is_read_and_timed(tmp_path: Path,
+                                                        tiny_model: Path) -> None:
+    """A FLAC without its length in the header (`ffmpeg ... -f flac - > x.flac`, or one still
+    being written): libsndfile reports 2**63 - 1 frames, and edge-detect died on it with a
+    traceback — in a watched folder at every restart. Now its length is counted; the file
+    gives its event, no "truncated" warning, and the next file is read too."""
+    from datetime import datetime
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(tmp_path / "src.wav", np.concatenate([hiss(3.0), tone(4.0), hiss(3.0)]), SR)
+    if not __import__("shutil").which("ffmpeg"):
+        pytest.skip("ffmpeg not installed (.ci/setup installs it)")
+    with open(folder / "a_piped.flac", "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(tmp_path / "src.wav"),
+                        "-f", "flac", "-"], stdout=out, check=True, timeout=60)
+    assert sf.info(folder / "a_piped.flac").frames > 1 << 62
+    sf.write(folder / "b_after.wav", np.concatenate([hiss(3.0), tone(4.0), hiss(3.0)]), SR)
+    noon = datetime(2026, 6, 1, 12, 0, 0).timestamp()
+    os.utime(folder / "a_piped.flac", (noon, noon))
+    events = tmp_path / "events.jsonl"
+    res = edge_detect("--model", str(tiny_model), "--input", str(folder), "--once",
+                      "--settle", "0", "--events", str(events))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "truncated" not in res.stderr and "WARNING a_piped" not in res.stderr, res.stderr
+    by_file = {Path(r["source"]).name: r for r in ended_events(events)}
+    assert set(by_file) == {"a_piped.flac", "b_after.wav"}, res.stderr
+    start = datetime.fromisoformat(by_file["a_piped.flac"]["start"].replace("Z", "+00:00"))
+    assert abs(start.timestamp() - (noon - 10.0 + by_file["a_piped.flac"]["offset_start_s"])) < 1
