@@ -133,6 +133,8 @@ class Runner:
         self.observers = [s for s in self.sinks if isinstance(s, Observer)]
         self.history = history
         self.stop = stop or threading.Event()
+        self._quiet_until: float | None = None  # see run_stream
+        self._held_back: dict[int, Transition] = {}  # starts not reported yet (run_stream)
         self.paused = threading.Event()
         self.top_tags = top_tags
         self.silence_s = silence_s
@@ -152,8 +154,11 @@ class Runner:
         """Close every sink (they flush what they hold)."""
         self._each(self.sinks, "close")
 
-    def run_stream(self, stream: Stream) -> bool:
-        """Process one stream to its end (or until stop). False if the input was bad."""
+    def run_stream(self, stream: Stream, quiet_until_s: float | None = None) -> bool:
+        """Process one stream to its end (or until stop). False if the input was bad.
+        ``quiet_until_s``: events that begin before it are not reported (a file that grew
+        after it was read: that part's events were reported then)."""
+        self._quiet_until, self._held_back = quiet_until_s, {}
         det = self.detector
         rate = det.sample_rate
         info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id, rate)
@@ -281,15 +286,33 @@ class Runner:
     def _emit(self, transitions: list[Transition], info: StreamInfo) -> None:
         for tr in transitions:
             ev = tr.event
-            if tr.kind == "start":
-                self.stats.started += 1  # the tracker numbered it, continuing this count
-            elif tr.kind == "end":
-                self.stats.events += 1
-            peak = ev.peak_payload if isinstance(ev.peak_payload, _Peak) else None
-            record = build_record(ev, info, tr.kind,  # type: ignore[arg-type]
-                                  peak.resolved_tags() if peak else [],
-                                  peak.class_name if peak else None)
-            self._each(self.sinks, f"on_{tr.kind}", record)
+            if self._quiet_until is not None and ev.start_s < self._quiet_until:
+                # it began in the part an earlier reading reported: held back, reported only
+                # if it runs on past that part (the alarm went on, or came back)
+                if tr.kind == "start":
+                    self._held_back[id(ev)] = tr
+                    continue
+                if ev.end_s <= self._quiet_until + self.detector.window_s:
+                    if tr.kind == "end":
+                        self._held_back.pop(id(ev), None)
+                    continue
+                held = self._held_back.pop(id(ev), None)
+                if held is not None:
+                    self._publish(held, info)
+            self._publish(tr, info)
+
+    def _publish(self, tr: Transition, info: StreamInfo) -> None:
+        """One lifecycle step to every sink."""
+        ev = tr.event
+        if tr.kind == "start":
+            self.stats.started += 1  # the tracker numbered it, continuing this count
+        elif tr.kind == "end":
+            self.stats.events += 1
+        peak = ev.peak_payload if isinstance(ev.peak_payload, _Peak) else None
+        record = build_record(ev, info, tr.kind,  # type: ignore[arg-type]
+                              peak.resolved_tags() if peak else [],
+                              peak.class_name if peak else None)
+        self._each(self.sinks, f"on_{tr.kind}", record)
 
     @staticmethod
     def _each(targets: list[Any], method: str, *args: Any) -> None:

@@ -164,10 +164,17 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         runner.run_stream(renamed(pcm_stream(None, int(opts["rate"]), opts["format"],
                                              int(opts["channels"]), rate, stop), spec, ""))
         return 0
-    def one_file(path: str | Path) -> bool:
-        """Score one file; an unusable one is logged in one line and counted as failed."""
+    read_s: dict[str, float] = {}  # seconds of each watched file read so far
+
+    def one_file(path: str | Path, continued: bool = False) -> bool:
+        """Score one file; an unusable one is logged in one line and counted as failed.
+        ``continued``: it grew since it was read; only events after that part are reported."""
         try:
-            return runner.run_stream(renamed(file_stream(path, rate, max_s, stop), spec))
+            stream = file_stream(path, rate, max_s, stop)
+            ok = runner.run_stream(renamed(stream, spec),
+                                   read_s.get(str(path)) if continued else None)
+            read_s[str(path)] = stream.decoded.samples_out / rate
+            return ok
         except AudioError as exc:
             if stop.is_set():  # cut short: read again at the next start, not its fault
                 log.info("%s: stopped before it was read", printable(path))
@@ -194,8 +201,11 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
                                 record=record)
         try:
             for path in watcher:
-                if not one_file(path):
+                if not one_file(path, path.name in watcher.continued):
                     watcher.failed(path)  # read again once it changes (a paused copy)
+                if len(read_s) > 2 * len(watcher.done) + 1000:  # names gone from the folder
+                    for gone in set(read_s) - {str(watcher.directory / n) for n in watcher.done}:
+                        del read_s[gone]
                 if stop.is_set():
                     break
         finally:

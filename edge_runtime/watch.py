@@ -9,7 +9,8 @@ up to where it ends). With ``once``, the files present at start are not waited f
 
 A file is read once, also across restarts when a :class:`~edge_runtime.watch_record.ReadRecord`
 is given (the daemon keeps one per watched folder). If it only grows later (its first bytes
-unchanged), it is not read again from the start (that would repeat its events); a *new* file
+unchanged: a copy or a recorder that paused), it is read again as a continuation
+(:attr:`FolderWatcher.continued`: the reader reports only what follows); a *new* file
 under the same name (another inode, e.g. renamed over the old one, or a new recording written
 over it in place) is read, and so is one that was empty or unreadable when read, once
 written. Writers that pause longer than ``settle_s`` in formats without a size header (MP3,
@@ -144,7 +145,7 @@ class FolderWatcher:
         self.use_inotify = use_inotify and not once
         self.done: dict[str, Signature] = {}  # name → the file as it was read
         self._failed: set[str] = set()  # read files that gave no audio: read again once changed
-        self._warned: set[str] = set()  # read files that changed since: warned once
+        self.continued: set[str] = set()  # grown since read: report only what follows
         self.record = None if once else record  # the files read before a restart
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
@@ -234,14 +235,14 @@ class FolderWatcher:
         behind the same first bytes), and for a file that was empty or unreadable when read
         and has been written since (a recorder or an upload that creates the file first, a
         copy that paused). A file that only grew after its audio was read (the same first
-        bytes) is not read again — its events would repeat: one warning says so."""
+        bytes) is read again as a continuation (:attr:`continued`): the reader reports only
+        the events after the part it read before."""
         before = self.done[name]
         if entry.inode() != before.inode:  # renamed over it, or FAT/exFAT renumbering
             now = read_signature(self.directory / name)
             if same_content(before, now):
                 self.done[name] = now
                 return False
-            self._warned.discard(name)
             return True
         try:
             st = entry.stat()
@@ -259,14 +260,11 @@ class FolderWatcher:
         if not grown:
             log.info("%s: changed since it was read (a new recording under the same name, or "
                      "only touched); reading it again", shown)
-            self._warned.discard(name)
             return True
-        if name not in self._warned:
-            self._warned.add(name)
-            log.warning("%s: grew after it was read (%d → %d bytes); not read again, its "
-                        "events would repeat — write to a temporary name and rename", shown,
-                        before.size, st.st_size)
-        return False
+        log.info("%s: grew since it was read (%d → %d bytes): read again, its events reported "
+                 "from where the last reading ended", shown, before.size, st.st_size)
+        self.continued.add(name)
+        return True
 
     def _ready(self, now: float) -> list[str]:
         """Names of pending files that are complete now (stat'ing only those)."""
@@ -344,6 +342,7 @@ class FolderWatcher:
                 self.done[name] = read_signature(path)
                 self._failed.discard(name)
                 yield path
+                self.continued.discard(name)
                 if self.stop.is_set():
                     return  # perhaps cut short: not recorded, read again after a restart
                 if self.record is not None and name not in self._failed:

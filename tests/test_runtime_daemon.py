@@ -136,18 +136,23 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
                                                              inotify: bool) -> None:
     """A recorder or an upload that creates the file empty and writes it seconds later: read
     once written (was: "empty file", never read). A file whose audio was read and that changes
-    later in place is not read again (its events would repeat): one warning. With inotify only
-    the names it reports are checked; polling checks every read file at each listing."""
+    later is read again as a continuation (its reader reports only what follows); one written
+    over in place is read whole. With inotify only the names it reports are checked; polling
+    checks every read file at each listing."""
     from edge_runtime.watch import FolderWatcher
 
     caplog.set_level("INFO", logger="edge-detect")
     stop = threading.Event()
     seen: list[tuple[str, int]] = []
 
+    continued: list[bool] = []
+
     def watch() -> None:
-        for path in FolderWatcher(tmp_path, settle_s=0.3, poll_s=0.05, stop=stop,
-                                  use_inotify=inotify, rescan_s=0.0 if not inotify else 30.0):
+        watcher = FolderWatcher(tmp_path, settle_s=0.3, poll_s=0.05, stop=stop,
+                                use_inotify=inotify, rescan_s=0.0 if not inotify else 30.0)
+        for path in watcher:
             seen.append((path.name, path.stat().st_size))
+            continued.append(path.name in watcher.continued)
 
     def wait_for(n: int) -> None:
         for _ in range(100):
@@ -164,10 +169,11 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
         handle.write(b"\0" * 2000)
     assert (tmp_path / "late.wav").stat().st_ino == inode
     wait_for(2)
-    for _ in range(2):  # grows after its audio was read: warned once, not read again
+    for size in (3000, 4000):  # grows after its audio was read: read again as a continuation
         with open(tmp_path / "late.wav", "ab") as handle:
             handle.write(b"\0" * 1000)
-        time.sleep(0.6)
+        wait_for(len(seen) + 1)
+        assert seen[-1] == ("late.wav", size) and continued[-1]
     # a new recording written over it in place (cp -f, ffmpeg -y: same inode): read
     with open(tmp_path / "late.wav", "r+b") as handle:
         handle.truncate(0)
@@ -177,9 +183,10 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     time.sleep(0.6)
     stop.set()
     thread.join(5)
-    assert seen == [("late.wav", 0), ("late.wav", 2000), ("late.wav", 5000)]
-    warnings = [r for r in caplog.records if "grew after it was read" in r.getMessage()]
-    assert len(warnings) == 1, caplog.text
+    assert seen == [("late.wav", 0), ("late.wav", 2000), ("late.wav", 3000), ("late.wav", 4000),
+                    ("late.wav", 5000)]
+    assert continued == [False, False, True, True, False]  # the rewrite is read whole
+    assert caplog.text.count("grew since it was read") == 2, caplog.text
     assert "changed since it was read (a new recording under the same name" in caplog.text
 
 

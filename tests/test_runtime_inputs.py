@@ -366,3 +366,42 @@ def test_a_flac_written_through_a_pipe_is_read_and_timed(tmp_path: Path,
     assert set(by_file) == {"a_piped.flac", "b_after.wav"}, res.stderr
     start = datetime.fromisoformat(by_file["a_piped.flac"]["start"].replace("Z", "+00:00"))
     assert abs(start.timestamp() - (noon - 10.0 + by_file["a_piped.flac"]["offset_start_s"])) < 1
+
+
+def test_a_copy_that_paused_reports_each_event_once(tmp_path: Path, tiny_model: Path) -> None:
+    """A FLAC copied into the watched folder that pauses longer than --settle halfway: the
+    first half is read (its event reported), and when the rest arrives the file is read again
+    as a continuation — the second half's alarm is reported (was: "grew after it was read; not
+    read again", lost until a restart) and the first one is not repeated."""
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    audio = np.concatenate([hiss(3.0), tone(2.0), hiss(15.0), tone(2.0), hiss(3.0)])
+    sf.write(tmp_path / "whole.flac", audio, SR)
+    data = (tmp_path / "whole.flac").read_bytes()
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
+                             str(tiny_model), "--input", str(folder), "--settle", "0.3",
+                             "--events", str(events)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        with open(folder / "copy.flac", "wb") as handle:
+            handle.write(data[:len(data) * 30 // 100])
+        time.sleep(3)  # read as it stands: truncated, its first alarm reported
+        with open(folder / "copy.flac", "ab") as handle:
+            handle.write(data[len(data) * 30 // 100:])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (events.exists()
+                                                   and len(ended_events(events)) >= 2):
+            time.sleep(0.2)
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    starts = [r["offset_start_s"] for r in ended_events(events)]
+    # the first reading reports the first alarm, the second only the second alarm
+    assert len(starts) == 2, err
+    assert 2.0 <= starts[0] <= 4.0 and 19.0 <= starts[1] <= 21.0, (starts, err)
+    assert "grew since it was read" in err, err
