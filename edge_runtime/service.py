@@ -232,8 +232,10 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
         "RestrictSUIDSGID=yes",
         "LockPersonality=yes",
     ]
+    made = (Path("/var/lib", STATE_DIR), Path("/var/log", STATE_DIR))  # systemd makes these
     for path in writable_paths(args, workdir, opts):
-        if not Path(path).is_dir():
+        if not (Path(path).is_dir() or any(Path(path).is_relative_to(m) for m in made)
+                or (user and not _owns(user, Path(path)))):  # that one is warned about
             quoted = shlex.quote(printable(path))
             log.warning("%s does not exist yet: create it before starting the service (sudo "
                         "mkdir -p %s && sudo chown %s %s); ProtectSystem=strict would refuse "

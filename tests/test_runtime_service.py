@@ -231,12 +231,14 @@ def test_outputs_from_a_config_file_are_writable_in_the_unit(tmp_path: Path) -> 
     conf.write_text('events = "/srv/x/../data/ev.jsonl"\nsave_clips = "/srv/my clips"\n')
     res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(conf),
                           "--input", "/tmp/recordings", "--service-user", "pi",
-                          "--mqtt-spool", "/home/pi/spool", "--print-systemd-unit"],
+                          "--mqtt-spool", "/home/pi/spool", "--watch-state",
+                          "/var/lib/edge-detect/watched", "--print-systemd-unit"],
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     for path in ("/srv/data", "/srv/my clips", "/home/pi/spool"):
         assert f'ReadWritePaths="-{path}"' in lines, res.stdout  # quoted, normalised
     assert "/srv/my clips does not exist yet: create it" in res.stderr
+    assert "/var/lib/edge-detect/watched does not exist" not in res.stderr  # StateDirectory=
     assert "another user's home" not in res.stderr
     assert "input /tmp/recordings is under /tmp" in res.stderr
