@@ -66,7 +66,7 @@ def probe(path: str | os.PathLike[str], stop: threading.Event | None = None) -> 
     check_file(path)
     name = printable(path)
     cmd = [_tool("ffprobe", path), "-v", "error", "-select_streams", "a", "-show_entries",
-           "stream=sample_rate,channels:format=duration", "-of", "json",
+           "stream=sample_rate,channels,duration:format=duration", "-of", "json",
            "file:" + os.fsdecode(path.resolve())]
     outcome = _Outcome(tail=collections.deque(maxlen=20))
     out = b"".join(_pipe(cmd, path, 1 << 16, stop, outcome, stall_s=PROBE_TIMEOUT_S,
@@ -88,9 +88,10 @@ def probe(path: str | os.PathLike[str], stop: threading.Event | None = None) -> 
         rate, channels = int(streams[0]["sample_rate"]), int(streams[0]["channels"])
     except (KeyError, TypeError, ValueError):
         raise AudioError(f"{name}: ffprobe states no sample rate / channels") from None
-    try:
-        duration = max(0.0, float((info.get("format") or {}).get("duration") or 0.0))
-    except ValueError:
+    try:  # the audio stream's own length (a video track may run longer), else the file's
+        duration = max(0.0, float(streams[0].get("duration")
+                                  or (info.get("format") or {}).get("duration") or 0.0))
+    except (TypeError, ValueError):
         duration = 0.0
     return Probe(duration, rate, channels, len(streams))
 

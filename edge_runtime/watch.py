@@ -284,6 +284,10 @@ class FolderWatcher:
                 continue
             sig = (st.st_ino, st.st_size, st.st_mtime_ns)
             last, since = self.pending[name]
+            if (st.st_size == 0 and not self.once and stat.S_ISREG(st.st_mode)
+                    and max(time.time() - st.st_mtime, now - since) < self.incomplete_s):
+                self.pending[name] = (sig, since if sig == last else now)
+                continue  # created, not written yet: waited for quietly (incomplete_s)
             if sig != last:
                 self.pending[name] = (sig, now)
                 if last is not None:

@@ -163,12 +163,13 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     (tmp_path / "late.wav").write_bytes(b"")
-    wait_for(1)
+    time.sleep(1.0)  # settled, but empty: waited for, not read
+    assert seen == []
     inode = (tmp_path / "late.wav").stat().st_ino
     with open(tmp_path / "late.wav", "r+b") as handle:  # in place: the same inode
         handle.write(b"\0" * 2000)
     assert (tmp_path / "late.wav").stat().st_ino == inode
-    wait_for(2)
+    wait_for(1)
     for size in (3000, 4000):  # grows after its audio was read: read again as a continuation
         with open(tmp_path / "late.wav", "ab") as handle:
             handle.write(b"\0" * 1000)
@@ -179,13 +180,14 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
         handle.truncate(0)
         handle.write(b"\1" * 5000)
     assert (tmp_path / "late.wav").stat().st_ino == inode
-    wait_for(3)
+    wait_for(4)
     time.sleep(0.6)
     stop.set()
     thread.join(5)
-    assert seen == [("late.wav", 0), ("late.wav", 2000), ("late.wav", 3000), ("late.wav", 4000),
+    # created empty: not read (nor called "empty file") until written
+    assert seen == [("late.wav", 2000), ("late.wav", 3000), ("late.wav", 4000),
                     ("late.wav", 5000)]
-    assert continued == [False, False, True, True, False]  # the rewrite is read whole
+    assert continued == [False, True, True, False]  # the rewrite is read whole
     assert caplog.text.count("grew since it was read") == 2, caplog.text
     assert "changed since it was read (a new recording under the same name" in caplog.text
 
