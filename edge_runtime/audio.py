@@ -208,8 +208,9 @@ def iter_file(path: str | os.PathLike[str], target_rate: int,
             try:
                 raw = handle.read(want, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                if stated_seconds(info) is None and stats.frames_in:
-                    break  # a stream of unstated length: libsndfile fails at its end
+                if (stated_seconds(info) is None and stats.frames_in
+                        and "psf_fseek" in _one_line(exc)):
+                    break  # a stream of unstated length: libsndfile fails so at its end
                 stats.problem = f"read failed ({_one_line(exc)})"
                 break
             if len(raw) == 0:

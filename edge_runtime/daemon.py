@@ -135,6 +135,7 @@ class Runner:
         self.stop = stop or threading.Event()
         self._quiet_until: float | None = None  # see run_stream
         self._held_back: dict[int, Transition] = {}  # starts not reported yet (run_stream)
+        self.last_event_end_s = 0.0
         self.paused = threading.Event()
         self.top_tags = top_tags
         self.silence_s = silence_s
@@ -159,6 +160,7 @@ class Runner:
         ``quiet_until_s``: events that begin before it are not reported (a file that grew
         after it was read: that part's events were reported then)."""
         self._quiet_until, self._held_back = quiet_until_s, {}
+        self.last_event_end_s = 0.0  # where this stream's last reported event ended
         det = self.detector
         rate = det.sample_rate
         info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id, rate)
@@ -308,6 +310,7 @@ class Runner:
             self.stats.started += 1  # the tracker numbered it, continuing this count
         elif tr.kind == "end":
             self.stats.events += 1
+            self.last_event_end_s = max(self.last_event_end_s, ev.end_s)
         peak = ev.peak_payload if isinstance(ev.peak_payload, _Peak) else None
         record = build_record(ev, info, tr.kind,  # type: ignore[arg-type]
                               peak.resolved_tags() if peak else [],

@@ -164,17 +164,12 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         runner.run_stream(renamed(pcm_stream(None, int(opts["rate"]), opts["format"],
                                              int(opts["channels"]), rate, stop), spec, ""))
         return 0
-    read_s: dict[str, float] = {}  # seconds of each watched file read so far
-
-    def one_file(path: str | Path, continued: bool = False) -> bool:
+    def one_file(path: str | Path, quiet_until_s: float | None = None) -> bool:
         """Score one file; an unusable one is logged in one line and counted as failed.
-        ``continued``: it grew since it was read; only events after that part are reported."""
+        ``quiet_until_s``: it grew since it was read; events before that were reported."""
         try:
-            stream = file_stream(path, rate, max_s, stop)
-            ok = runner.run_stream(renamed(stream, spec),
-                                   read_s.get(str(path)) if continued else None)
-            read_s[str(path)] = stream.decoded.samples_out / rate
-            return ok
+            return runner.run_stream(renamed(file_stream(path, rate, max_s, stop), spec),
+                                     quiet_until_s)
         except AudioError as exc:
             if stop.is_set():  # cut short: read again at the next start, not its fault
                 log.info("%s: stopped before it was read", printable(path))
@@ -182,7 +177,8 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
             log.error("%s", exc)
         except OSError as exc:  # vanished or changed between the checks
             log.error("%s: cannot read (%s)", printable(path), exc.strerror or exc)
-        except Exception as exc:  # one odd file must not stop a watched folder (nor loop it)
+        except (ArithmeticError, LookupError, ValueError) as exc:  # one odd file must not stop
+            # a watched folder, nor loop it at every restart (a model failure still does)
             log.error("%s: cannot be read (%s: %s)", printable(path), type(exc).__name__,
                       printable(exc))
         runner.stats.failed += 1
@@ -201,11 +197,10 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
                                 record=record)
         try:
             for path in watcher:
-                if not one_file(path, path.name in watcher.continued):
+                if one_file(path, watcher.quiet_until(path)):
+                    watcher.reported(path, runner.last_event_end_s)
+                else:
                     watcher.failed(path)  # read again once it changes (a paused copy)
-                if len(read_s) > 2 * len(watcher.done) + 1000:  # names gone from the folder
-                    for gone in set(read_s) - {str(watcher.directory / n) for n in watcher.done}:
-                        del read_s[gone]
                 if stop.is_set():
                     break
         finally:

@@ -146,6 +146,7 @@ class FolderWatcher:
         self.done: dict[str, Signature] = {}  # name → the file as it was read
         self._failed: set[str] = set()  # read files that gave no audio: read again once changed
         self.continued: set[str] = set()  # grown since read: report only what follows
+        self._previous: dict[str, float] = {}  # a continued file's reported_s before it grew
         self.record = None if once else record  # the files read before a restart
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
@@ -174,8 +175,10 @@ class FolderWatcher:
         for gone in [n for n in self.done if n not in entries]:
             del self.done[gone]
             self._failed.discard(gone)
+            self._forget_continuation(gone)
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
+            self._forget_continuation(gone)
         changed = self._take_changed()
         for name, entry in entries.items():
             if (name in self.done and (changed is None or name in changed)
@@ -220,9 +223,29 @@ class FolderWatcher:
                      "again)", self.name, printable(self.record.path))
         self.record.rewrite(self._readable())
 
+    def _forget_continuation(self, name: str) -> None:
+        self.continued.discard(name)
+        self._previous.pop(name, None)
+
     def _readable(self) -> dict[str, Signature]:
         """The read files a record keeps: not those that gave no audio (retried at start)."""
         return {n: sig for n, sig in self.done.items() if n not in self._failed}
+
+    def reported(self, path: Path, end_s: float) -> None:
+        """The file just yielded was read; its last reported event ended at ``end_s`` (0:
+        none). A continuation holds back events that began before it."""
+        name = path.name
+        if name in self.done:
+            before = self._previous.get(name, 0.0) if name in self.continued else 0.0
+            self.done[name] = self.done[name]._replace(reported_s=max(before, end_s))
+
+    def quiet_until(self, path: Path) -> float | None:
+        """For a continuation: where the events already reported from it end (None: read it
+        whole — not a continuation, or not known, e.g. grown while edge-detect was down)."""
+        name = path.name
+        if name not in self.continued or name not in self._previous:
+            return None
+        return self._previous[name] if self._previous[name] >= 0 else None
 
     def failed(self, path: Path) -> None:
         """The file just yielded gave no audio (unreadable, half-copied): it is read again
@@ -238,6 +261,7 @@ class FolderWatcher:
         bytes) is read again as a continuation (:attr:`continued`): the reader reports only
         the events after the part it read before."""
         before = self.done[name]
+        self._forget_continuation(name)
         if entry.inode() != before.inode:  # renamed over it, or FAT/exFAT renumbering
             now = read_signature(self.directory / name)
             if same_content(before, now):
@@ -261,9 +285,11 @@ class FolderWatcher:
             log.info("%s: changed since it was read (a new recording under the same name, or "
                      "only touched); reading it again", shown)
             return True
-        log.info("%s: grew since it was read (%d → %d bytes): read again, its events reported "
-                 "from where the last reading ended", shown, before.size, st.st_size)
+        log.info("%s: grew since it was read (%d → %d bytes): read again, reporting only "
+                 "events that run on past those already reported", shown, before.size,
+                 st.st_size)
         self.continued.add(name)
+        self._previous[name] = before.reported_s
         return True
 
     def _ready(self, now: float) -> list[str]:
@@ -278,6 +304,7 @@ class FolderWatcher:
                     out.append(name)  # a broken link: reported once by the decoder
                 else:
                     del self.pending[name]
+                    self._forget_continuation(name)
                 continue
             except OSError:
                 out.append(name)  # a symlink loop, an unreadable entry: reported once
@@ -346,7 +373,7 @@ class FolderWatcher:
                 self.done[name] = read_signature(path)
                 self._failed.discard(name)
                 yield path
-                self.continued.discard(name)
+                self._forget_continuation(name)
                 if self.stop.is_set():
                     return  # perhaps cut short: not recorded, read again after a restart
                 if self.record is not None and name not in self._failed:

@@ -47,6 +47,7 @@ class Signature(NamedTuple):
     mtime_ns: int
     head: str = ""
     tail: str = ""
+    reported_s: float = -1.0  # where the last event reported from it ended (0: none; -1: ?)
 
 
 def _sha1(path: Path, start: int, end: int) -> str:
@@ -150,7 +151,8 @@ class ReadRecord:
                 if "folder" in item:
                     continue
                 sig = Signature(int(item["inode"]), int(item["size"]), int(item["mtime_ns"]),
-                                str(item.get("head", "")), str(item.get("tail", "")))
+                                str(item.get("head", "")), str(item.get("tail", "")),
+                                float(item.get("reported_s", -1.0)))
                 out[str(item["name"])] = sig
             except (ValueError, TypeError, KeyError, OverflowError):
                 bad += 1  # a line cut by a power loss, or not ours

@@ -368,40 +368,84 @@ def test_a_flac_written_through_a_pipe_is_read_and_timed(tmp_path: Path,
     assert abs(start.timestamp() - (noon - 10.0 + by_file["a_piped.flac"]["offset_start_s"])) < 1
 
 
-def test_a_copy_that_paused_reports_each_event_once(tmp_path: Path, tiny_model: Path) -> None:
-    """A FLAC copied into the watched folder that pauses longer than --settle halfway: the
-    first half is read (its event reported), and when the rest arrives the file is read again
-    as a continuation — the second half's alarm is reported (was: "grew after it was read; not
-    read again", lost until a restart) and the first one is not repeated."""
+def _decodable_cut(data: bytes, path: Path, seconds: float) -> int:
+    """A byte count of the FLAC ``data`` whose first part decodes to about ``seconds``."""
+    for cut in range(len(data) // 20, len(data), max(1, len(data) // 400)):
+        path.write_bytes(data[:cut])
+        frames = 0
+        with sf.SoundFile(path) as handle:
+            try:
+                while len(block := handle.read(4096)):
+                    frames += len(block)
+            except (RuntimeError, sf.LibsndfileError):
+                pass
+        if frames / SR >= seconds:
+            return cut
+    raise AssertionError("no cut found")
+
+
+def _watch_copy(tmp_path: Path, tiny_model: Path, audio: np.ndarray, first_s: float,
+                restart: bool) -> tuple[list[float], str]:
+    """edge-detect watching a folder into which a FLAC of ``audio`` is copied in two parts,
+    the first decoding to ``first_s``, with a pause (and with ``restart`` a stop and a new
+    start) between them: (the start offsets of the events, stderr)."""
     import signal
     import time
 
     folder = tmp_path / "in"
     folder.mkdir()
-    audio = np.concatenate([hiss(3.0), tone(2.0), hiss(15.0), tone(2.0), hiss(3.0)])
     sf.write(tmp_path / "whole.flac", audio, SR)
     data = (tmp_path / "whole.flac").read_bytes()
+    cut = _decodable_cut(data, tmp_path / "probe.flac", first_s)
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "--model",
-                             str(tiny_model), "--input", str(folder), "--settle", "0.3",
-                             "--events", str(events)], stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(3)
-        with open(folder / "copy.flac", "wb") as handle:
-            handle.write(data[:len(data) * 30 // 100])
-        time.sleep(3)  # read as it stands: truncated, its first alarm reported
-        with open(folder / "copy.flac", "ab") as handle:
-            handle.write(data[len(data) * 30 // 100:])
+    args = [sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model), "--input",
+            str(folder), "--settle", "0.3", "--events", str(events)]
+    err = ""
+
+    def wait_for(n: int) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (events.exists()
-                                                   and len(ended_events(events)) >= 2):
+                                                   and len(ended_events(events)) >= n):
             time.sleep(0.2)
         time.sleep(1.5)
+
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        (folder / "copy.flac").write_bytes(data[:cut])
+        time.sleep(3)  # read as it stands: truncated
+        if restart:
+            proc.send_signal(signal.SIGTERM)
+            err += proc.communicate(timeout=60)[1]
+            proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+            time.sleep(3)
+        with open(folder / "copy.flac", "ab") as handle:
+            handle.write(data[cut:])
+        wait_for(2)
     finally:
         proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
-    starts = [r["offset_start_s"] for r in ended_events(events)]
-    # the first reading reports the first alarm, the second only the second alarm
+        err += proc.communicate(timeout=60)[1]
+    return [r["offset_start_s"] for r in ended_events(events)], err
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_copy_that_paused_reports_each_event_once(tmp_path: Path, tiny_model: Path,
+                                                    restart: bool) -> None:
+    """A FLAC copied into the watched folder that pauses longer than --settle: the first part
+    is read (its alarm reported); when the rest arrives the file is read again as a
+    continuation — the second alarm is reported (was: "grew after it was read; not read
+    again", lost until a restart) and the first not repeated, also across a restart (the
+    record keeps where its reported events ended)."""
+    audio = np.concatenate([hiss(3.0), tone(2.0), hiss(15.0), tone(2.0), hiss(3.0)])
+    starts, err = _watch_copy(tmp_path, tiny_model, audio, 7.0, restart)
     assert len(starts) == 2, err
     assert 2.0 <= starts[0] <= 4.0 and 19.0 <= starts[1] <= 21.0, (starts, err)
     assert "grew since it was read" in err, err
+
+
+def test_an_alarm_across_the_pause_is_reported_once(tmp_path: Path, tiny_model: Path) -> None:
+    """The copy pauses just after an alarm began: too little of it for an event in the first
+    reading. The continuation reports it (it was held back as "already read" and lost)."""
+    audio = np.concatenate([hiss(6.0), tone(3.0), hiss(10.0)])
+    starts, err = _watch_copy(tmp_path, tiny_model, audio, 6.3, False)
+    assert len(starts) == 1 and 5.0 <= starts[0] <= 7.0, (starts, err)
