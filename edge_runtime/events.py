@@ -89,7 +89,7 @@ class EventTracker:
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
     # (end, onset) of the latest windows: where an event decided later began (``since_s``)
-    _onsets: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+    _onsets: deque[tuple[float, float]] = field(init=False, repr=False)
     chunk_s: float | None = None  # length of the chunks ``chunk_probs`` score (default hop_s)
     _runs_on: bool = field(default=True, repr=False)  # the last active window hot to its end
 

@@ -18,9 +18,10 @@ import select
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,10 +106,11 @@ def _tidy(line: str, path: Path) -> str:
     return printable(text.replace("file:" + os.fsdecode(path.resolve()) + ": ", ""))
 
 
-def _drain(pipe, tail: collections.deque, path: Path) -> None:
-    """Keep ffmpeg's last few stderr lines (bounded) until it closes."""
+def drain_lines(pipe: Any, tail: collections.deque, clean: Callable[[str], str]) -> None:
+    """Keep the last lines (``tail`` is bounded) a process writes to ``pipe``, each passed
+    through ``clean`` (no addresses, no passwords), until it closes."""
     for raw in iter(pipe.readline, b""):
-        text = _tidy(raw.decode("utf-8", "replace"), path)
+        text = clean(raw.decode("utf-8", "replace").strip())
         if text:
             tail.append(text)
     pipe.close()
@@ -139,8 +141,9 @@ def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
     except OSError as exc:
         why = exc.strerror or exc
         raise AudioError(f"{printable(path)}: cannot start {tool} ({why})") from None
-    drainer = threading.Thread(target=_drain, args=(proc.stderr, outcome.tail, path),
-                               daemon=True, name=f"ffmpeg-stderr {printable(path)}")
+    drainer = threading.Thread(target=drain_lines,
+                               args=(proc.stderr, outcome.tail, lambda t: _tidy(t, path)),
+                               daemon=True, name=f"{tool}-stderr {printable(path)}")
     drainer.start()
     fd = proc.stdout.fileno()
     pending, waited = b"", 0.0
@@ -175,15 +178,21 @@ def _pipe(cmd: list[str], path: Path, want: int, stop: threading.Event | None,
         outcome.returncode = proc.returncode
 
 
+def _decode_cmd(path: Path, rate: int, sample_format: str, max_seconds: float) -> list[str]:
+    """ffmpeg decoding the first audio stream of ``path`` to mono raw ``sample_format`` at
+    ``rate`` on stdout, at most ``max_seconds``."""
+    return [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
+            "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", sample_format, "pipe:1"]
+
+
 def measure_seconds(path: str | os.PathLike[str], stop: threading.Event | None = None,
                     max_seconds: float = MAX_SECONDS) -> float:
     """The length of a file whose container does not state it (a WebM from a browser's
     MediaRecorder, piped ffmpeg output): decoded at 8 kHz and counted — the audio that will
     be read, whatever its timestamps say (a camera stream saved across a dropout jumps)."""
     path = Path(path)
-    cmd = [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
-           "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
-           "-map", "0:a:0", "-ac", "1", "-ar", "8000", "-f", "u8", "pipe:1"]
+    cmd = _decode_cmd(path, 8000, "u8", max_seconds)
     return sum(len(piece) for piece in _pipe(cmd, path, 1 << 20, stop, _Outcome())) / 8000.0
 
 
@@ -197,14 +206,11 @@ def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,
     name = printable(path)
     stats = stats if stats is not None else Decoded()
     stats.sample_rate, stats.channels = info.sample_rate, info.channels  # the file's own
-    cmd = [_tool("ffmpeg", path), "-nostdin", "-hide_banner", "-loglevel", "error",
-           "-i", "file:" + os.fsdecode(path.resolve()), "-t", f"{max_seconds:.3f}",
-           "-map", "0:a:0", "-ac", "1", "-ar", str(target_rate), "-f", "f32le",
-           "-acodec", "pcm_f32le", "pipe:1"]
+    cmd = _decode_cmd(path, target_rate, "f32le", max_seconds)
     outcome = _Outcome()
     leftover = b""
     for piece in _pipe(cmd, path, max(4, int(block_seconds * target_rate) * 4), stop, outcome):
-        block, leftover = _floats(leftover + piece, stats)
+        block, leftover = floats_from(leftover + piece, stats)
         if block.size:
             yield block
     if outcome.stopped:
@@ -230,8 +236,9 @@ def iter_ffmpeg(path: str | os.PathLike[str], target_rate: int, info: Probe,
         stats.problem = f"truncated or corrupt, {decoded_s:.1f} s decoded — {stats.problem}"
 
 
-def _floats(data: bytes, stats: Decoded) -> tuple[np.ndarray, bytes]:
-    """Whole float32 samples of ``data`` (scrubbed, counted) and the bytes left over."""
+def floats_from(data: bytes, stats: Decoded) -> tuple[np.ndarray, bytes]:
+    """Whole little-endian float32 samples of ``data`` (scrubbed, counted in ``stats``) and
+    the bytes left over (a sample split between two reads of a pipe)."""
     usable = len(data) - len(data) % 4
     block, bad = scrub(np.frombuffer(data[:usable], dtype="<f4").astype(np.float32))
     stats.frames_in += block.size

@@ -211,6 +211,7 @@ class MqttSink:
         except ImportError:
             raise ValueError("--mqtt needs paho-mqtt: pip install 'edge-detect[mqtt]'") from None
         self.target = parse_url(url)
+        self._matches = paho.topic_matches_sub  # (subscription, topic) → bool
         self.ca_file = ca_file
         if ca_file is not None and not self.target.tls:
             raise ValueError(f"--mqtt-ca {ca_file}: only used with TLS; write the broker URL "
@@ -333,19 +334,19 @@ class MqttSink:
         return f"{self.discovery_prefix}/binary_sensor/{self.node}/{obj}/config"
 
     def _forget_stale(self, topic: str, payload: bytes) -> None:
-        """A retained class sensor of this node that the model no longer has (a class removed
-        from the mapping): its discovery config and state are cleared, so Home Assistant
+        """A retained binary sensor of this node that :meth:`discovery` no longer has (a
+        class removed from the mapping): its config and state are cleared, so Home Assistant
         drops the entity instead of keeping it forever."""
-        obj = topic.split("/")[-2]
-        if not payload or obj in {slug(c) for c in self.binary_classes} | {"input_healthy"}:
+        if not payload or topic in self.discovery():
             return
+        obj = topic.split("/")[-2]
         log.info("MQTT: removing the Home Assistant entity of class %r, which this model "
                  "does not have", obj)
         self.client.publish(topic, "", qos=1, retain=True)
         self.client.publish(self.topic("class", obj), "", qos=1, retain=True)
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        if msg.topic.startswith(self._class_config_topic("")[:-len("/config")]):
+        if self._matches(self._class_config_topic("+"), msg.topic):
             self._forget_stale(msg.topic, msg.payload)
             return
         payload = msg.payload.decode("utf-8", "replace").strip()

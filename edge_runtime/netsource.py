@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from edge_runtime import audio as audio_io
+from edge_runtime.ffmpeg_file import drain_lines, floats_from
 from edge_runtime.sources import Stream
 from edge_runtime.text import printable
 
@@ -66,15 +67,6 @@ def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
         args += ["-rtsp_transport", "tcp", "-timeout", timeout_us]
     return args + ["-i", url, "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(rate),
                    "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
-
-
-def _drain(pipe, tail: collections.deque) -> None:
-    """Keep the last few lines of ffmpeg's stderr (bounded) until it closes."""
-    for raw in iter(pipe.readline, b""):
-        text = redact(raw.decode("utf-8", "replace").strip())
-        if text:
-            tail.append(text)
-    pipe.close()
 
 
 # An http(s) URL whose audio arrived this much faster than real time, then ended, and which
@@ -136,7 +128,7 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
     except OSError as exc:
         raise SourceError(f"cannot start ffmpeg ({exc})") from None
     tail: collections.deque[str] = collections.deque(maxlen=5)
-    drainer = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True,
+    drainer = threading.Thread(target=drain_lines, args=(proc.stderr, tail, redact), daemon=True,
                                name=f"ffmpeg-stderr {shown}")
     drainer.start()
     fd = proc.stdout.fileno()
@@ -180,14 +172,8 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
         started = time.monotonic()
         try:
             while data:
-                data = leftover + data
-                usable = len(data) - len(data) % 4
-                leftover = data[usable:]
-                if usable:
-                    raw = np.frombuffer(data[:usable], dtype="<f4")
-                    block, bad = audio_io.scrub(raw.astype(np.float32))
-                    decoded.frames_in += block.size
-                    decoded.nonfinite += bad
+                block, leftover = floats_from(leftover + data, decoded)
+                if block.size:
                     yield block
                 data = read_some(stall_s)
             if data is None and not stop.is_set():

@@ -130,19 +130,20 @@ def unit_problems(opts: dict[str, Any], specs: list[Any], workdir: Path,
         refusals.append("--once exits when the folder is read; a service would read it again "
                         "every 5 s (Restart=always): leave --once out to keep watching")
     for spec in specs:
-        if spec.input not in ("-", "mic") and "://" not in spec.input and private_tmp(
-                Path(workdir, spec.input).resolve()):
-            what = f"input {spec.input}" + (f" (source {spec.name})" if spec.name else "")
-            warnings.append(f"{what} is under "
-                            f"{private_tmp(Path(workdir, spec.input).resolve())}, which the "
-                            "unit's PrivateTmp=yes replaces: the service will not see it there")
         if spec.input == "-":
             refusals.append("--input -: a service has no stdin; give it mic, a folder or a "
                             "stream URL")
-        elif "://" not in spec.input and spec.input != "mic" and (
-                Path(workdir, spec.input).is_file()):
+            continue
+        if spec.input == "mic" or "://" in spec.input:
+            continue
+        path = Path(workdir, spec.input).resolve()
+        if path.is_file():
             refusals.append(f"--input {spec.input}: one file ends; a service would read it "
                             "again every 5 s (Restart=always): watch its folder instead")
+        elif private_tmp(path):
+            what = f"input {spec.input}" + (f" (source {spec.name})" if spec.name else "")
+            warnings.append(f"{what} is under {private_tmp(path)}, which the unit's "
+                            "PrivateTmp=yes replaces: the service will not see it there")
     for flag in (*WRITTEN, "model", "config", "mqtt_ca"):
         value = opts.get(flag)
         if not value:

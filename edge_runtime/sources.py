@@ -24,7 +24,6 @@ from edge_runtime import ffmpeg_file
 from edge_runtime.ffmpeg_file import FFMPEG_SUFFIXES
 from edge_runtime.text import printable
 from edge_runtime.watch import AUDIO_SUFFIXES, TEMP_SUFFIXES, FolderWatcher, is_candidate
-from edge_runtime.watch_record import ReadRecord
 
 __all__ = ["AUDIO_SUFFIXES", "TEMP_SUFFIXES", "Stream", "file_stream", "is_candidate",
            "pcm_stream", "watch_directory"]
@@ -57,7 +56,8 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
     ``AudioError`` (one line) for unusable files. The stream's
     ``source`` is the path with control characters and undecodable bytes escaped."""
     path = Path(path)
-    if path.suffix.lower() in FFMPEG_SUFFIXES:
+    via_ffmpeg = path.suffix.lower() in FFMPEG_SUFFIXES
+    if via_ffmpeg:
         probed = ffmpeg_file.probe(path, stop)
         duration = probed.duration or ffmpeg_file.measure_seconds(path, stop, max_seconds)
         if probed.streams > 1:
@@ -75,7 +75,7 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
     decoded = audio_io.Decoded()
     blocks = (ffmpeg_file.iter_ffmpeg(path, target_rate, probed, decoded, max_seconds,
                                       stop=stop)
-              if path.suffix.lower() in FFMPEG_SUFFIXES else
+              if via_ffmpeg else
               audio_io.iter_file(path, target_rate, stats=decoded, max_seconds=max_seconds))
     # the whole file's length, also when only its first max_seconds are read
     return Stream(printable(path), True, mtime - timedelta(seconds=duration), blocks, decoded)
@@ -83,12 +83,10 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
 
 def watch_directory(directory: str | os.PathLike[str], once: bool = False,
                     settle_s: float = 1.0, poll_s: float = 0.5,
-                    stop: threading.Event | None = None,
-                    record: ReadRecord | None = None) -> Iterator[Path]:
+                    stop: threading.Event | None = None) -> Iterator[Path]:
     """Yield each complete audio file of ``directory`` once (see :mod:`edge_runtime.watch`);
-    ``once``: stop after the files present at start; ``record``: remember across restarts."""
-    watcher = FolderWatcher(directory, once=once, settle_s=settle_s, poll_s=poll_s, stop=stop,
-                            record=record)
+    ``once``: stop after the files present at start."""
+    watcher = FolderWatcher(directory, once=once, settle_s=settle_s, poll_s=poll_s, stop=stop)
     try:
         yield from watcher
     finally:

@@ -145,8 +145,8 @@ class FolderWatcher:
         self.use_inotify = use_inotify and not once
         self.done: dict[str, Signature] = {}  # name → the file as it was read
         self._failed: set[str] = set()  # read files that gave no audio: read again once changed
-        self.continued: set[str] = set()  # grown since read: report only what follows
-        self._previous: dict[str, float] = {}  # a continued file's reported_s before it grew
+        # grown since read: name → where its reported events ended before (reported_s)
+        self.continued: dict[str, float] = {}
         self.record = None if once else record  # the files read before a restart
         self.pending: dict[str, tuple[tuple[int, int, int] | None, float]] = {}
         self.initial: set[str] | None = None
@@ -224,8 +224,7 @@ class FolderWatcher:
         self.record.rewrite(self._readable())
 
     def _forget_continuation(self, name: str) -> None:
-        self.continued.discard(name)
-        self._previous.pop(name, None)
+        self.continued.pop(name, None)
 
     def _readable(self) -> dict[str, Signature]:
         """The read files a record keeps: not those that gave no audio (retried at start)."""
@@ -236,16 +235,14 @@ class FolderWatcher:
         none). A continuation holds back events that began before it."""
         name = path.name
         if name in self.done:
-            before = self._previous.get(name, 0.0) if name in self.continued else 0.0
+            before = self.continued.get(name, 0.0)
             self.done[name] = self.done[name]._replace(reported_s=max(before, end_s))
 
     def quiet_until(self, path: Path) -> float | None:
         """For a continuation: where the events already reported from it end (None: read it
         whole — not a continuation, or not known, e.g. grown while edge-detect was down)."""
-        name = path.name
-        if name not in self.continued or name not in self._previous:
-            return None
-        return self._previous[name] if self._previous[name] >= 0 else None
+        before = self.continued.get(path.name, -1.0)
+        return before if before >= 0 else None
 
     def failed(self, path: Path) -> None:
         """The file just yielded gave no audio (unreadable, half-copied): it is read again
@@ -288,8 +285,7 @@ class FolderWatcher:
         log.info("%s: grew since it was read (%d → %d bytes): read again, reporting only "
                  "events that run on past those already reported", shown, before.size,
                  st.st_size)
-        self.continued.add(name)
-        self._previous[name] = before.reported_s
+        self.continued[name] = before.reported_s
         return True
 
     def _ready(self, now: float) -> list[str]:
