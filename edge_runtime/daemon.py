@@ -165,8 +165,7 @@ class Runner:
         rate = det.sample_rate
         info = StreamInfo(stream.source, stream.is_file, stream.base_time, det.model_id, rate)
         scorer = det.stream()
-        tracker = EventTracker(self.config, det.stride_s, count=self.stats.started,
-                               chunk_s=det.hop_s)
+        tracker = EventTracker(self.config, det.stride_s, chunk_s=det.hop_s)
         watch = None if stream.is_file else SilenceWatch(
             rate, self.silence_s, source=stream.source,
             on_change=lambda alive: self.report_health(
@@ -306,8 +305,9 @@ class Runner:
     def _publish(self, tr: Transition, info: StreamInfo) -> None:
         """One lifecycle step to every sink."""
         ev = tr.event
-        if tr.kind == "start":
-            self.stats.started += 1  # the tracker numbered it, continuing this count
+        if tr.kind == "start":  # numbered here: a held-back start never takes a number
+            self.stats.started += 1
+            ev.index = self.stats.started
         elif tr.kind == "end":
             self.stats.events += 1
             self.last_event_end_s = max(self.last_event_end_s, ev.end_s)
