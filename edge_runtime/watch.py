@@ -246,8 +246,13 @@ class FolderWatcher:
 
     def failed(self, path: Path) -> None:
         """The file just yielded gave no audio (unreadable, half-copied): it is read again
-        once it changes, and not kept in the record (a restart tries it again)."""
-        self._failed.add(path.name)
+        once it changes, and not kept in the record (a restart tries it again). A continuation
+        keeps where its earlier reading's events ended: if it grows again, only later events
+        are reported (read whole, its first events would repeat)."""
+        name = path.name
+        self._failed.add(name)
+        if name in self.continued and name in self.done:
+            self.done[name] = self.done[name]._replace(reported_s=self.continued[name])
 
     def _changed_since_read(self, name: str, entry: os.DirEntry[str]) -> bool:
         """Read it again? Yes for a new file under the name (another inode, unless FAT
@@ -272,12 +277,12 @@ class FolderWatcher:
         if before.size < 0 or (st.st_size, st.st_mtime_ns) == before[1:3]:
             return False
         shown = printable(self.directory / name)
-        if before.size == 0 or name in self._failed:
+        grown = (st.st_size > before.size > 0 and bool(before.head)
+                 and head_hash(self.directory / name, before.size) == before.head)
+        if before.size == 0 or (name in self._failed and not (grown and before.reported_s >= 0)):
             log.info("%s: %s when first seen, written since; reading it now", shown,
                      "empty" if before.size == 0 else "unreadable")
             return True
-        grown = (st.st_size > before.size and bool(before.head)
-                 and head_hash(self.directory / name, before.size) == before.head)
         if not grown:
             log.info("%s: changed since it was read (a new recording under the same name, or "
                      "only touched); reading it again", shown)

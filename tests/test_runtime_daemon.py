@@ -192,6 +192,45 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
     assert "changed since it was read (a new recording under the same name" in caplog.text
 
 
+def test_a_continuation_that_fails_stays_a_continuation(tmp_path: Path) -> None:
+    """A file read (its events ending at 12 s), then grown, then unreadable as it stood (a
+    copy cut mid-frame): when it grows again it is still read as a continuation from 12 s
+    (was: read whole as "unreadable when first seen", its first events repeated)."""
+    from edge_runtime.watch import FolderWatcher
+
+    stop = threading.Event()
+    quiet: list[float | None] = []
+    watcher = FolderWatcher(tmp_path, settle_s=0.0, poll_s=0.05, stop=stop, use_inotify=False,
+                            rescan_s=0.0)
+
+    def watch() -> None:
+        for path in watcher:
+            quiet.append(watcher.quiet_until(path))
+            if len(quiet) == 1:
+                watcher.reported(path, 12.0)
+            elif len(quiet) == 2:
+                watcher.failed(path)
+            else:
+                watcher.reported(path, 0.0)
+
+    def grow_and_wait(n: int) -> None:
+        with open(tmp_path / "rec.wav", "ab") as handle:
+            handle.write(bytes([n]) * 1000)
+        for _ in range(100):
+            if len(quiet) >= n:
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    for n in (1, 2, 3):
+        grow_and_wait(n)
+    time.sleep(0.3)  # the failed reading is not retried until the file changes
+    stop.set()
+    thread.join(5)
+    assert quiet == [None, 12.0, 12.0]
+
+
 def _watch_until(folder: Path, record, n: int, **kwargs) -> list[str]:
     """Names a watcher with ``record`` yields until it has yielded ``n`` (or 5 s passed)."""
     from edge_runtime.watch import FolderWatcher
