@@ -122,13 +122,38 @@ def device_class(name: str) -> str:
     return "sound"
 
 
+def _messages(directory: Path) -> list[Path]:
+    """A spool folder's messages, oldest first."""
+    return sorted(p for p in directory.glob("*.json") if p.stem.isdigit())
+
+
+def _locked(directory: Path) -> int | None:
+    """An exclusive lock on ``directory/.lock`` (its open descriptor; closing it releases the
+    lock), or None when another process holds it."""
+    import fcntl
+
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class Spool:
     """A bounded FIFO of messages on disk: one ``<seq>.json`` per message, written to a hidden
-    temporary file and renamed into place (never half visible)."""
+    temporary file and renamed into place (never half visible). One process at a time uses a
+    spool (a lock file in it): two would each deliver and delete the other's messages."""
 
     def __init__(self, directory: str | os.PathLike[str], limit: int = 1000) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _locked(self.directory)
+        if self._lock_fd is None:
+            raise ValueError(f"MQTT spool {printable(self.directory)} is in use by another "
+                             "edge-detect with the same input and --mqtt-node (give each its "
+                             "own --mqtt-node)")
         self.limit = max(1, limit)
         self._lock = threading.Lock()
         for tmp in self.directory.glob(".*.tmp"):
@@ -137,7 +162,7 @@ class Spool:
         self._seq = itertools.count(last + 1)
 
     def _files(self) -> list[Path]:
-        return sorted(p for p in self.directory.glob("*.json") if p.stem.isdigit())
+        return _messages(self.directory)
 
     def __len__(self) -> int:
         return len(self._files())
@@ -172,6 +197,32 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the spool to the next process."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def others_left(self) -> list[tuple[Path, int]]:
+        """Spools beside this one that hold messages and that no running process uses: left by
+        runs with another input or node (this run does not send them: their topics are that
+        input's). Each with its message count."""
+        out = []
+        for other in sorted(self.directory.parent.iterdir()):
+            if other == self.directory or not other.is_dir():
+                continue
+            count = len(_messages(other))
+            if not count:
+                continue
+            try:
+                fd = _locked(other)
+            except OSError:
+                continue
+            if fd is not None:
+                os.close(fd)
+                out.append((other, count))
+        return out
 
 
 def default_spool_dir() -> Path:
@@ -272,6 +323,10 @@ class MqttSink:
         self._worker.start()
         if earlier:
             log.info("MQTT: %d message(s) left by an earlier run will be delivered", earlier)
+        for other, count in self.spool.others_left():
+            log.warning("MQTT: %d message(s) left by an earlier run with another input or "
+                        "--mqtt-node wait in %s; that run, started again, sends them (delete "
+                        "the folder if that input is gone)", count, printable(other))
 
     # topics -----------------------------------------------------------------------------
     def topic(self, *parts: str) -> str:
@@ -523,3 +578,4 @@ class MqttSink:
                 info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
+        self.spool.close()

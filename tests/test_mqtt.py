@@ -407,6 +407,7 @@ def test_spool_is_bounded_ordered_and_survives_a_restart(tmp_path: Path,
     for i in range(5):
         spool.put("t", f"m{i}")
     assert "spool full" in caplog.text and len(spool) == 3
+    spool.close()
     again = Spool(tmp_path, limit=3)  # a new process: numbering continues after the last
     again.put("t", "m5")
     got = []
@@ -414,7 +415,29 @@ def test_spool_is_bounded_ordered_and_survives_a_restart(tmp_path: Path,
         got.append(item[1]["payload"])
         again.remove(item[0])
     assert got == ["m3", "m4", "m5"]
-    assert not list(tmp_path.iterdir())  # no temporary files left visible
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no temporary files left visible
+
+
+def test_a_spool_is_used_by_one_process_and_others_left_are_named(tmp_path: Path) -> None:
+    """Two runs with the same node and input would each send and delete the other's messages:
+    the second is refused in one line. Messages a run with another input left behind are
+    named at start (this run does not send them); a spool in use by a running process is
+    not."""
+    from edge_runtime.mqtt import Spool
+
+    mine = Spool(tmp_path / "home_mic")
+    with pytest.raises(ValueError, match="in use by another edge-detect"):
+        Spool(tmp_path / "home_mic")
+    left = Spool(tmp_path / "home_cam")
+    left.put("t", "event")
+    left.put("t", "event 2")
+    busy = Spool(tmp_path / "home_door")
+    busy.put("t", "event")
+    Spool(tmp_path / "home_empty").close()
+    left.close()  # its run ended; busy still runs
+    assert mine.others_left() == [(tmp_path / "home_cam", 2)]
+    busy.close()
+    assert [p.name for p, _ in mine.others_left()] == ["home_cam", "home_door"]
 
 
 def test_discovery_with_named_classes(tmp_path: Path) -> None:
