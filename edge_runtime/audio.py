@@ -112,6 +112,17 @@ def stated_seconds(info: sf._SoundFileInfo) -> float | None:
     return float(info.duration)
 
 
+def ends_as_stated(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> bool:
+    """Whether the last frame the header states can be read: a copy cut short or a recorder
+    that died states more than the file holds (a seek, one frame read: milliseconds)."""
+    try:
+        with sf.SoundFile(os.fsencode(path)) as handle:
+            handle.seek(info.frames - 1)
+            return len(handle.read(1, dtype="int16")) == 1
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+        return False
+
+
 def count_seconds(path: str | os.PathLike[str], max_seconds: float = MAX_SECONDS) -> float:
     """Seconds of audio in ``path``, read through (at most ``max_seconds``)."""
     info = open_info(path)

@@ -64,8 +64,11 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
             log.info("%s: %d audio streams; the first is read", printable(path),
                      probed.streams)
     else:
-        duration = audio_io.stated_seconds(audio_io.open_info(path))
-        if duration is None:  # a FLAC written through a pipe: no length in its header
+        info = audio_io.open_info(path)
+        duration = audio_io.stated_seconds(info)
+        # a FLAC written through a pipe: no length in its header; one cut short (a copy, a
+        # recorder that died) ends, at its mtime, before the length its header states
+        if duration is None or not audio_io.ends_as_stated(path, info):
             duration = audio_io.count_seconds(path, max_seconds)
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)

@@ -369,6 +369,33 @@ def test_a_flac_written_through_a_pipe_is_read_and_timed(tmp_path: Path,
     assert abs(start.timestamp() - (noon - 10.0 + by_file["a_piped.flac"]["offset_start_s"])) < 1
 
 
+def test_a_recording_cut_short_is_timed_from_what_it_holds(tmp_path: Path,
+                                                          tiny_model: Path) -> None:
+    """A FLAC whose copy stopped half-way states its whole length (60 s) but holds 30 s that
+    end at its mtime: its events were dated 30 s early (timed from the stated length)."""
+    from datetime import datetime
+
+    audio = np.concatenate([hiss(20.0), tone(4.0), hiss(36.0)])
+    sf.write(tmp_path / "whole.flac", audio, SR)
+    data = (tmp_path / "whole.flac").read_bytes()
+    cut = _decodable_cut(data, tmp_path / "cut.flac", 30.0)
+    (tmp_path / "cut.flac").write_bytes(data[:cut])
+    held = sf.SoundFile(tmp_path / "cut.flac")
+    assert held.frames == audio.size
+    noon = datetime(2026, 6, 1, 12, 0, 0).timestamp()
+    os.utime(tmp_path / "cut.flac", (noon, noon))
+    held_s = audio_io.count_seconds(tmp_path / "cut.flac")
+    assert 30.0 <= held_s < 32.0
+    events = tmp_path / "events.jsonl"
+    res = edge_detect("--model", str(tiny_model), "--input", str(tmp_path / "cut.flac"),
+                      "--events", str(events))
+    assert res.returncode == 0 and "truncated" in res.stderr, res.stderr
+    (event,) = ended_events(events)
+    start = datetime.fromisoformat(event["start"].replace("Z", "+00:00")).timestamp()
+    assert 19.0 <= event["offset_start_s"] <= 21.0, event
+    assert abs(start - (noon - held_s + event["offset_start_s"])) < 1.0, (event, held_s)
+
+
 def _decodable_cut(data: bytes, path: Path, seconds: float) -> int:
     """A byte count of the FLAC ``data`` whose first part decodes to about ``seconds``."""
     for cut in range(len(data) // 20, len(data), max(1, len(data) // 400)):
