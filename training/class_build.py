@@ -50,6 +50,8 @@ from training.negatives import RATE as MIX_RATE
 from training.negatives import mix_clips, negative_clips
 from training.onnx_classifier import run_classifier_onnx
 from training.reports import WORKBENCH, save_report
+from training.synthetic_alarms import CATEGORY as ALARM_CATEGORY
+from training.synthetic_alarms import alarm_clips
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
     if negatives:
         clips = clips + negative_clips(out / WORKBENCH / "negatives", seed)
         clips = clips + home_clips(out / WORKBENCH / "home")
+    clips = clips + alarm_clips(out / WORKBENCH / "alarms", mapping.class_of(ALARM_CATEGORY),
+                                seed)
     danger = [c for c in clips if c.label == 1]
     backgrounds = [c for c in clips if c.label == 0]
     clips = clips + mix_clips(danger, backgrounds, out / WORKBENCH / "mixes", mixes, seed,
