@@ -217,6 +217,7 @@ def run(opts: dict[str, Any]) -> int:
                         classes=model_classes(detector), ca_file=opts["mqtt_ca"],
                         discovery_prefix=opts["mqtt_discovery_prefix"],
                         spool_dir=opts["mqtt_spool"], node=opts["mqtt_node"],
+                        input_names=[str(spec.name) for spec in specs],
                         off_delay_s=(max(60.0, 3 * events.update_every_s)
                                      if events.update_every_s > 0 else None))
         shared.append(mqtt)

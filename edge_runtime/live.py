@@ -65,6 +65,12 @@ def flat_guard(stream: Stream, blocks: Iterator[np.ndarray], flat_s: float, samp
             close()
 
 
+# The longest wait between two attempts to reopen a live source: a camera back after a reboot
+# is heard again within this (a smoke alarm needs 11 s more before it is reported); a failed
+# attempt costs a process start and a connection, nothing a Pi notices every 10 s.
+REOPEN_MAX_DELAY_S = 10.0
+
+
 class Supervisor:
     """Open → run → (stall/end/flat) → reopen with backoff, until stopped or given up."""
 
@@ -86,6 +92,8 @@ class Supervisor:
         if state == self.health.state and detail == self.health.detail:
             return
         self.health.state, self.health.detail, self.health.since = state, detail, time.time()
+        if state == "stopped" and self.stop.is_set():
+            return  # shutting down: neither news nor healthy (it was not heard again)
         healthy = state in ("up", "stopped")
         if self.on_health is None or (healthy == self._reported and state != "failed"):
             return  # only changes between healthy and not (a retry is not news)
@@ -97,7 +105,7 @@ class Supervisor:
 
     def __call__(self) -> bool:
         """Run until ``stop`` (True) or until the source cannot be reopened in time (False)."""
-        backoff = Backoff(1.0, 30.0)
+        backoff = Backoff(1.0, REOPEN_MAX_DELAY_S)
         down_since: float | None = None
         reopening = False
         while not self.stop.is_set():

@@ -256,7 +256,10 @@ class MqttSink:
                  spool_dir: str | os.PathLike[str] | None = None, spool_limit: int = 1000,
                  off_delay_s: float | None = 60.0, diagnostics_every_s: float = 5.0,
                  on_command: Callable[[bool], None] | None = None,
-                 node: str | None = None, drain_timeout_s: float = 10.0) -> None:
+                 node: str | None = None, drain_timeout_s: float = 10.0,
+                 input_names: list[str] | None = None) -> None:
+        """``input_names``: the sources' names when several share this sink (their health
+        reports are ``NAME`` or ``NAME:…``); one input: every report is about it."""
         try:
             import paho.mqtt.client as paho
         except ImportError:
@@ -284,6 +287,12 @@ class MqttSink:
         self.drain_timeout_s = drain_timeout_s
         self.paused = False
         self._last_event = ""  # the latest event start published (RFC 3339 sorts as text)
+        # class state topic → ids of the events holding it ON (several inputs share a class)
+        self._open: dict[str, set[str]] = {}
+        self._input_ok: dict[str, bool] = {}  # health report source → healthy (listening)
+        self.input_names = list(input_names or [])
+        self._listening_sent = ""
+        self._connections = 0  # accepted connections so far
         self._diag: dict[str, Any] = {"healthy": True, "problem": ""}
         self._diag_sent = 0.0
         self.spool = Spool(Path(spool_dir or default_spool_dir()) / f"{self.node}_{self.source}",
@@ -357,6 +366,14 @@ class MqttSink:
                        retain=True)
         client.publish(self.topic("status"), "online", qos=1, retain=True)
         self._connected.set()
+        self._send_listening(force=True)
+        # a broker restarted without persistence lost the retained class states: queued after
+        # what is spooled, so the last word is the state now (the first connection sends
+        # those queued at start)
+        if self._connections:
+            for topic in self._class_state_topics():
+                self._queue(topic, "ON" if self._open.get(topic) else "OFF", retain=True)
+        self._connections += 1
         self._wake.set()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any,
@@ -409,6 +426,7 @@ class MqttSink:
             if payload == "online":
                 log.info("Home Assistant is online: republishing discovery")
                 self.publish_discovery()
+                self._send_listening(force=True)
             return
         command = payload.lower()
         if command in ("pause", "off"):
@@ -434,22 +452,29 @@ class MqttSink:
 
     def discovery(self) -> dict[str, dict[str, Any]]:
         """``{config topic: payload}`` of every entity of this host."""
-        common = {"availability_topic": self.topic("status"), "device": self.device(),
+        common = {"device": self.device(),
                   "origin": {"name": "edge-detect", "sw_version": __version__}}
+        online = {"availability_topic": self.topic("status")}
+        # what reports sounds is unavailable, not "off", while no input can be heard (a camera
+        # rebooting, a microphone gone): HA must not show "no smoke" from a deaf detector
+        hearing = {"availability": [{"topic": self.topic("status")},
+                                    {"topic": self.topic("listening")}],
+                   "availability_mode": "all"}
         node, disc, out = self.node, self.discovery_prefix, {}
 
         def add(component: str, obj: str, payload: dict[str, Any]) -> None:
-            payload = {**payload, "unique_id": f"edge_detect_{node}_{obj}", **common}
+            payload = {**({} if "availability" in payload else online), **payload,
+                       "unique_id": f"edge_detect_{node}_{obj}", **common}
             out[f"{disc}/{component}/{node}/{obj}/config"] = payload
 
         add("event", f"{self.source}_sound", {
             "name": f"Danger sound {self.source}", "state_topic": self.event_topic,
-            "event_types": self.event_types, "qos": 1, "icon": "mdi:ear-hearing"})
+            "event_types": self.event_types, "qos": 1, "icon": "mdi:ear-hearing", **hearing})
         for cls in self.binary_classes:
             add("binary_sensor", slug(cls), {
                 "name": cls.replace("_", " ").capitalize(),
                 "state_topic": self.topic("class", slug(cls)),
-                "device_class": device_class(cls), "qos": 1,
+                "device_class": device_class(cls), "qos": 1, **hearing,
                 # a safety net for a lost OFF, never shorter than the updates that renew ON
                 **({} if self.off_delay_s is None else {"off_delay": int(self.off_delay_s)})})
         diag = {"state_topic": self.topic("diagnostics"), "entity_category": "diagnostic"}
@@ -498,10 +523,11 @@ class MqttSink:
         names = {record.class_name or "danger", "danger"}
         return [self.topic("class", slug(c)) for c in self.binary_classes if c in names]
 
+    def _class_state_topics(self) -> list[str]:
+        return [self.topic("class", slug(c)) for c in self.binary_classes]
+
     def on_start(self, record: EventRecord) -> None:
-        self._queue(self.event_topic, json.dumps(self.message(record)))
-        for topic in self._class_topics(record):
-            self._queue(topic, "ON", retain=True)
+        self.on_update(record)
         if record.start > self._last_event:  # files read out of order: never backwards
             self._last_event = record.start
             self._queue(self.topic("last_event"), record.start, retain=True)
@@ -509,12 +535,17 @@ class MqttSink:
     def on_update(self, record: EventRecord) -> None:
         self._queue(self.event_topic, json.dumps(self.message(record)))
         for topic in self._class_topics(record):
+            self._open.setdefault(topic, set()).add(record.id)
             self._queue(topic, "ON", retain=True)
 
     def on_end(self, record: EventRecord) -> None:
+        """OFF once no event of the class is open (another input's may still be)."""
         self._queue(self.event_topic, json.dumps(self.message(record)))
         for topic in self._class_topics(record):
-            self._queue(topic, "OFF", retain=True)
+            holding = self._open.get(topic, set())
+            holding.discard(record.id)
+            if not holding:
+                self._queue(topic, "OFF", retain=True)
 
     # telemetry (Observer) ---------------------------------------------------------------
     def on_hop(self, hop: Hop) -> None:
@@ -523,9 +554,32 @@ class MqttSink:
         if time.monotonic() - self._diag_sent >= self.diagnostics_every_s:
             self._send_diagnostics()
 
+    def _input_of(self, source: str) -> str:
+        return source.split(":", 1)[0] if len(self.input_names) > 1 else ""
+
     def on_health(self, health: Health) -> None:
+        if health.healthy:  # heard again: whatever said it was not (a stream since reopened)
+            self._input_ok = {k: v for k, v in self._input_ok.items()
+                              if self._input_of(k) != self._input_of(health.source)}
+        self._input_ok[health.source] = health.healthy
         self._diag.update(healthy=health.healthy, problem=health.problem)
         self._send_diagnostics()
+        self._send_listening()
+
+    @property
+    def listening(self) -> bool:
+        """Whether some input can be heard: one none of whose reports says unhealthy (a
+        supervised stream reconnecting, a flat microphone, a failing model)."""
+        deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
+        return len(deaf) < max(1, len(self.input_names))
+
+    def _send_listening(self, force: bool = False) -> None:
+        """``<base>/listening`` (retained): ``online`` while some input is heard, else
+        ``offline`` — the sound entities' second availability topic."""
+        state = "online" if self.listening else "offline"
+        if self._connected.is_set() and (force or state != self._listening_sent):
+            self._listening_sent = state
+            self.client.publish(self.topic("listening"), state, qos=1, retain=True)
 
     def _send_diagnostics(self) -> None:
         self._diag_sent = time.monotonic()

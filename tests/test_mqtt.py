@@ -159,7 +159,9 @@ def test_once_publishes_discovery_availability_and_one_event(broker: Broker, tin
     for topic, cfg in configs.items():
         assert topic.startswith(f"homeassistant/{topic.split('/')[1]}/{node()}/")
         assert cfg["unique_id"].startswith("edge_detect_") and cfg["device"]["identifiers"]
-        assert cfg["availability_topic"] == f"{base}/status"
+        # sound entities are also unavailable while no input is heard (<base>/listening)
+        assert (cfg.get("availability_topic") == f"{base}/status"
+                or cfg["availability"][0] == {"topic": f"{base}/status"}), cfg
     (event_cfg,) = [c for t, c in configs.items() if t.split("/")[1] == "event"]
     assert event_cfg["event_types"] == ["danger"]
     assert event_cfg["state_topic"] == f"{base}/clips/event"
@@ -543,3 +545,79 @@ def test_removed_classes_leave_home_assistant_and_last_event_never_goes_back(
     topics = {t for t, _, _ in after.messages}
     assert stale not in topics and "edge-detect/kitchen/class/old_class" not in topics
     assert "homeassistant/binary_sensor/kitchen/danger/config" in topics
+
+
+def _record(event_id: str, state: str, source: str, cls: str = "smoke_alarm"):
+    from edge_runtime.lifecycle import EventRecord
+
+    return EventRecord(id=event_id, state=state, index=1, start="2026-12-03T10:00:00.000Z",
+                       end="2026-12-03T10:00:05.000Z", duration_s=5.0, peak_probability=0.9,
+                       mean_probability=0.9, windows=1, source=source, model_sha256="0",
+                       class_name=cls)
+
+
+def _retained(port: int, topics: list[str]) -> dict[str, str]:
+    """The retained payload of each topic under ``topics`` as a new subscriber sees it."""
+    seen = Watcher(port, topics)
+    assert seen.subscribed.wait(10)
+    time.sleep(0.5)
+    seen.close()
+    return {t: p for t, p, retained in seen.messages if retained}
+
+
+def test_home_assistant_never_reads_a_deaf_or_shared_sensor_as_clear(tmp_path: Path) -> None:
+    """Found by a newcomer with two cameras and a camera reboot:
+    - one input's event ending switched the shared class sensor OFF while another input's
+      alarm of that class went on: OFF now waits for the last open event of the class;
+    - while no input can be heard (reconnecting), the class sensors stayed available and OFF:
+      they now also depend on ``<base>/listening``, offline while every input is unhealthy;
+    - a broker restarted without persistence lost the retained class states: they are sent
+      again at every connection."""
+    from edge_runtime.lifecycle import Health
+    from edge_runtime.mqtt import MqttSink
+
+    broker = Broker(tmp_path / "broker")
+    broker.conf.write_text(broker.conf.read_text().replace("persistence true",
+                                                           "persistence false"))
+    broker.start()
+    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}", input_name="porch+kitchen",
+                    input_names=["porch", "kitchen"],
+                    classes=["smoke_alarm", "glass_break"], node="pi",
+                    spool_dir=tmp_path / "spool", drain_timeout_s=5.0)
+    base = "edge-detect/pi"
+    try:
+        assert sink._connected.wait(10)
+        config = sink.discovery()["homeassistant/binary_sensor/pi/smoke_alarm/config"]
+        assert config["availability"] == [{"topic": f"{base}/status"},
+                                          {"topic": f"{base}/listening"}]
+        assert config["availability_mode"] == "all" and "availability_topic" not in config
+        sink.on_start(_record("a", "start", "porch"))
+        sink.on_start(_record("b", "start", "kitchen"))
+        sink.on_end(_record("b", "end", "kitchen"))
+        time.sleep(1.0)
+        state = _retained(broker.port, [f"{base}/class/#", f"{base}/listening"])
+        assert state[f"{base}/class/smoke_alarm"] == "ON", state  # porch's alarm goes on
+        assert state[f"{base}/listening"] == "online"
+        sink.on_health(Health("porch", False, "reconnecting: stream ended"))
+        time.sleep(0.5)
+        assert _retained(broker.port, [f"{base}/listening"])[f"{base}/listening"] == "online"
+        sink.on_health(Health("kitchen:http://cam", False, "input flat for 10 s"))
+        time.sleep(0.5)
+        assert _retained(broker.port, [f"{base}/listening"])[f"{base}/listening"] == "offline"
+        sink.on_health(Health("kitchen", True))  # reopened: its stream's old report is void
+        sink.on_end(_record("a", "end", "porch"))
+        time.sleep(1.0)
+        state = _retained(broker.port, [f"{base}/class/#", f"{base}/listening"])
+        assert state[f"{base}/class/smoke_alarm"] == "OFF" and state[f"{base}/listening"] == \
+            "online", state
+        broker.stop()  # no persistence: every retained state is gone
+        broker.start()
+        deadline = time.monotonic() + 30
+        state = {}
+        while time.monotonic() < deadline and len(state) < 4:
+            state = _retained(broker.port, [f"{base}/class/#", f"{base}/listening"])
+        assert state == {f"{base}/class/smoke_alarm": "OFF", f"{base}/class/glass_break": "OFF",
+                         f"{base}/class/danger": "OFF", f"{base}/listening": "online"}, state
+    finally:
+        sink.close()
+        broker.stop()
