@@ -41,6 +41,14 @@ class FfmpegMissing(ValueError):
     """ffmpeg is not installed: retrying cannot help (one line, exit status 2)."""
 
 
+class UnknownProtocol(ValueError):
+    """ffmpeg has no such protocol (a typo in the URL): retrying cannot help."""
+
+
+# what ffmpeg says when a stream has no audio stream to decode (a camera with audio off)
+NO_AUDIO = ("does not contain any stream", "matches no streams")
+
+
 def is_url(spec: str) -> bool:
     """``rtsp://…``, ``http(s)://…``, ``udp://…``… — anything with a scheme."""
     return bool(URL_RE.match(spec))
@@ -49,7 +57,9 @@ def is_url(spec: str) -> bool:
 def redact(url: str) -> str:
     """Text with every URL's password hidden (``rtsp://user:secret@cam`` →
     ``rtsp://user:***@cam``); also used on ffmpeg's messages, which repeat the URL."""
-    return printable(re.sub(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url))
+    # up to the last '@' before the path: ffmpeg splits user:password@host there, so an
+    # unencoded '@' in the password is still part of it
+    return printable(re.sub(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^/\s]*@", r"\1:***@", url))
 
 
 def ffmpeg_command(url: str, rate: int, stall_s: float) -> list[str]:
@@ -163,6 +173,12 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
             return stream
         why = "; ".join(tail) or (f"no audio within {stall_s:.0f} s" if first is None
                                   else "stream ended at once")
+        if "Protocol not found" in why:
+            raise UnknownProtocol(f"{shown}: ffmpeg knows no protocol {url.split(':', 1)[0]!r}"
+                                  " (rtsp://, rtsps://, http://, https://, udp://, rtp://, "
+                                  "srt://, tcp://, …)")
+        if any(text in why for text in NO_AUDIO):
+            why = "it has no audio track: is the camera's audio (microphone) turned off?"
         raise SourceError(f"cannot read the stream ({why})")
     log.info("%s: connected (ffmpeg pid %d) → %d Hz", shown, proc.pid, target_rate)
 

@@ -28,6 +28,9 @@ log = logging.getLogger("edge-detect")
 
 NAME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.+)$", re.S)
 MAX_SOURCES = 16
+# a stream URL with its "://" mistyped ("rtsp:/cam", "rtsp//cam"): taken for a missing file
+MISTYPED_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|rtp|srt|tcp)(?::/|//|:)(?!/)(.+)$",
+                          re.I | re.S)
 EXIT_SOURCE_LOST = 3  # a live source could not be reopened in time
 
 
@@ -77,6 +80,10 @@ def parse_sources(inputs: Any, device: str | None,
         if not spec.input.strip() or "\0" in spec.input:
             raise ValueError(f"{where}: {spec.input!r} is not an input; give mic, DIR, FILE, "
                              "- or URL")
+        typo = MISTYPED_URL.match(spec.input)
+        if typo and not os.path.lexists(spec.input):  # rtsp:/cam, rtsp//cam: not a file
+            raise ValueError(f"{where}: {printable(spec.input)} is neither a file nor a URL; "
+                             f"did you mean {typo.group(1)}://{typo.group(2)}?")
         if spec.device is not None and not isinstance(spec.device, str):
             raise ValueError(f"{where}: device must be an index or a name substring, "
                              f"got {spec.device!r}")
@@ -149,7 +156,14 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
         ok = Supervisor(spec.label(f"mic {spec.device or 'default'}"), open_mic,
                         runner.run_stream, fatal_errors=(PortAudioMissing,), **live)()
         return 0 if ok else EXIT_SOURCE_LOST
-    from edge_runtime.netsource import FfmpegMissing, SourceError, is_url, redact, url_stream
+    from edge_runtime.netsource import (
+        FfmpegMissing,
+        SourceError,
+        UnknownProtocol,
+        is_url,
+        redact,
+        url_stream,
+    )
 
     if is_url(source):
         def open_url(_reopening: bool) -> Any:
@@ -157,7 +171,8 @@ def serve(spec: SourceSpec, runner: Any, opts: dict[str, Any], stop: threading.E
                               once=bool(opts.get("once")))
 
         ok = Supervisor(spec.label(redact(source)), open_url, runner.run_stream,
-                        retry_errors=(SourceError, OSError), fatal_errors=(FfmpegMissing,),
+                        retry_errors=(SourceError, OSError),
+                        fatal_errors=(FfmpegMissing, UnknownProtocol),
                         **live)()
         return 0 if ok else EXIT_SOURCE_LOST
     if source == "-":

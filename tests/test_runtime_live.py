@@ -155,6 +155,31 @@ def test_source_specs() -> None:
     specs = parse_sources("mic", None, {"porch": {"input": "http://x/a"}})
     assert [(s.name, s.input) for s in specs] == [("input1", "mic"), ("porch", "http://x/a")]
     assert [s.input for s in parse_sources((), None)] == ["mic"]
+    # a mistyped "://" was "no such file", then a restart every 5 s under systemd
+    for typo in ("rtsp:/cam.local/live", "porch=rtsp//cam.local/live"):
+        with pytest.raises(ValueError, match="did you mean rtsp://cam.local/live"):
+            parse_sources(typo, None)
+
+
+@needs_ffmpeg
+def test_a_stream_without_audio_or_with_an_unknown_protocol_says_so(tmp_path: Path,
+                                                                    tiny_model: Path) -> None:
+    """A camera with its audio off gave ffmpeg's "Output file #0 does not contain any stream"
+    at every retry; an unknown protocol (a typo) was retried until --reopen-timeout."""
+    video = tmp_path / "video_only.ts"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=160x120:rate=5", "-t", "2", "-c:v", "mpeg2video",
+                    str(video)], check=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
+                          "--input", video.as_uri(), "--reopen-timeout", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3 and "it has no audio track" in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
+                          "--input", "htp://127.0.0.1:9/x"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "cannot open" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "edge-detect: error: htp://127.0.0.1:9/x: ffmpeg knows no protocol 'htp'"), res.stderr
 
 
 def test_an_existing_path_with_an_equals_sign_is_a_path(tmp_path: Path,
@@ -218,13 +243,16 @@ def test_named_sources_from_toml(tmp_path: Path, tiny_model: Path) -> None:
 
 
 @needs_ffmpeg
-def test_stream_password_never_logged(tmp_path: Path, tiny_model: Path) -> None:
-    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"
+@pytest.mark.parametrize("password", ["hunter2", "p@ss:w0rd"])
+def test_stream_password_never_logged(tmp_path: Path, tiny_model: Path, password: str) -> None:
+    """Also a password with an unencoded '@' (ffmpeg splits at the last one; the part after
+    the first '@' was shown)."""
+    url = f"rtsp://admin:{password}@127.0.0.1:{free_port()}/cam"
     res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(tiny_model),
                           "--input", url, "--reopen-timeout", "1"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 3, res.stderr
-    assert "hunter2" not in res.stderr and "admin:***@" in res.stderr
+    assert password[-5:] not in res.stderr and "admin:***@127.0.0.1" in res.stderr, res.stderr
 
 
 def test_watchdog_reports_health_changes_once_and_backs_off() -> None:
