@@ -20,6 +20,10 @@ from edge_runtime.events import Event
 
 State = Literal["start", "update", "end"]
 MAX_ANCHORS = 8192  # a live stream's clock corrections kept (see StreamInfo.keep_up)
+# A live input whose audio falls this far behind the wall clock had a gap (a camera's stream
+# paused, then went on live): what follows is timed from when it was read. Less than this is
+# buffering and jitter (and a detector briefly behind, which catches up).
+GAP_S = 5.0
 
 
 def rfc3339(base: datetime, offset_s: float) -> str:
@@ -92,28 +96,37 @@ class StreamInfo:
     # where a live input's lead over the wall clock grew: (read position, lead), both seconds
     _anchors: tuple[list[float], list[float]] = field(
         default_factory=lambda: ([0.0], [0.0]), repr=False)
+    _read_s: float = field(default=0.0, repr=False)  # the read position keep_up saw last
 
     @property
     def lead_s(self) -> float:
-        """How far the input has run ahead of the wall clock (0 for real time and files)."""
+        """How far the input has run ahead of the wall clock (0 for real time and files;
+        negative after gaps)."""
         return self._anchors[1][-1]
 
     def keep_up(self, offset_s: float, now: datetime | None = None) -> None:
         """A live input has been read up to ``offset_s``: none of it can be later than now.
         Audio that arrives faster than real time (a recording piped to stdin) is timed back
         by how far it had run ahead when it was read, so no time is in the future and times
-        never go backwards (the lead grows at most as fast as the audio). Files keep their
-        own clock."""
+        never go backwards (the lead grows at most as fast as the audio). Audio that fell
+        more than :data:`GAP_S` behind (a gap in a live stream) is timed forward from where
+        this read began. Files keep their own clock."""
         if self.is_file:
             return
         now = now or datetime.now(UTC)
         ahead = (self.base_time + timedelta(seconds=offset_s) - now).total_seconds()
         offsets, leads = self._anchors
+        began, self._read_s = self._read_s, offset_s
         if ahead > leads[-1] + 1e-3 and offset_s > offsets[-1]:
             offsets.append(offset_s)
             leads.append(ahead)
-            if len(offsets) > MAX_ANCHORS:  # bounded: the oldest half goes, its lead stays
-                del offsets[:MAX_ANCHORS // 2], leads[:MAX_ANCHORS // 2]
+        elif ahead < leads[-1] - GAP_S and began > offsets[-1]:  # a step where the gap was
+            offsets.extend((began, began + 1e-6))
+            leads.extend((leads[-1], ahead))
+        else:
+            return
+        if len(offsets) > MAX_ANCHORS:  # bounded: the oldest half goes, its lead stays
+            del offsets[:MAX_ANCHORS // 2], leads[:MAX_ANCHORS // 2]
 
     def lead_at(self, offset_s: float) -> float:
         """The lead that times ``offset_s``: interpolated between the read positions where it

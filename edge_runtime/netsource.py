@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -180,6 +180,9 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
         if any(text in why for text in NO_AUDIO):
             why = "it has no audio track: is the camera's audio (microphone) turned off?"
         raise SourceError(f"cannot read the stream ({why})")
+    # its first sample: what arrived now, not when ffmpeg started (connecting and probing a
+    # camera take seconds, which dated every event that much early)
+    stream.base_time = datetime.now(UTC) - timedelta(seconds=len(first) / 4 / target_rate)
     log.info("%s: connected (ffmpeg pid %d) → %d Hz", shown, proc.pid, target_rate)
 
     def blocks() -> Iterator[np.ndarray]:

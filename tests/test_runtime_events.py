@@ -169,3 +169,30 @@ def test_events_to_dev_null_are_not_a_sink_failure() -> None:
     sink = JsonlSink("/dev/null", fresh=True)
     sink.on_start(build_record(start.event, info, "start"))
     sink.on_end(build_record(start.event, info, "end"))
+
+
+def test_a_live_stream_is_timed_across_its_gaps() -> None:
+    """A camera stream that paused 7 s and went on live: what followed was dated 7 s early
+    (the sample count only). Audio more than GAP_S behind the wall clock is timed forward from
+    where that read began; jitter under it is not; a fast input is still timed back."""
+    from datetime import UTC, datetime, timedelta
+
+    from edge_runtime.lifecycle import GAP_S, StreamInfo
+
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    info = StreamInfo("cam", False, base, "f" * 64, 32000)
+
+    def at(offset: float) -> float:
+        return (datetime.fromisoformat(info.time_at(offset).replace("Z", "+00:00"))
+                - base).total_seconds()
+
+    for k in range(1, 101):  # 10 s in real time, read in 0.1 s blocks with up to 1 s of jitter
+        info.keep_up(k / 10, base + timedelta(seconds=k / 10 + (k % 7) / 7))
+    assert info.lead_s == 0.0 and abs(at(5.0) - 5.0) < 1e-3
+    for k in range(1, 31):  # the stream paused 7 s, then 3 s more arrive live
+        info.keep_up(10 + k / 10, base + timedelta(seconds=17 + k / 10))
+    assert abs(at(5.0) - 5.0) < 1e-3 and abs(at(9.99) - 9.99) < 1e-3
+    assert abs(at(10.05) - 17.05) < 1e-3 and abs(at(12.0) - 19.0) < 1e-3
+    assert GAP_S > 1.0  # buffering and jitter are not gaps
+    times = [at(x / 100) for x in range(1300)]
+    assert all(b >= a for a, b in zip(times, times[1:], strict=False))  # never backwards
