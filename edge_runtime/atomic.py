@@ -72,9 +72,9 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
     return Path(path)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Atomically write ``data`` to ``path``."""
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> Path:
+    """Atomically write ``data`` to ``path`` (``mode`` minus the umask)."""
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

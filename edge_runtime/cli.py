@@ -23,7 +23,7 @@ from edge_runtime.mic import MicError
 from edge_runtime.options import OPTIONS, Option, OptionError, check_together
 from edge_runtime.scoring import ScoringError
 from edge_runtime.sinks import AudioHistory, ClipSink, ConsoleSink, JsonlSink
-from edge_runtime.text import OneLineFormatter, one_line
+from edge_runtime.text import OneLineFormatter, one_line, printable
 
 log = logging.getLogger("edge-detect")
 
@@ -127,6 +127,10 @@ def command(ctx: click.Context, **options: Any) -> None:
     opts = cfg.merge(defaults, from_file, given)
     check_together(opts)
     setup_logging(bool(opts["verbose"]), bool(opts["quiet"]))
+    if options["config"] and cfg.readable_secret(options["config"]):
+        log.warning("%s holds a password or token and every user of this machine can read it: "
+                    "chmod 640 it (owner root, group of the service user)",
+                    printable(options["config"]))
 
     if opts["print_systemd_unit"] or opts["write_systemd_unit"]:
         from edge_runtime.serve import parse_sources
@@ -141,9 +145,10 @@ def command(ctx: click.Context, **options: Any) -> None:
             log.warning("%s", warning)
         text = service.unit_text(args, user=opts["service_user"], opts=opts)
         if secrets := service.secret_flags(args):
-            log.warning("%s holds a password or token: the unit file and `ps` show it to "
-                        "every user of this machine; put it in a config file only the service "
-                        "can read (--config /etc/edge-detect.toml, chmod 640) instead",
+            log.warning("%s holds a password or token: `ps` shows it to every user of this "
+                        "machine (the unit file is written readable by you alone); put it in a "
+                        "config file only the service can read (--config "
+                        "/etc/edge-detect.toml, chmod 640) instead",
                         " and ".join(secrets))
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)

@@ -16,6 +16,8 @@ is accepted too. Unknown keys are an error, so a typo never goes unnoticed.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ class ConfigError(ValueError):
 
 
 MAX_CONFIG_BYTES = 1 << 20
+SECRET = re.compile(r"[A-Za-z][\w+.-]*://[^/@\s]*:[^@\s]*@"  # scheme://user:password@
+                    r"|[?&](?:password|passwd|pass|pwd|token|auth|key|secret|apikey|"
+                    r"access_token)=", re.IGNORECASE)  # ...?password=, ?auth=
 TABLES = ("sources",)  # [sources.NAME] input = "...": named inputs, see edge_runtime.serve
 
 
@@ -83,3 +88,15 @@ def merge(defaults: dict[str, Any], from_file: dict[str, Any],
           from_cli: dict[str, Any]) -> dict[str, Any]:
     """Defaults, overridden by the config file, overridden by options given on the command line."""
     return {**defaults, **from_file, **from_cli}
+
+
+def readable_secret(path: str | os.PathLike[str]) -> bool:
+    """Whether the config file at ``path`` holds a password or token (a URL's) and every user
+    of the machine may read it."""
+    try:
+        if not os.stat(path).st_mode & stat.S_IROTH:
+            return False
+        with open(path, "rb") as fh:
+            return bool(SECRET.search(fh.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")))
+    except OSError:
+        return False

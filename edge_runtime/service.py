@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.atomic import write_bytes
+from edge_runtime.config import SECRET
 from edge_runtime.text import printable
 
 log = logging.getLogger("edge-detect")
@@ -78,9 +79,6 @@ def service_args(argv: list[str]) -> list[str]:
     return out
 
 
-_SECRET = re.compile(r"[A-Za-z][\w+.-]*://[^/@\s]*:[^@\s]*@"  # scheme://user:password@
-                     r"|[?&](?:password|passwd|pass|pwd|token|auth|key|secret|apikey|"
-                     r"access_token)=", re.IGNORECASE)  # ...?password=, ?auth=
 
 
 def secret_flags(args: list[str]) -> list[str]:
@@ -89,7 +87,7 @@ def secret_flags(args: list[str]) -> list[str]:
     flags, flag = [], "an argument"
     for arg in args:
         name, _, value = arg.partition("=") if arg.startswith("--") else (flag, "", arg)
-        if _SECRET.search(value or ""):
+        if SECRET.search(value or ""):
             flags.append(name)
         flag = arg if arg.startswith("--") and "=" not in arg else "an argument"
     return sorted(set(flags))
@@ -248,5 +246,6 @@ def unit_text(args: list[str], user: str | None = "edge-detect",
 
 
 def write_unit(path: str | os.PathLike[str], text: str) -> Path:
-    """Write the unit atomically (tmp + rename, the umask honoured)."""
-    return write_bytes(path, text.encode("utf-8"))
+    """Write the unit atomically (tmp + rename, the umask honoured); readable by its owner
+    alone when it holds a password or token (systemd reads it as root)."""
+    return write_bytes(path, text.encode("utf-8"), 0o600 if SECRET.search(text) else 0o666)

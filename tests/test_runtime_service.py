@@ -80,6 +80,34 @@ def test_a_password_in_the_unit_is_warned_about() -> None:
     assert quiet.returncode == 0 and "password" not in quiet.stderr, quiet.stderr
 
 
+def test_files_holding_a_password_are_not_left_readable_by_everyone(tmp_path: Path) -> None:
+    """Found by a newcomer: a unit written with a camera's password was -rw-r--r--, and a
+    config file holding one, readable by every user, passed silently."""
+    unit = tmp_path / "edge-detect.service"
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input",
+                          "cam=rtsp://admin:hunter2@192.168.1.20/live", "--write-systemd-unit",
+                          str(unit)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert unit.stat().st_mode & 0o077 == 0, oct(unit.stat().st_mode)
+    plain = tmp_path / "plain.service"
+    subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--input", "mic",
+                    "--write-systemd-unit", str(plain)], capture_output=True, timeout=60,
+                   check=True)
+    assert plain.stat().st_mode & 0o004  # nothing secret: the usual 644
+    config = tmp_path / "edge-detect.toml"
+    config.write_text('[sources.porch]\ninput = "rtsp://admin:hunter2@192.168.1.20/live"\n')
+    config.chmod(0o644)
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(config),
+                          "--print-systemd-unit"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (line,) = [x for x in res.stderr.splitlines() if "every user of this machine can" in x]
+    assert "chmod 640" in line and "hunter2" not in res.stderr
+    config.chmod(0o640)
+    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--config", str(config),
+                          "--print-systemd-unit"], capture_output=True, text=True, timeout=60)
+    assert "every user of this machine can" not in res.stderr, res.stderr
+
+
 def test_an_argument_cannot_add_a_directive() -> None:
     text = unit_for("--input", f"x\n{DIRECTIVE}", "--device", "a \"b\" $HOME %n \\ c\td")
     lines = text.splitlines()
