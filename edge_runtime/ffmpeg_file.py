@@ -100,9 +100,14 @@ def probe(path: str | os.PathLike[str], stop: threading.Event | None = None) -> 
 _CONTEXT = re.compile(r"\[[^\]]* @ 0x[0-9a-fA-F]+\] ")  # "[mov,mp4,... @ 0x5652a1] "
 
 
+def without_context(line: str) -> str:
+    """An ffmpeg message on one line, without its component's address ("[tcp @ 0x…] ")."""
+    return _CONTEXT.sub("", " ".join(line.split()))
+
+
 def _tidy(line: str, path: Path) -> str:
     """One ffmpeg message without its demuxer address and the file's own URL."""
-    text = _CONTEXT.sub("", " ".join(line.split()))
+    text = without_context(line)
     return printable(text.replace("file:" + os.fsdecode(path.resolve()) + ": ", ""))
 
 

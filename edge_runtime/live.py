@@ -107,7 +107,7 @@ class Supervisor:
         """Run until ``stop`` (True) or until the source cannot be reopened in time (False)."""
         backoff = Backoff(1.0, REOPEN_MAX_DELAY_S)
         down_since: float | None = None
-        reopening = False
+        reopening = opened_once = False
         while not self.stop.is_set():
             try:
                 stream = self.opener(reopening)
@@ -120,9 +120,10 @@ class Supervisor:
                 detail = " ".join(str(exc).split())
                 left = self.reopen_timeout_s - (now - down_since)
                 if left <= 0:
-                    log.error("%s: could not be reopened within %.0f s (%s); exiting so the "
+                    log.error("%s: could not be %s within %.0f s (%s); exiting so the "
                               "service manager can restart edge-detect", self.name,
-                              self.reopen_timeout_s, detail)
+                              "reopened" if opened_once else "opened", self.reopen_timeout_s,
+                              detail)
                     self._set("failed", detail)
                     return False
                 delay = min(backoff.next(), left)
@@ -134,9 +135,12 @@ class Supervisor:
                 continue
             if self.stop.is_set():
                 break
-            if reopening:
+            if reopening and opened_once:
                 self.health.reconnects += 1
                 log.warning("%s: reopened (reconnect #%d)", self.name, self.health.reconnects)
+            elif reopening:  # down when edge-detect started: never open before
+                log.warning("%s: opened at last", self.name)
+            opened_once = True
             self._set("up")
             down_since, opened = None, time.monotonic()
             guarded = flat_guard(stream, stream.blocks, self.flat_s, self.sample_rate)

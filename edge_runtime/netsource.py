@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from edge_runtime import audio as audio_io
-from edge_runtime.ffmpeg_file import drain_lines, floats_from
+from edge_runtime.ffmpeg_file import drain_lines, floats_from, without_context
 from edge_runtime.sources import Stream
 from edge_runtime.text import printable
 
@@ -138,7 +138,8 @@ def url_stream(url: str, target_rate: int, stop: threading.Event, name: str | No
     except OSError as exc:
         raise SourceError(f"cannot start ffmpeg ({exc})") from None
     tail: collections.deque[str] = collections.deque(maxlen=5)
-    drainer = threading.Thread(target=drain_lines, args=(proc.stderr, tail, redact), daemon=True,
+    drainer = threading.Thread(target=drain_lines, daemon=True,
+                               args=(proc.stderr, tail, lambda line: redact(without_context(line))),
                                name=f"ffmpeg-stderr {shown}")
     drainer.start()
     fd = proc.stdout.fileno()

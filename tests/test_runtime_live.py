@@ -140,7 +140,9 @@ def test_source_that_cannot_reopen_exits_nonzero_in_time(tmp_path: Path,
     assert elapsed < 30 and "Traceback" not in daemon.text
     tries = [ln for ln in daemon.lines if "cannot open" in ln]
     assert 2 <= len(tries) <= 4, daemon.text  # 1 s, 2 s, then the last second: backoff
-    assert "could not be reopened within 4 s" in daemon.lines[-2] + daemon.lines[-1]
+    # never open: "opened", not "reopened"; no ffmpeg addresses ("[tcp @ 0x55bf…]")
+    assert "could not be opened within 4 s" in daemon.lines[-2] + daemon.lines[-1]
+    assert " @ 0x" not in daemon.text, daemon.text
 
 
 def test_source_specs() -> None:
