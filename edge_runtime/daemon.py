@@ -230,6 +230,11 @@ class Runner:
             ok = False
             self.stats.failed += 1
         finally:
+            if stream.health_name and not (self.stop.is_set() or stream.finished):
+                # a supervised live input lost mid-stream (a camera rebooting): deaf before
+                # the open event ends, so Home Assistant reads "unavailable", never "off"
+                self.report_health(stream.health_name, False,
+                                   "input lost: " + (stream.decoded.problem or "it ended"))
             self._emit(tracker.close(offset + scorer.seconds), info)
             self.stats.audio_s += seen / rate
             self.stats.compute_s += time.perf_counter() - started

@@ -141,6 +141,7 @@ class Supervisor:
             elif reopening:  # down when edge-detect started: never open before
                 log.warning("%s: opened at last", self.name)
             opened_once = True
+            stream.health_name = self.name  # a loss the runner reports is this source's
             self._set("up")
             down_since, opened = None, time.monotonic()
             guarded = flat_guard(stream, stream.blocks, self.flat_s, self.sample_rate)

@@ -46,6 +46,7 @@ class Stream:
     blocks: Iterator[np.ndarray]
     decoded: audio_io.Decoded = field(default_factory=audio_io.Decoded)
     finished: bool = False  # a live source that ended for good: not to be reopened
+    health_name: str = ""  # the name its supervisor reports health under ("": source)
 
 
 def file_stream(path: str | os.PathLike[str], target_rate: int,

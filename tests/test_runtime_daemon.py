@@ -418,3 +418,49 @@ def test_a_file_that_gave_no_audio_is_tried_again_after_a_restart(tmp_path: Path
     record.add("x.wav", watch_record.Signature(1, 1, 1), watcher._readable())
     assert "bad.m4a" not in ReadRecord(tmp_path / "rec.jsonl", folder).load()
     assert _watch_until(folder, ReadRecord(tmp_path / "rec.jsonl", folder), 1) == ["bad.m4a"]
+
+
+def test_a_live_input_lost_mid_event_is_deaf_before_the_event_ends(tiny_model: Path) -> None:
+    """A camera stream that drops during an alarm: the observers hear "unhealthy" before the
+    event's end, so Home Assistant shows the sensor unavailable, not a clear "off" from a
+    detector that hears nothing. A recording read to its end is not a lost input."""
+    from datetime import UTC, datetime
+
+    from edge_runtime.audio import Decoded
+    from edge_runtime.daemon import Runner
+    from edge_runtime.detector import Detector
+    from edge_runtime.events import EventConfig
+    from edge_runtime.sources import Stream
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def on_start(self, _record) -> None:
+            self.calls.append("start")
+
+        def on_update(self, _record) -> None:
+            pass
+
+        def on_end(self, _record) -> None:
+            self.calls.append("end")
+
+        def on_hop(self, _hop) -> None:
+            pass
+
+        def on_health(self, health) -> None:
+            self.calls.append("healthy" if health.healthy else "deaf")
+
+        def close(self) -> None:
+            pass
+
+    det = Detector(tiny_model, provider="cpu")
+    audio = np.concatenate([hiss(2.0), tone(6.0)])  # the stream drops during the tone
+    for finished, expected in ((False, ["start", "deaf", "end"]), (True, ["start", "end"])):
+        sink = Recorder()
+        decoded = Decoded(problem="stream ended")
+        stream = Stream("cam", False, datetime.now(UTC),
+                        iter(np.array_split(audio, 80)), decoded)
+        stream.finished, stream.health_name = finished, "cam"  # as its Supervisor sets it
+        Runner(det, EventConfig(threshold=det.threshold), [sink]).run_stream(stream)
+        assert sink.calls == expected, sink.calls
