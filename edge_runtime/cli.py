@@ -145,15 +145,15 @@ def command(ctx: click.Context, **options: Any) -> None:
             log.warning("%s", warning)
         text = service.unit_text(args, user=opts["service_user"], opts=opts)
         if secrets := service.secret_flags(args):
-            log.warning("%s holds a password or token: `ps` shows it to every user of this "
-                        "machine (the unit file is written readable by you alone); put it in a "
-                        "config file only the service can read (--config "
-                        "/etc/edge-detect.toml, chmod 640) instead",
+            log.warning("%s holds a password or token: `ps` and `systemctl show` show it to "
+                        "every user of this machine; put it in a config file only the service "
+                        "can read (--config /etc/edge-detect.toml, chmod 640) instead",
                         " and ".join(secrets))
         if opts["write_systemd_unit"]:
             path = service.write_unit(opts["write_systemd_unit"], text)
-            click.echo(f"wrote {path}; install: sudo cp {path} /etc/systemd/system/ && "
-                       f"sudo systemctl enable --now {path.name}")
+            mode = "600" if secrets else "644"  # cp would keep an installed unit's own mode
+            click.echo(f"wrote {path}; install: sudo install -m {mode} {path} "
+                       f"/etc/systemd/system/ && sudo systemctl enable --now {path.name}")
         else:
             click.echo(text, nl=False)
         return

@@ -58,7 +58,7 @@ class Event:
     active_s: float = 0.0
     confirmed: bool = False
     peak_payload: Any = None
-    index: int = 0
+    index: int = 0  # its number in the run, given when its start is reported (daemon.Runner)
     reported_s: float = 0.0  # stream time of the last start/update transition
 
     @property
@@ -85,7 +85,6 @@ class EventTracker:
     hop_s: float  # audio between consecutive windows (their stride)
     current: Event | None = None
     quiet_since: float | None = None
-    count: int = 0
     last_end: float = 0.0
     _seen: bool = field(default=False, repr=False)
     # (end, onset) of the latest windows: where an event decided later began (``since_s``)
@@ -155,9 +154,7 @@ class EventTracker:
             if p > ev.peak:
                 ev.peak, ev.peak_payload = p, payload
             if not ev.confirmed and ev.active_s >= cfg.min_duration_s - 1e-9:
-                ev.confirmed = True
-                self.count += 1
-                ev.index = self.count
+                ev.confirmed = True  # numbered when reported (daemon.Runner)
                 ev.reported_s = win_end
                 out.append(Transition("start", ev))
             elif (ev.confirmed and cfg.update_every_s > 0

@@ -22,7 +22,9 @@ State = Literal["start", "update", "end"]
 MAX_ANCHORS = 8192  # a live stream's clock corrections kept (see StreamInfo.keep_up)
 # A live input whose audio falls this far behind the wall clock had a gap (a camera's stream
 # paused, then went on live): what follows is timed from when it was read. Less than this is
-# buffering and jitter (and a detector briefly behind, which catches up).
+# buffering and jitter. A stall whose audio arrives late in a burst (RTSP over TCP), or a
+# detector more than this behind, is dated late by at most the delay (< --stall-timeout),
+# until the burst is read: then the fast-input rule times it back.
 GAP_S = 5.0
 
 

@@ -127,18 +127,23 @@ def _messages(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.json") if p.stem.isdigit())
 
 
-def _locked(directory: Path) -> int | None:
-    """An exclusive lock on ``directory/.lock`` (its open descriptor; closing it releases the
-    lock), or None when another process holds it."""
+def _locked(path: Path, wait_s: float = 0.0) -> int | None:
+    """An exclusive lock on the file ``path`` (its open descriptor; closing it releases the
+    lock), or None when another process still holds it after ``wait_s`` (a process that only
+    looks, :meth:`Spool.others_left`, holds one for microseconds)."""
     import fcntl
 
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
 
 
 class Spool:
@@ -149,7 +154,7 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], limit: int = 1000) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _locked(self.directory)
+        self._lock_fd = _locked(self.directory / ".lock", wait_s=2.0)
         if self._lock_fd is None:
             raise ValueError(f"MQTT spool {printable(self.directory)} is in use by another "
                              "edge-detect with the same input and --mqtt-node (give each its "
@@ -216,7 +221,7 @@ class Spool:
             if not count:
                 continue
             try:
-                fd = _locked(other)
+                fd = _locked(other / ".lock")
             except OSError:
                 continue
             if fd is not None:
@@ -293,15 +298,11 @@ class MqttSink:
         self.input_names = list(input_names or [])
         self._listening_sent = ""
         self._connections = 0  # accepted connections so far
+        self._resend_states = False  # set by a reconnection, done by the delivery thread
+        # _open, _input_ok, _listening_sent: changed by the source threads, read by paho's
+        self._state = threading.RLock()
         self._diag: dict[str, Any] = {"healthy": True, "problem": ""}
         self._diag_sent = 0.0
-        self.spool = Spool(Path(spool_dir or default_spool_dir()) / f"{self.node}_{self.source}",
-                           spool_limit)
-        earlier = len(self.spool)
-        # no event is open at start: a run killed mid-event left its classes ON (retained),
-        # which every Home Assistant restart would read as a live alarm
-        for cls in self.binary_classes:
-            self.spool.put(self.topic("class", slug(cls)), "OFF", retain=True)
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -311,6 +312,7 @@ class MqttSink:
 
         client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                              client_id=f"edge-detect-{self.node}-{self.source}")
+        client.suppress_exceptions = True  # a callback's error is logged; paho's thread lives on
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
@@ -319,6 +321,24 @@ class MqttSink:
             except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
                 raise ValueError(f"--mqtt-ca {ca_file}: not a usable CA certificate file "
                                  f"({exc.strerror or exc})") from None
+        root = Path(spool_dir or default_spool_dir())
+        root.mkdir(parents=True, exist_ok=True)
+        # one process per node: its class sensors, status and availability are the node's
+        self._node_lock = _locked(root / f".node-{self.node}.lock", wait_s=2.0)
+        if self._node_lock is None:
+            raise ValueError(f"another edge-detect publishes to MQTT as node {self.node!r} "
+                             "(its class sensors, status and availability would be shared): "
+                             "give each process its own --mqtt-node")
+        try:
+            self.spool = Spool(root / f"{self.node}_{self.source}", spool_limit)
+        except BaseException:
+            os.close(self._node_lock)
+            raise
+        earlier = len(self.spool)
+        # no event is open at start: a run killed mid-event left its classes ON (retained),
+        # which every Home Assistant restart would read as a live alarm
+        for cls in self.binary_classes:
+            self.spool.put(self.topic("class", slug(cls)), "OFF", retain=True)
         client.will_set(self.topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
@@ -367,12 +387,10 @@ class MqttSink:
         client.publish(self.topic("status"), "online", qos=1, retain=True)
         self._connected.set()
         self._send_listening(force=True)
-        # a broker restarted without persistence lost the retained class states: queued after
-        # what is spooled, so the last word is the state now (the first connection sends
-        # those queued at start)
-        if self._connections:
-            for topic in self._class_state_topics():
-                self._queue(topic, "ON" if self._open.get(topic) else "OFF", retain=True)
+        # a broker restarted without persistence lost the retained class states: queued (by
+        # the delivery thread: no disk here) after what is spooled, so the last word is the
+        # state now; the first connection sends those queued at start
+        self._resend_states = self._resend_states or self._connections > 0
         self._connections += 1
         self._wake.set()
 
@@ -523,6 +541,24 @@ class MqttSink:
         names = {record.class_name or "danger", "danger"}
         return [self.topic("class", slug(c)) for c in self.binary_classes if c in names]
 
+    def _queue_each(self, messages: list[tuple[str, str, bool]]) -> None:
+        """Queue each message; one that cannot be written (a full disk) does not keep the
+        others from trying; the first failure is raised after them (the runner logs it)."""
+        failure: OSError | None = None
+        for topic, payload, retain in messages:
+            try:
+                self._queue(topic, payload, retain)
+            except OSError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _queue_states(self) -> None:
+        """Every class state as it is now (after a reconnection)."""
+        with self._state:
+            self._queue_each([(topic, "ON" if self._open.get(topic) else "OFF", True)
+                              for topic in self._class_state_topics()])
+
     def _class_state_topics(self) -> list[str]:
         return [self.topic("class", slug(c)) for c in self.binary_classes]
 
@@ -533,19 +569,24 @@ class MqttSink:
             self._queue(self.topic("last_event"), record.start, retain=True)
 
     def on_update(self, record: EventRecord) -> None:
-        self._queue(self.event_topic, json.dumps(self.message(record)))
-        for topic in self._class_topics(record):
-            self._open.setdefault(topic, set()).add(record.id)
-            self._queue(topic, "ON", retain=True)
+        with self._state:
+            topics = self._class_topics(record)
+            for topic in topics:
+                self._open.setdefault(topic, set()).add(record.id)
+            self._queue_each([(self.event_topic, json.dumps(self.message(record)), False),
+                              *[(topic, "ON", True) for topic in topics]])
 
     def on_end(self, record: EventRecord) -> None:
         """OFF once no event of the class is open (another input's may still be)."""
-        self._queue(self.event_topic, json.dumps(self.message(record)))
-        for topic in self._class_topics(record):
-            holding = self._open.get(topic, set())
-            holding.discard(record.id)
-            if not holding:
-                self._queue(topic, "OFF", retain=True)
+        with self._state:
+            cleared = []
+            for topic in self._class_topics(record):  # first: a failed write cannot keep it
+                holding = self._open.get(topic, set())
+                holding.discard(record.id)
+                if not holding:
+                    cleared.append(topic)
+            self._queue_each([(self.event_topic, json.dumps(self.message(record)), False),
+                              *[(topic, "OFF", True) for topic in cleared]])
 
     # telemetry (Observer) ---------------------------------------------------------------
     def on_hop(self, hop: Hop) -> None:
@@ -558,28 +599,32 @@ class MqttSink:
         return source.split(":", 1)[0] if len(self.input_names) > 1 else ""
 
     def on_health(self, health: Health) -> None:
-        if health.healthy:  # heard again: whatever said it was not (a stream since reopened)
-            self._input_ok = {k: v for k, v in self._input_ok.items()
-                              if self._input_of(k) != self._input_of(health.source)}
-        self._input_ok[health.source] = health.healthy
+        with self._state:
+            if health.healthy:  # heard again: whatever said it was not (a stream reopened)
+                for key in [k for k in self._input_ok
+                            if self._input_of(k) == self._input_of(health.source)]:
+                    del self._input_ok[key]
+            self._input_ok[health.source] = health.healthy
+            self._send_listening()
         self._diag.update(healthy=health.healthy, problem=health.problem)
         self._send_diagnostics()
-        self._send_listening()
 
     @property
     def listening(self) -> bool:
         """Whether some input can be heard: one none of whose reports says unhealthy (a
         supervised stream reconnecting, a flat microphone, a failing model)."""
-        deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
+        with self._state:
+            deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
         return len(deaf) < max(1, len(self.input_names))
 
     def _send_listening(self, force: bool = False) -> None:
         """``<base>/listening`` (retained): ``online`` while some input is heard, else
         ``offline`` — the sound entities' second availability topic."""
-        state = "online" if self.listening else "offline"
-        if self._connected.is_set() and (force or state != self._listening_sent):
-            self._listening_sent = state
-            self.client.publish(self.topic("listening"), state, qos=1, retain=True)
+        with self._state:  # computed and sent in one step: never an older state last
+            state = "online" if self.listening else "offline"
+            if self._connected.is_set() and (force or state != self._listening_sent):
+                self._listening_sent = state
+                self.client.publish(self.topic("listening"), state, qos=1, retain=True)
 
     def _send_diagnostics(self) -> None:
         self._diag_sent = time.monotonic()
@@ -592,6 +637,12 @@ class MqttSink:
         while True:
             self._wake.wait(0.5)
             self._wake.clear()
+            if self._resend_states and self._connected.is_set():
+                self._resend_states = False
+                try:
+                    self._queue_states()
+                except OSError as exc:
+                    log.error("MQTT spool: cannot queue the class states (%s)", exc)
             while self._connected.is_set():
                 item = self.spool.peek()
                 if item is None:
@@ -633,3 +684,6 @@ class MqttSink:
         self.client.disconnect()
         self.client.loop_stop()
         self.spool.close()
+        if self._node_lock is not None:
+            os.close(self._node_lock)
+            self._node_lock = None

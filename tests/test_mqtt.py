@@ -610,14 +610,58 @@ def test_home_assistant_never_reads_a_deaf_or_shared_sensor_as_clear(tmp_path: P
         state = _retained(broker.port, [f"{base}/class/#", f"{base}/listening"])
         assert state[f"{base}/class/smoke_alarm"] == "OFF" and state[f"{base}/listening"] == \
             "online", state
+        sink.on_start(_record("c", "start", "porch"))  # an alarm goes on across the restart
+        time.sleep(0.5)
         broker.stop()  # no persistence: every retained state is gone
         broker.start()
         deadline = time.monotonic() + 30
         state = {}
         while time.monotonic() < deadline and len(state) < 4:
             state = _retained(broker.port, [f"{base}/class/#", f"{base}/listening"])
-        assert state == {f"{base}/class/smoke_alarm": "OFF", f"{base}/class/glass_break": "OFF",
-                         f"{base}/class/danger": "OFF", f"{base}/listening": "online"}, state
+        assert state == {f"{base}/class/smoke_alarm": "ON", f"{base}/class/glass_break": "OFF",
+                         f"{base}/class/danger": "ON", f"{base}/listening": "online"}, state
     finally:
         sink.close()
         broker.stop()
+
+
+def test_one_process_per_node_and_a_failed_write_never_leaves_a_class_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes publishing as one node shared its class sensors, status and availability
+    (one's end cleared the other's alarm): the second is refused in one line. An event
+    message that cannot be written (a full disk) no longer keeps its class ON for the rest of
+    the run: the class goes OFF all the same."""
+    import errno
+
+    from edge_runtime.mqtt import MqttSink
+
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    sink = MqttSink(url, input_name="porch", classes=["smoke_alarm"], node="pi",
+                    spool_dir=tmp_path, drain_timeout_s=0.0)
+    try:
+        with pytest.raises(ValueError, match="another edge-detect publishes to MQTT as node"):
+            MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
+                     spool_dir=tmp_path, drain_timeout_s=0.0)
+        sink.on_start(_record("a", "start", "porch"))
+        put = sink.spool.put
+
+        def full_for_events(topic: str, payload: str, retain: bool = False) -> None:
+            if topic.endswith("/event"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            put(topic, payload, retain)
+
+        monkeypatch.setattr(sink.spool, "put", full_for_events)
+        with pytest.raises(OSError):
+            sink.on_end(_record("a", "end", "porch"))
+        monkeypatch.setattr(sink.spool, "put", put)
+        states = []
+        while (item := sink.spool.peek()) is not None:
+            if "/class/smoke_alarm" in item[1]["topic"]:
+                states.append(item[1]["payload"])
+            sink.spool.remove(item[0])
+        assert states == ["OFF", "ON", "OFF"], states  # start, the event, its end
+    finally:
+        sink.close()
+    again = MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
+                     spool_dir=tmp_path, drain_timeout_s=0.0)  # the first has ended
+    again.close()

@@ -71,15 +71,6 @@ def test_headless_model_dir_reports_the_true_peak(tmp_path: Path) -> None:
 
 # --- Event.index has one owner --------------------------------------------------------------
 
-def test_tracker_numbers_events_from_a_given_count() -> None:
-    tracker = EventTracker(EventConfig(threshold=0.5), hop_s=1.0, count=4)
-    out = []
-    for i, p in enumerate([0.9, 0.9, 0.0, 0.0, 0.0, 0.0]):
-        out += tracker.update(float(i), float(i + 5), p)
-    out += tracker.close()
-    assert [t.event.index for t in out] == [5, 5]
-
-
 def test_runner_numbers_events_across_streams(tmp_path: Path) -> None:
     import soundfile as sf
 

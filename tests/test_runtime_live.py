@@ -318,3 +318,49 @@ def test_a_recording_served_over_http_is_read_once(tmp_path: Path, tiny_model: P
     assert code == 0, daemon.text
     assert "recording read to its end" in daemon.text and "reopen" not in daemon.text
     assert len(ends(events.read_text())) == 1, daemon.text
+
+
+def test_a_source_down_from_the_start_and_a_stop_while_down() -> None:
+    """A camera down when edge-detect starts is "opened at last" (not "reopened (reconnect
+    #1)": it never was open); a stop while a source is down reports no healthy input (was:
+    "stopped" counted as healthy, so Home Assistant read "Input healthy" just before the
+    node went offline)."""
+    import logging
+    from datetime import UTC, datetime
+
+    from edge_runtime.audio import Decoded
+    from edge_runtime.live import Supervisor
+    from edge_runtime.sources import Stream
+
+    stop = threading.Event()
+    reports: list[bool] = []
+    attempts: list[int] = []
+
+    def opener(_reopening: bool) -> Stream:
+        attempts.append(1)
+        if len(attempts) == 1 or len(attempts) >= 3:
+            raise RuntimeError("connection refused")
+        blocks = iter([np.zeros(SR // 10, np.float32)])
+        return Stream("cam", False, datetime.now(UTC), blocks, Decoded())
+
+    def run(stream: Stream) -> None:
+        for _ in stream.blocks:
+            pass
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("edge-detect").addHandler(handler)
+    sup = Supervisor("cam", opener, run, stop, SR, reopen_timeout_s=60,
+                     on_health=lambda _src, ok, _why: reports.append(ok))
+    thread = threading.Thread(target=sup)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while len(attempts) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()  # while the source is down again
+    thread.join(15)
+    logging.getLogger("edge-detect").removeHandler(handler)
+    assert not thread.is_alive() and len(attempts) >= 3
+    assert "cam: opened at last" in records and not any("reopened" in r for r in records)
+    assert reports == [False, True, False], reports  # down, up, down — and nothing at the stop

@@ -22,7 +22,7 @@ def _runs(envelope: np.ndarray) -> list[tuple[float, float]]:
 
 
 @pytest.mark.parametrize(("kind", "beep_s", "per_cycle", "period_s"),
-                         [("temporal3", 0.5, 3, 4.0), ("temporal4", 0.1, 4, 5.8)])
+                         [("temporal3", 0.5, 3, 4.0), ("temporal4", 0.1, 4, 5.7)])
 def test_alarm_patterns_keep_their_standard_timing(kind: str, beep_s: float, per_cycle: int,
                                                    period_s: float) -> None:
     for seed in range(5):
