@@ -15,6 +15,13 @@ it high, so a span that includes the window measures the window, not the sound. 
 windows every 2 s, m = 6 needs 4 windows, i.e. 11 s of audio in which (all but single) 5 s
 windows hold the sound.
 
+A smoke or CO alarm that beeps in groups with long quiet between (a CO alarm's temporal-4:
+four 0.1 s beeps, then 5 s of quiet) leaves about one 5 s window in three without enough of
+its sound: each such dip is deep. So a run also counts when it spans **twice** m
+(:data:`SPARSE_FACTOR`) with no two windows in a row below the threshold, however deep each
+single dip: 7 windows, 13 s of audio for m = 6 — longer than two or three clinks with quiet
+between them last.
+
 While held, the class's normalised score is capped at :data:`HELD_CAP` (just below the 0.5
 decision threshold), so it cannot open an event; once released it passes unchanged until the
 run breaks, and the event it opens starts where the run began (:meth:`Persistence.run_since`),
@@ -34,6 +41,7 @@ TOLERANCE = 1e-9  # window times are sums of float chunk lengths
 MAX_DIP = 1  # scored windows below the threshold in a row that a run survives ...
 DIP_FLOOR = 0.4  # ... if they stay this high (normalised; the event rules' default off level)
 DIP_RATIO = DIP_FLOOR / 0.5  # the same in raw scores: a dip must reach this share of t
+SPARSE_FACTOR = 2.0  # a run with single dips of any depth counts once it spans this times m
 
 
 class Persistence:
@@ -44,7 +52,9 @@ class Persistence:
         self.persisted = self.min_seconds > 0
         self.active = bool(self.persisted.any())
         self._since = np.full(self.min_seconds.shape, np.nan)  # end of each run's first window
+        self._sparse = np.full(self.min_seconds.shape, np.nan)  # ... of its sparse run
         self._dips = np.zeros(self.min_seconds.shape, int)  # windows below, in a row
+        self._end = 0.0  # the latest window's end
 
     def step(self, above: np.ndarray, end_s: float,
              near: np.ndarray | None = None) -> np.ndarray:
@@ -56,16 +66,28 @@ class Persistence:
         if not self.active:
             return np.zeros(above.shape, bool)
         near = above if near is None else np.asarray(near, bool) | above
+        self._end = end_s
         self._dips = np.where(above, 0, self._dips + 1)
         since = np.where((self._dips > MAX_DIP) | ~near, np.nan, self._since)
         self._since = np.where(above & np.isnan(since), end_s, since)
+        sparse = np.where(self._dips > MAX_DIP, np.nan, self._sparse)
+        self._sparse = np.where(above & np.isnan(sparse), end_s, sparse)
         lasted = np.where(above, end_s - self._since, np.nan)  # nan (False) below
-        return above & self.persisted & ~(lasted >= self.min_seconds - TOLERANCE)
+        lasted_sparse = np.where(above, end_s - self._sparse, np.nan)
+        released = ((lasted >= self.min_seconds - TOLERANCE)
+                    | (lasted_sparse >= SPARSE_FACTOR * self.min_seconds - TOLERANCE))
+        return above & self.persisted & ~released
 
     def run_since(self, k: int) -> float | None:
-        """End of the first window of class ``k``'s current run (None: not high now)."""
+        """End of the first window of class ``k``'s current run (None: not high now); its
+        sparse run's when only that one spans long enough (a beeping pattern began there)."""
         since = float(self._since[k]) if self._since.size else float("nan")
-        return None if np.isnan(since) else since
+        if np.isnan(since):
+            return None
+        if self._end - since >= self.min_seconds[k] - TOLERANCE:
+            return since
+        sparse = float(self._sparse[k])
+        return since if np.isnan(sparse) else min(since, sparse)
 
     def unreleased(self, above: np.ndarray, held: np.ndarray) -> np.ndarray:
         """[K]: persisted classes not released in this window (``above``, ``held`` from its
@@ -108,21 +130,28 @@ def release_level(scores: np.ndarray, ends: np.ndarray, min_seconds: float) -> f
         return 0.0
     if min_seconds <= 0:
         return float(scores.max())
-    # A run j..i holds at level t when s[j] ≥ t, s[i] ≥ t, no two neighbours inside are both
-    # below t (MAX_DIP = 1) and none is under DIP_RATIO·t: its level is min(s[j], s[i], the
-    # smallest neighbour-pair max, the smallest score / DIP_RATIO). A run releasing at i can
-    # be taken to start at the newest j spanning min_seconds, or the one before it when that
-    # one dips: j ∈ {first, first - 1}.
+    return max(_run_level(scores, ends, min_seconds, DIP_RATIO),
+               _run_level(scores, ends, SPARSE_FACTOR * min_seconds, 0.0))
+
+
+def _run_level(scores: np.ndarray, ends: np.ndarray, span_s: float, dip_ratio: float) -> float:
+    """The highest t at which a run of windows spanning ``span_s`` holds: its ends at or
+    above t, no two neighbours inside both below t (MAX_DIP = 1), and (``dip_ratio`` > 0)
+    none under ``dip_ratio``·t. A run releasing at window i can be taken to start at the
+    newest j spanning ``span_s``, or the one before it when that one dips: j ∈ {first,
+    first - 1}; its level is min(s[j], s[i], the smallest neighbour-pair max inside, the
+    smallest score / dip_ratio)."""
     pair = np.maximum(scores[:-1], scores[1:])  # pair[k]: windows k and k + 1
     level, first = 0.0, 0
     for i in range(scores.size):
-        while first + 1 <= i and ends[i] - ends[first + 1] >= min_seconds - TOLERANCE:
+        while first + 1 <= i and ends[i] - ends[first + 1] >= span_s - TOLERANCE:
             first += 1
-        if ends[i] - ends[first] < min_seconds - TOLERANCE:
+        if ends[i] - ends[first] < span_s - TOLERANCE:
             continue
         for j in (first, first - 1):
             if j >= 0:
                 inside = float(pair[j:i].min()) if i > j else 1.0
-                floor = float(scores[j:i + 1].min()) / DIP_RATIO
+                floor = (float(scores[j:i + 1].min()) / dip_ratio if dip_ratio > 0
+                         else float("inf"))
                 level = max(level, min(float(scores[j]), float(scores[i]), inside, floor))
     return level

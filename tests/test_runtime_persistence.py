@@ -75,7 +75,19 @@ def test_runs_survive_one_near_dip_and_restart_after_two_or_a_deep_one() -> None
     deep[[2, 10]] = False
     assert held_windows(above, ends, [6.0], deep)[:, 0].tolist() == [
         True, True, False, True, True, False, False, True, True, True, False, True, True,
-        True]  # nothing released: each run restarts after its deep dip
+        False]  # each run restarts after its deep dip; only 16 → 28 spans 2 × 6 s with
+    # single dips (a beeping pattern): released at 28
+
+    # a CO alarm's temporal-4 (four beeps, 5 s quiet) leaves every third window deep: found
+    # once its windows span 12 s; two clinks with quiet between them never are
+    co = np.array([1, 1, 0] * 5, bool)[:, None]
+    co_ends = np.arange(1, 16) * 2.0
+    held_co = held_windows(co, co_ends, [6.0], co.copy())[:, 0]
+    released_at = [e for e, a, h in zip(co_ends, co[:, 0], held_co, strict=True) if a and not h]
+    assert released_at and released_at[0] == 14.0  # run from 2: 14 - 2 = 12 s
+    clinks = np.array([1, 1, 0, 1, 1, 0, 0, 0], bool)[:, None]
+    assert held_windows(clinks, np.arange(1, 9) * 2.0, [6.0], clinks.copy())[:, 0].tolist() \
+        == clinks[:, 0].tolist()  # every hot window held: nothing released
 
     assert not held_windows(above, ends, [0.0]).any()  # no persistence, nothing held
     assert held_windows(np.zeros((0, 1), bool), np.zeros(0), [6.0]).shape == (0, 1)
