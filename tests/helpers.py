@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,11 @@ def unseen_clips(esc10_dir: Path, mapping, category: str, limit: int, n: int = 3
     clips = [c for c in read_dataset(esc10_dir, mapping)
              if c.category == category and c.filename not in trained]
     return [c.path for c in clips[-n:]]
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``check`` every 50 ms until it holds or ``seconds`` passed; its last answer."""
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return check()

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from edge_runtime.sources import is_candidate, pcm_stream, watch_directory
-from tests.helpers import ended_events
+from tests.helpers import ended_events, wait_until
 from tests.runtime_model import SR, hiss, tone
 
 
@@ -155,10 +155,7 @@ def test_watcher_reads_a_file_that_was_empty_when_first_seen(tmp_path: Path, cap
             continued.append(path.name in watcher.continued)
 
     def wait_for(n: int) -> None:
-        for _ in range(100):
-            if len(seen) >= n:
-                return
-            time.sleep(0.05)
+        wait_until(lambda: len(seen) >= n)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -216,10 +213,7 @@ def test_a_continuation_that_fails_stays_a_continuation(tmp_path: Path) -> None:
     def grow_and_wait(n: int) -> None:
         with open(tmp_path / "rec.wav", "ab") as handle:
             handle.write(bytes([n]) * 1000)
-        for _ in range(100):
-            if len(quiet) >= n:
-                return
-            time.sleep(0.05)
+        wait_until(lambda: len(quiet) >= n)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
