@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edge_runtime import __version__
+from edge_runtime.backoff import RateLimitedLog
 from edge_runtime.lifecycle import EventRecord, Health, Hop
 from edge_runtime.statedir import state_dir
 from edge_runtime.text import printable
@@ -144,6 +145,9 @@ def _locked(path: Path, wait_s: float = 0.0) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.05)
+        except BaseException:  # no locks on this file system (ENOLCK): the fd is not kept
+            os.close(fd)
+            raise
 
 
 class Spool:
@@ -230,6 +234,13 @@ class Spool:
         return out
 
 
+def paho_no_connection() -> int:
+    """paho's "not connected" return code (a publish made as the connection went)."""
+    import paho.mqtt.client as paho
+
+    return int(paho.MQTT_ERR_NO_CONN)
+
+
 def default_spool_dir() -> Path:
     """``mqtt-spool`` in the state folder (:func:`edge_runtime.statedir.state_dir`)."""
     return state_dir() / "mqtt-spool"
@@ -299,8 +310,10 @@ class MqttSink:
         self._listening_sent = ""
         self._connections = 0  # accepted connections so far
         self._resend_states = False  # set by a reconnection, done by the delivery thread
-        # _open, _input_ok, _listening_sent: changed by the source threads, read by paho's
-        self._state = threading.RLock()
+        # _input_ok, _listening_sent: changed by the source threads, read by paho's (no disk
+        # under it); _open and the order of the class states written: sink and delivery threads
+        self._state = threading.Lock()
+        self._classes = threading.Lock()
         self._diag: dict[str, Any] = {"healthy": True, "problem": ""}
         self._diag_sent = 0.0
         self._connected = threading.Event()
@@ -313,6 +326,9 @@ class MqttSink:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                              client_id=f"edge-detect-{self.node}-{self.source}")
         client.suppress_exceptions = True  # a callback's error is logged; paho's thread lives on
+        paho_log = logging.getLogger("edge-detect.paho")
+        paho_log.setLevel(logging.WARNING)  # its callback errors, not its packet chatter
+        client.enable_logger(paho_log)
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
@@ -324,16 +340,23 @@ class MqttSink:
         root = Path(spool_dir or default_spool_dir())
         root.mkdir(parents=True, exist_ok=True)
         # one process per node: its class sensors, status and availability are the node's
-        self._node_lock = _locked(root / f".node-{self.node}.lock", wait_s=2.0)
+        self._node_lock = _locked(root / f".node-{self.node}.lock")
         if self._node_lock is None:
             raise ValueError(f"another edge-detect publishes to MQTT as node {self.node!r} "
                              "(its class sensors, status and availability would be shared): "
                              "give each process its own --mqtt-node")
+        self.client = client
+        self.spool: Spool | None = None
         try:
-            self.spool = Spool(root / f"{self.node}_{self.source}", spool_limit)
+            self._start(root, spool_limit)
         except BaseException:
-            os.close(self._node_lock)
+            self._release()
             raise
+
+    def _start(self, root: Path, spool_limit: int) -> None:
+        """The spool, paho's loop and the delivery thread (``__init__``'s second half)."""
+        client = self.client
+        self.spool = Spool(root / f"{self.node}_{self.source}", spool_limit)
         earlier = len(self.spool)
         # no event is open at start: a run killed mid-event left its classes ON (retained),
         # which every Home Assistant restart would read as a live alarm
@@ -345,7 +368,6 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
-        self.client = client
         client.connect_async(self.target.host, self.target.port, keepalive=30)
         client.loop_start()
         self._worker = threading.Thread(target=self._deliver, name="mqtt-spool", daemon=True)
@@ -555,7 +577,7 @@ class MqttSink:
 
     def _queue_states(self) -> None:
         """Every class state as it is now (after a reconnection)."""
-        with self._state:
+        with self._classes:
             self._queue_each([(topic, "ON" if self._open.get(topic) else "OFF", True)
                               for topic in self._class_state_topics()])
 
@@ -569,7 +591,7 @@ class MqttSink:
             self._queue(self.topic("last_event"), record.start, retain=True)
 
     def on_update(self, record: EventRecord) -> None:
-        with self._state:
+        with self._classes:
             topics = self._class_topics(record)
             for topic in topics:
                 self._open.setdefault(topic, set()).add(record.id)
@@ -578,7 +600,7 @@ class MqttSink:
 
     def on_end(self, record: EventRecord) -> None:
         """OFF once no event of the class is open (another input's may still be)."""
-        with self._state:
+        with self._classes:
             cleared = []
             for topic in self._class_topics(record):  # first: a failed write cannot keep it
                 holding = self._open.get(topic, set())
@@ -605,7 +627,7 @@ class MqttSink:
                             if self._input_of(k) == self._input_of(health.source)]:
                     del self._input_ok[key]
             self._input_ok[health.source] = health.healthy
-            self._send_listening()
+        self._send_listening()
         self._diag.update(healthy=health.healthy, problem=health.problem)
         self._send_diagnostics()
 
@@ -614,14 +636,18 @@ class MqttSink:
         """Whether some input can be heard: one none of whose reports says unhealthy (a
         supervised stream reconnecting, a flat microphone, a failing model)."""
         with self._state:
-            deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
+            return self._hears()
+
+    def _hears(self) -> bool:
+        """:attr:`listening`, with ``_state`` held by the caller."""
+        deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
         return len(deaf) < max(1, len(self.input_names))
 
     def _send_listening(self, force: bool = False) -> None:
         """``<base>/listening`` (retained): ``online`` while some input is heard, else
         ``offline`` — the sound entities' second availability topic."""
         with self._state:  # computed and sent in one step: never an older state last
-            state = "online" if self.listening else "offline"
+            state = "online" if self._hears() else "offline"
             if self._connected.is_set() and (force or state != self._listening_sent):
                 self._listening_sent = state
                 self.client.publish(self.topic("listening"), state, qos=1, retain=True)
@@ -634,30 +660,37 @@ class MqttSink:
     # delivery ---------------------------------------------------------------------------
     def _deliver(self) -> None:
         """Oldest spooled message first; removed once the broker acknowledged it."""
-        while True:
+        errors = RateLimitedLog()
+        while not self._stopped():
             self._wake.wait(0.5)
             self._wake.clear()
-            if self._resend_states and self._connected.is_set():
-                self._resend_states = False
-                try:
-                    self._queue_states()
-                except OSError as exc:
-                    log.error("MQTT spool: cannot queue the class states (%s)", exc)
-            while self._connected.is_set():
-                item = self.spool.peek()
-                if item is None:
-                    break
-                path, msg = item
-                info = self.client.publish(msg["topic"], msg["payload"], qos=1,
-                                           retain=bool(msg.get("retain")))
-                # paho keeps an unacknowledged QoS 1 message and resends it after a reconnect
-                while not info.is_published() and not self._stopped():
-                    time.sleep(0.05)
-                if not info.is_published():
-                    return
-                self.spool.remove(path)
-            if self._stopped():
+            try:  # whatever goes wrong, this thread lives on: it alone delivers
+                self._deliver_spooled()
+                errors.ok("MQTT delivery works again")
+            except Exception as exc:
+                errors.error("MQTT delivery: %s: %s (retrying)", type(exc).__name__, exc)
+                time.sleep(0.5)
+
+    def _deliver_spooled(self) -> None:
+        """One pass: the class states a reconnection asked for, then what is spooled."""
+        if self._resend_states and self._connected.is_set():
+            self._resend_states = False
+            self._queue_states()
+        while self._connected.is_set() and not self._stopped():
+            item = self.spool.peek()
+            if item is None:
                 return
+            path, msg = item
+            info = self.client.publish(msg["topic"], msg["payload"], qos=1,
+                                       retain=bool(msg.get("retain")))
+            if info.rc == paho_no_connection():
+                return  # the connection went between the check and the publish: kept
+            # paho keeps an unacknowledged QoS 1 message and resends it after a reconnect
+            while not info.is_published() and not self._stopped():
+                time.sleep(0.05)
+            if not info.is_published():
+                return
+            self.spool.remove(path)
 
     def _stopped(self) -> bool:
         return self._closing.is_set() and not self._draining
@@ -683,7 +716,15 @@ class MqttSink:
                 info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
-        self.spool.close()
-        if self._node_lock is not None:
-            os.close(self._node_lock)
-            self._node_lock = None
+        self._release()
+
+    def _release(self) -> None:
+        """Stop paho's loop and let go of the spool and node locks (idempotent)."""
+        try:
+            self.client.loop_stop()
+            if self.spool is not None:
+                self.spool.close()
+        finally:
+            if self._node_lock is not None:
+                os.close(self._node_lock)
+                self._node_lock = None

@@ -665,3 +665,16 @@ def test_one_process_per_node_and_a_failed_write_never_leaves_a_class_on(
     again = MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
                      spool_dir=tmp_path, drain_timeout_s=0.0)  # the first has ended
     again.close()
+    # a start that fails half-way (a full disk) lets go of its locks: the next start works
+    from edge_runtime.mqtt import Spool
+
+    def no_space(*_args, **_kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "put", no_space)
+    with pytest.raises(OSError):
+        MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
+                 spool_dir=tmp_path, drain_timeout_s=0.0)
+    monkeypatch.undo()
+    MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
+             spool_dir=tmp_path, drain_timeout_s=0.0).close()
