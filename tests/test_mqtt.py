@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.helpers import ended_events
+from tests.helpers import ended_events, wait_until
 from tests.runtime_model import SR, hiss, tone
 
 paho = pytest.importorskip("paho.mqtt.client", reason="the mqtt extra (paho-mqtt) is absent")
@@ -678,3 +678,34 @@ def test_one_process_per_node_and_a_failed_write_never_leaves_a_class_on(
     monkeypatch.undo()
     MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
              spool_dir=tmp_path, drain_timeout_s=0.0).close()
+
+
+def test_the_delivery_thread_survives_an_error(broker: Broker, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """An exception out of a publish (paho raises when the connection goes between the check
+    and the publish) ended the delivery thread: every later message stayed in the spool until
+    a restart. It is logged once and delivery goes on."""
+    from edge_runtime.mqtt import MqttSink
+
+    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}", input_name="mic",
+                    classes=["smoke_alarm"], node="pi", spool_dir=tmp_path / "spool",
+                    drain_timeout_s=5.0)
+    try:
+        assert sink._connected.wait(10)
+        assert wait_until(lambda: len(sink.spool) == 0, 10)
+        publish, failed = sink.client.publish, []
+
+        def once_broken(*args, **kwargs):
+            if not failed:
+                failed.append(1)
+                raise RuntimeError("The client is not currently connected.")
+            return publish(*args, **kwargs)
+
+        sink.client.publish = once_broken
+        sink.on_start(_record("a", "start", "mic"))
+        assert wait_until(lambda: len(sink.spool) == 0, 15), len(sink.spool)
+    finally:
+        sink.close()
+    assert failed and "MQTT delivery: RuntimeError" in caplog.text
+    state = _retained(broker.port, ["edge-detect/pi/class/#"])
+    assert state["edge-detect/pi/class/smoke_alarm"] == "ON"
