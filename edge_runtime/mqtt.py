@@ -402,7 +402,8 @@ class MqttSink:
                  self.target.port, self.base)
         self._failed_once = False
         client.subscribe([(f"{self.discovery_prefix}/status", 1), (self.topic("set"), 1),
-                          (self._class_config_topic("+"), 1)])
+                          (self._class_config_topic("+"), 1),
+                          (self._event_config_topic("+"), 1)])
         self.publish_discovery()
         client.publish(self.topic("detection"), "OFF" if self.paused else "ON", qos=1,
                        retain=True)
@@ -445,6 +446,19 @@ class MqttSink:
     def _class_config_topic(self, obj: str) -> str:
         return f"{self.discovery_prefix}/binary_sensor/{self.node}/{obj}/config"
 
+    def _event_config_topic(self, obj: str) -> str:
+        return f"{self.discovery_prefix}/event/{self.node}/{obj}/config"
+
+    def _forget_stale_input(self, topic: str, payload: bytes) -> None:
+        """A retained event entity of this node for an input this run does not serve (renamed,
+        or served alone before): deleted, so automations do not point at a dead entity (one
+        process per node: no other run serves it)."""
+        if not payload or topic in self.discovery():
+            return
+        log.info("MQTT: removing the Home Assistant event entity %r, an input this run does "
+                 "not serve", topic.split("/")[-2])
+        self.client.publish(topic, "", qos=1, retain=True)
+
     def _forget_stale(self, topic: str, payload: bytes) -> None:
         """A retained binary sensor of this node that :meth:`discovery` no longer has (a
         class removed from the mapping): its config and state are cleared, so Home Assistant
@@ -460,6 +474,9 @@ class MqttSink:
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         if self._matches(self._class_config_topic("+"), msg.topic):
             self._forget_stale(msg.topic, msg.payload)
+            return
+        if self._matches(self._event_config_topic("+"), msg.topic):
+            self._forget_stale_input(msg.topic, msg.payload)
             return
         payload = msg.payload.decode("utf-8", "replace").strip()
         if msg.topic == f"{self.discovery_prefix}/status":

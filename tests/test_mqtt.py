@@ -520,6 +520,9 @@ def test_removed_classes_leave_home_assistant_and_last_event_never_goes_back(
                    retain=True).wait_for_publish(10)
     setter.publish("edge-detect/kitchen/class/old_class", "OFF", qos=1,
                    retain=True).wait_for_publish(10)
+    setter.publish("homeassistant/event/kitchen/cam_sound/config",  # an earlier input name
+                   json.dumps({"name": "Danger sound cam"}), qos=1,
+                   retain=True).wait_for_publish(10)
     setter.disconnect()
     setter.loop_stop()
     live = Watcher(broker.port, ["edge-detect/kitchen/last_event"])
@@ -544,6 +547,10 @@ def test_removed_classes_leave_home_assistant_and_last_event_never_goes_back(
     after.close()
     topics = {t for t, _, _ in after.messages}
     assert stale not in topics and "edge-detect/kitchen/class/old_class" not in topics
+    # the event entity of an input this run does not serve (renamed: cam → in) is gone too
+    assert "homeassistant/event/kitchen/cam_sound/config" not in topics
+    assert "homeassistant/event/kitchen/in_sound/config" in topics
+    assert "removing the Home Assistant event entity 'cam_sound'" in res.stderr
     assert "homeassistant/binary_sensor/kitchen/danger/config" in topics
 
 
