@@ -21,6 +21,8 @@ reconnects with backoff; messages left when the process exits are delivered by t
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import itertools
 import json
 import logging
@@ -234,6 +236,22 @@ class Spool:
         return out
 
 
+def node_claim(node: str, prefix: str) -> socket.socket | None:
+    """This process's claim on MQTT ``node`` under ``prefix``: a bound abstract Unix socket
+    (one name per machine, for every user and folder; gone when the process ends, even
+    killed), or None when another process holds it."""
+    name = hashlib.sha256(f"{prefix}/{node}".encode()).hexdigest()[:32]
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0edge-detect-mqtt-node-{name}")
+    except OSError as exc:
+        claim.close()
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise
+    return claim
+
+
 def paho_no_connection() -> int:
     """paho's "not connected" return code (a publish made as the connection went)."""
     import paho.mqtt.client as paho
@@ -327,7 +345,9 @@ class MqttSink:
                              client_id=f"edge-detect-{self.node}-{self.source}")
         client.suppress_exceptions = True  # a callback's error is logged; paho's thread lives on
         paho_log = logging.getLogger("edge-detect.paho")
-        paho_log.setLevel(logging.WARNING)  # its callback errors, not its packet chatter
+        paho_log.setLevel(logging.WARNING)
+        if not paho_log.filters:  # its callback errors only ("not connected" while it retries:
+            paho_log.addFilter(lambda record: str(record.msg).startswith("Caught exception"))
         client.enable_logger(paho_log)
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
@@ -339,12 +359,13 @@ class MqttSink:
                                  f"({exc.strerror or exc})") from None
         root = Path(spool_dir or default_spool_dir())
         root.mkdir(parents=True, exist_ok=True)
-        # one process per node: its class sensors, status and availability are the node's
-        self._node_lock = _locked(root / f".node-{self.node}.lock")
+        # one process per node on this machine, whatever its user or spool folder: its class
+        # sensors, status, availability and event entities are the node's
+        self._node_lock = node_claim(self.node, self.target.prefix)
         if self._node_lock is None:
-            raise ValueError(f"another edge-detect publishes to MQTT as node {self.node!r} "
-                             "(its class sensors, status and availability would be shared): "
-                             "give each process its own --mqtt-node")
+            raise ValueError(f"another edge-detect on this machine publishes to MQTT as node "
+                             f"{self.node!r} (its class sensors, status and availability "
+                             "would be shared): give each process its own --mqtt-node")
         self.client = client
         self.spool: Spool | None = None
         try:
@@ -645,7 +666,14 @@ class MqttSink:
                     del self._input_ok[key]
             self._input_ok[health.source] = health.healthy
         self._send_listening()
-        self._diag.update(healthy=health.healthy, problem=health.problem)
+        with self._state:
+            deaf = sorted({self._input_of(k) or k for k, ok in self._input_ok.items() if not ok})
+        # with several inputs, "Input healthy" is off while any is deaf and names them (the
+        # sound entities stay available while one is heard: it can still raise an alarm)
+        problem = health.problem if len(self.input_names) <= 1 else (
+            f"not heard: {', '.join(deaf)}" if deaf else "")
+        self._diag.update(healthy=health.healthy if len(self.input_names) <= 1 else not deaf,
+                          problem=problem)
         self._send_diagnostics()
 
     @property
@@ -743,5 +771,5 @@ class MqttSink:
                 self.spool.close()
         finally:
             if self._node_lock is not None:
-                os.close(self._node_lock)
+                self._node_lock.close()
                 self._node_lock = None

@@ -608,6 +608,8 @@ def test_home_assistant_never_reads_a_deaf_or_shared_sensor_as_clear(tmp_path: P
         sink.on_health(Health("porch", False, "reconnecting: stream ended"))
         time.sleep(0.5)
         assert _retained(broker.port, [f"{base}/listening"])[f"{base}/listening"] == "online"
+        # kitchen still hears (entities available); "Input healthy" says which is not heard
+        assert (sink._diag["healthy"], sink._diag["problem"]) == (False, "not heard: porch")
         sink.on_health(Health("kitchen:http://cam", False, "input flat for 10 s"))
         time.sleep(0.5)
         assert _retained(broker.port, [f"{base}/listening"])[f"{base}/listening"] == "offline"
@@ -646,9 +648,13 @@ def test_one_process_per_node_and_a_failed_write_never_leaves_a_class_on(
     sink = MqttSink(url, input_name="porch", classes=["smoke_alarm"], node="pi",
                     spool_dir=tmp_path, drain_timeout_s=0.0)
     try:
-        with pytest.raises(ValueError, match="another edge-detect publishes to MQTT as node"):
-            MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
-                     spool_dir=tmp_path, drain_timeout_s=0.0)
+        for spool in (tmp_path, tmp_path / "elsewhere"):  # a service and a hand-run test
+            with pytest.raises(ValueError, match="another edge-detect on this machine "
+                                                 "publishes to MQTT as node 'pi'"):
+                MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi",
+                         spool_dir=spool, drain_timeout_s=0.0)
+        MqttSink(url, input_name="kitchen", classes=["smoke_alarm"], node="pi2",
+                 spool_dir=tmp_path, drain_timeout_s=0.0).close()  # another node: fine
         sink.on_start(_record("a", "start", "porch"))
         put = sink.spool.put
 
