@@ -123,9 +123,11 @@ def ends_as_stated(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> boo
         return False
 
 
-def count_seconds(path: str | os.PathLike[str], max_seconds: float = MAX_SECONDS) -> float:
-    """Seconds of audio in ``path``, read through (at most ``max_seconds``)."""
-    info = open_info(path)
+def count_seconds(path: str | os.PathLike[str], max_seconds: float = MAX_SECONDS,
+                  info: sf._SoundFileInfo | None = None) -> float:
+    """Seconds of audio in ``path``, read through (at most ``max_seconds``); ``info``: its
+    :func:`open_info`, when the caller has it."""
+    info = info or open_info(path)
     frames, limit = 0, int(max_seconds * info.samplerate)
     try:
         with sf.SoundFile(os.fsencode(path)) as handle:

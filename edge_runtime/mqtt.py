@@ -252,13 +252,6 @@ def node_claim(node: str, prefix: str) -> socket.socket | None:
     return claim
 
 
-def paho_no_connection() -> int:
-    """paho's "not connected" return code (a publish made as the connection went)."""
-    import paho.mqtt.client as paho
-
-    return int(paho.MQTT_ERR_NO_CONN)
-
-
 def default_spool_dir() -> Path:
     """``mqtt-spool`` in the state folder (:func:`edge_runtime.statedir.state_dir`)."""
     return state_dir() / "mqtt-spool"
@@ -300,6 +293,7 @@ class MqttSink:
             raise ValueError("--mqtt needs paho-mqtt: pip install 'edge-detect[mqtt]'") from None
         self.target = parse_url(url)
         self._matches = paho.topic_matches_sub  # (subscription, topic) → bool
+        self._no_connection = paho.MQTT_ERR_NO_CONN  # a publish made as the connection went
         self.ca_file = ca_file
         if ca_file is not None and not self.target.tls:
             raise ValueError(f"--mqtt-ca {ca_file}: only used with TLS; write the broker URL "
@@ -665,9 +659,8 @@ class MqttSink:
                             if self._input_of(k) == self._input_of(health.source)]:
                     del self._input_ok[key]
             self._input_ok[health.source] = health.healthy
+            deaf = sorted(self._deaf())
         self._send_listening()
-        with self._state:
-            deaf = sorted({self._input_of(k) or k for k, ok in self._input_ok.items() if not ok})
         # with several inputs, "Input healthy" is off while any is deaf and names them (the
         # sound entities stay available while one is heard: it can still raise an alarm)
         problem = health.problem if len(self.input_names) <= 1 else (
@@ -676,17 +669,14 @@ class MqttSink:
                           problem=problem)
         self._send_diagnostics()
 
-    @property
-    def listening(self) -> bool:
-        """Whether some input can be heard: one none of whose reports says unhealthy (a
-        supervised stream reconnecting, a flat microphone, a failing model)."""
-        with self._state:
-            return self._hears()
+    def _deaf(self) -> set[str]:
+        """Inputs some report says are not heard (a supervised stream reconnecting, a flat
+        microphone, a failing model); ``_state`` held by the caller."""
+        return {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
 
     def _hears(self) -> bool:
-        """:attr:`listening`, with ``_state`` held by the caller."""
-        deaf = {self._input_of(source) for source, ok in self._input_ok.items() if not ok}
-        return len(deaf) < max(1, len(self.input_names))
+        """Whether some input can be heard; ``_state`` held by the caller."""
+        return len(self._deaf()) < max(1, len(self.input_names))
 
     def _send_listening(self, force: bool = False) -> None:
         """``<base>/listening`` (retained): ``online`` while some input is heard, else
@@ -728,7 +718,7 @@ class MqttSink:
             path, msg = item
             info = self.client.publish(msg["topic"], msg["payload"], qos=1,
                                        retain=bool(msg.get("retain")))
-            if info.rc == paho_no_connection():
+            if info.rc == self._no_connection:
                 return  # the connection went between the check and the publish: kept
             # paho keeps an unacknowledged QoS 1 message and resends it after a reconnect
             while not info.is_published() and not self._stopped():
@@ -760,7 +750,6 @@ class MqttSink:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
         self.client.disconnect()
-        self.client.loop_stop()
         self._release()
 
     def _release(self) -> None:

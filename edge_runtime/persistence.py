@@ -86,8 +86,7 @@ class Persistence:
             return None
         if self._end - since >= self.min_seconds[k] - TOLERANCE:
             return since
-        sparse = float(self._sparse[k])
-        return since if np.isnan(sparse) else min(since, sparse)
+        return float(self._sparse[k])  # set whenever ``since`` is, and never later
 
     def unreleased(self, above: np.ndarray, held: np.ndarray) -> np.ndarray:
         """[K]: persisted classes not released in this window (``above``, ``held`` from its

@@ -70,7 +70,7 @@ def file_stream(path: str | os.PathLike[str], target_rate: int,
         # a FLAC written through a pipe: no length in its header; one cut short (a copy, a
         # recorder that died) ends, at its mtime, before the length its header states
         if duration is None or not audio_io.ends_as_stated(path, info):
-            duration = audio_io.count_seconds(path, max_seconds)
+            duration = audio_io.count_seconds(path, max_seconds, info)
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except (OverflowError, ValueError, OSError):  # an mtime beyond year 9999 (tmpfs allows it)

@@ -175,10 +175,10 @@ class FolderWatcher:
         for gone in [n for n in self.done if n not in entries]:
             del self.done[gone]
             self._failed.discard(gone)
-            self._forget_continuation(gone)
+            self.continued.pop(gone, None)
         for gone in [n for n in self.pending if n not in entries]:
             del self.pending[gone]
-            self._forget_continuation(gone)
+            self.continued.pop(gone, None)
         changed = self._take_changed()
         for name, entry in entries.items():
             if (name in self.done and (changed is None or name in changed)
@@ -223,9 +223,6 @@ class FolderWatcher:
                      "again)", self.name, printable(self.record.path))
         self.record.rewrite(self._readable())
 
-    def _forget_continuation(self, name: str) -> None:
-        self.continued.pop(name, None)
-
     def _readable(self) -> dict[str, Signature]:
         """The read files a record keeps: not those that gave no audio (retried at start)."""
         return {n: sig for n, sig in self.done.items() if n not in self._failed}
@@ -263,7 +260,7 @@ class FolderWatcher:
         bytes) is read again as a continuation (:attr:`continued`): the reader reports only
         the events after the part it read before."""
         before = self.done[name]
-        self._forget_continuation(name)
+        self.continued.pop(name, None)
         if entry.inode() != before.inode:  # renamed over it, or FAT/exFAT renumbering
             now = read_signature(self.directory / name)
             if same_content(before, now):
@@ -305,7 +302,7 @@ class FolderWatcher:
                     out.append(name)  # a broken link: reported once by the decoder
                 else:
                     del self.pending[name]
-                    self._forget_continuation(name)
+                    self.continued.pop(name, None)
                 continue
             except OSError:
                 out.append(name)  # a symlink loop, an unreadable entry: reported once
@@ -374,7 +371,7 @@ class FolderWatcher:
                 self.done[name] = read_signature(path)
                 self._failed.discard(name)
                 yield path
-                self._forget_continuation(name)
+                self.continued.pop(name, None)
                 if self.stop.is_set():
                     return  # perhaps cut short: not recorded, read again after a restart
                 if self.record is not None and name not in self._failed:
