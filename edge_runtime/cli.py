@@ -199,6 +199,10 @@ def run(opts: dict[str, Any]) -> int:
     log.info("provider %s; hop %.2f s, window %.2f s, a decision every %.2f s; threshold %.2f "
              "(off %.2f)%s; model %s", detector.provider, detector.hop_s, detector.window_s,
              detector.stride_s, events.threshold, events.off, scaled, detector.model_id)
+    classes = detector.sessions.manifest.classes
+    if classes is not None:  # what each class must reach, as the manifest sets it
+        log.info("class thresholds (raw scores; held: how long a class must last): %s",
+                 classes.summary())
     shared: list[Any] = [ConsoleSink()]
     if opts["events"]:  # --once, a batch job: re-running it gives the same file, not duplicates
         shared.append(JsonlSink(opts["events"], fresh=opts["once"]))

@@ -30,6 +30,7 @@ from edge_runtime.lifecycle import (
     build_record,
     top_classes,
 )
+from edge_runtime.persistence import HELD_CAP
 from edge_runtime.sinks import AudioHistory, ClipSink
 from edge_runtime.sources import Stream
 
@@ -176,13 +177,15 @@ class Runner:
         self.stats.streams += 1
         meter = _Meter()
         peak, ok, events_before = 0.0, True, self.stats.events
+        peak_class: str | None = None
         seen, offset, was_paused, fast_said, cut = 0, 0.0, False, False, ""
         started = time.perf_counter()
 
         def scored(scores: list[WindowScore]) -> None:
-            nonlocal peak
+            nonlocal peak, peak_class
             for score in scores:
-                peak = max(peak, score.decision)
+                if score.decision > peak:
+                    peak, peak_class = score.decision, score.label
                 since = score.sustained_since_s
                 self._emit(tracker.update(score.start_s + offset, score.end_s + offset,
                                           score.decision, self._payload(score),
@@ -253,9 +256,22 @@ class Runner:
             narrow_text = (f" ({narrow} Hz audio: no highs above {narrow // 2000} kHz, where "
                            "gunshots and breaking glass are heard best)"
                            if 0 < narrow < NARROWBAND_HZ else "")
-            log.info("%s: %.1f s%s, peak p(danger) %.2f, %d event(s)%s", stream.source,
-                     seen / rate, cut, peak, self.stats.events - events_before, narrow_text)
+            events = self.stats.events - events_before
+            log.info("%s: %.1f s%s, peak p(danger) %.2f, %d event(s)%s%s", stream.source,
+                     seen / rate, cut, peak, events, self._held_note(peak, peak_class, events),
+                     narrow_text)
         return ok
+
+    def _held_note(self, peak: float, peak_class: str | None, events: int) -> str:
+        """Why a file peaked at the held cap without an event: its class must last longer
+        (a smoke alarm's 6 s) than it was heard."""
+        classes = self.detector.sessions.manifest.classes
+        if events or classes is None or peak_class not in classes.names:
+            return ""
+        need = classes.min_seconds[classes.names.index(peak_class)]
+        if need <= 0 or not HELD_CAP - 1e-6 <= peak < self.config.threshold:
+            return ""
+        return f" ({peak_class} heard, but not for the {need:g} s it must last)"
 
     def _scored(self, push: Callable[[Any], list[WindowScore]], block: Any,
                 source: str) -> list[WindowScore]:

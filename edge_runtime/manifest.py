@@ -439,6 +439,13 @@ class ClassSpec(_Replace):
         """A copy with other per-class thresholds (calibration)."""
         return self.replace(thresholds=tuple(float(t) for t in thresholds))
 
+    def summary(self) -> str:
+        """Each class's threshold (raw score) and the seconds it must last, in one line:
+        ``smoke_alarm 0.500 held 6 s, glass_break 0.300, ...``."""
+        return ", ".join(f"{n} {t:.3f}" + (f" held {m:g} s" if m > 0 else "")
+                         for n, t, m in zip(self.names, self.thresholds, self.min_seconds,
+                                            strict=True))
+
     def to_dict(self) -> dict[str, Any]:
         out = {"names": list(self.names), "output": self.output,
                "thresholds": list(self.thresholds), "evidence": list(self.evidence),

@@ -104,7 +104,12 @@ def test_budget_holds_on_the_daemon_after_calibration(tiny_model: Path, ambience
     assert d["clips"] == 2 and d["fold"] == 1  # fold 2 and safe rows left out
     assert d["recall_before"] == 1.0 and d["recall_after"] == 0.5
     assert (tmp_path / "report" / "calibration.json").is_file()
-    assert "| before | 3 |" in (tmp_path / "report" / "calibration.md").read_text()
+    text = (tmp_path / "report" / "calibration.md").read_text()
+    assert "| before | 3 |" in text
+    # the id a deployment pins (--expect-model) changed with the manifest: the report says so
+    new_id = Detector(tiny_model, provider="cpu").model_id
+    assert report["model_id"]["after"] == new_id != report["model_id"]["before"]
+    assert f"**{new_id}**" in text and "--expect-model" in text
 
 
 def test_smallest_threshold_within_a_budget_of_one_event(tiny_model: Path,

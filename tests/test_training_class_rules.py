@@ -22,7 +22,13 @@ from training.class_model import (
     head_gates,
     plan_classes,
 )
-from training.class_thresholds import ScoredWindows, choose_thresholds, zero_shot_ceilings
+from training.class_thresholds import (
+    ScoredWindows,
+    choose_thresholds,
+    own_recall,
+    report_own_recall,
+    zero_shot_ceilings,
+)
 from training.dataset import Clip
 from training.negatives import RATE, active_power, mix, mix_clips
 
@@ -223,6 +229,45 @@ def test_a_persisted_class_threshold_comes_from_what_long_safe_audio_holds() -> 
     assert t == pytest.approx(max(0.25 + 1e-4, ZERO_SHOT_PERSISTED_THRESHOLD))
     plan.min_seconds = {}  # the same data without persistence: above the short clips' peaks
     assert choose_thresholds(plan, oof, y, windows, 0.0)[2] > short.max()
+
+
+def test_a_threshold_that_loses_most_of_its_class_is_warned_about_naming_its_setter(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Ten recordings of class a score 0.6-0.9 out of group; three of 200 safe files hold
+    0.97-0.99 (a user's TV like their own alarm): the threshold rises above every recording
+    of a, and the build says so, naming the safe file that set it. Without them no warning."""
+    plan = _plan()
+    rng = np.random.default_rng(7)
+    own = np.linspace(0.6, 0.9, 10)
+    safe = rng.uniform(0.0, 0.3, 200)
+    safe[[5, 50, 150]] = [0.97, 0.98, 0.99]
+    files = np.array([f"a{i}.wav" for i in range(10)] + [f"s{i}.wav" for i in range(200)])
+    windows = _one_window_each(files)
+    danger_class = np.array(["a"] * 10 + [""] * 200)
+    y = np.array([1] * 10 + [0] * 200)
+    real = np.ones(files.size, bool)
+    oof = np.zeros((files.size, 3), np.float32)
+    oof[:, 0] = np.concatenate([own, safe])
+    for loud, warned in ((True, True), (False, False)):
+        if not loud:
+            oof[10:, 0] = np.minimum(oof[10:, 0], 0.3)
+        setters: dict[str, tuple[str, float]] = {}
+        thresholds = choose_thresholds(plan, oof, y, windows, 0.0, None, setters)
+        (a,) = [r for r in own_recall(plan, oof, windows, danger_class, real, thresholds)
+                if r.name == "a"]
+        assert a.recordings == 10 and a.reached_at_default == 10
+        caplog.clear()
+        report_own_recall([a], dict(zip(plan.names, thresholds, strict=True)), setters)
+        warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+        if warned:
+            assert a.reached == 0 and a.missed[0] == ("a0.wav", pytest.approx(0.6))
+            # 0.5 % of 200 safe files may pass: the loudest; the next sets the threshold
+            assert setters["a"] == ("s50.wav", pytest.approx(0.98))
+            (line,) = warnings
+            assert "set by the safe recording s50.wav, 0.980" in line
+            assert "leaves 10 of its 10 training recordings undetected" in line
+        else:
+            assert a.reached == 10 and warnings == []
 
 
 def test_heard_as_labels_widen_a_trained_class_gate_only(tmp_path: Path) -> None:

@@ -378,13 +378,16 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
             "per_category": _per_category([r.run.clip for r in dng], danger_before,
                                           danger_after)}
     record["status"] = "written" if write else "dry run"
+    model_id = {"before": manifest.model_id()}
     if write:
         write_thresholds(model_dir, rule, after, record)
+        model_id["after"] = load_manifest(model_dir).model_id()
     if events_after != sim_after or danger_after != danger_sim_after:
         log.error("the calibrated model dir's replay differs from the simulation (ambience "
                   "events %d vs %d, danger clips flagged %d vs %d)", events_after, sim_after,
                   sum(danger_after), sum(danger_sim_after))
-    report = {**record, "model_dir": str(model_dir.resolve()), "warnings": warnings,
+    report = {**record, "model_dir": str(model_dir.resolve()), "model_id": model_id,
+              "warnings": warnings,
               "class_model": rule.is_class, "seconds": round(time.perf_counter() - start, 1),
               "per_file": [{"file": r.run.clip.name, "seconds": round(r.run.seconds, 1),
                             "events_before": b,
@@ -423,6 +426,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"({hours:.2f} h; a rate of {report['budget_per_hour']}/h is shown at 95 % "
                   f"confidence only by ≥ {3 / report['budget_per_hour']:.1f} h without an event)."
               if report["budget_per_hour"] > 0 else ""]
+    ids = report.get("model_id") or {}
+    if "after" in ids:  # the manifest changed: so did the id a deployment may pin
+        lines += ["", f"Model id {ids['before']} → **{ids['after']}** (the new id to give "
+                      "`edge-detect --expect-model`)."]
     d = report.get("danger")
     if d:
         where = f", fold {d['fold']}" if d["fold"] is not None else ""

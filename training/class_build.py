@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
@@ -39,6 +40,8 @@ from training.class_thresholds import (
     SAFE_FILE_BUDGET,
     ScoredWindows,
     choose_thresholds,
+    own_recall,
+    report_own_recall,
     zero_shot_ceilings,
 )
 from training.dataset import Clip, header_seconds
@@ -161,7 +164,9 @@ def group_oof(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     """Out-of-group raw class scores ``[rows, K]`` for every real row (NaN for mixes): each
     group is scored by a model trained on the rows with no audio from that group."""
     oof = np.full((len(y), len(plan.names)), np.nan, dtype=np.float32)
-    for g in sorted({next(iter(gs)) for gs, r in zip(groups, real, strict=True) if r}):
+    tested = sorted({next(iter(gs)) for gs, r in zip(groups, real, strict=True) if r})
+    log.info("out-of-group scores: %d groups, one %s fit each", len(tested), kind)
+    for g in tqdm(tested, desc="out-of-group scores", unit="group", disable=None):
         touches = np.array([g in gs for gs in groups])
         test = touches & real
         train = ~touches & (y >= 0)
@@ -254,10 +259,13 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                                durations({n: by_name[n]
                                           for n in sorted(set(emb.filename.tolist()))}))
     ceilings = zero_shot_ceilings(plan, head, danger_class, windows, real)
-    thresholds = choose_thresholds(plan, oof, y, windows, rate, ceilings)
+    setters: dict[str, tuple[str, float]] = {}
+    thresholds = choose_thresholds(plan, oof, y, windows, rate, ceilings, setters)
     log.info("thresholds (out-of-group, ≤ %.2f%% of the safe files that could raise each "
              "class): %s", 100 * rate,
              ", ".join(f"{n} {t:.3f}" for n, t in zip(plan.names, thresholds, strict=True)))
+    recalls = own_recall(plan, oof, windows, danger_class, real, thresholds)
+    report_own_recall(recalls, dict(zip(plan.names, thresholds, strict=True)), setters)
     cv = cv_report(oof, y, real & (group == "esc50"), thresholds, danger_class, plan, emb.fold)
     log.info("ESC-50 fold CV (danger vs safe, %s): accuracy %.3f ± %.3f, AUC %.4f",
              classifier, cv["fold_accuracy_mean"], cv["fold_accuracy_std"],
@@ -287,6 +295,8 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
                                   "head_gate_percentile": GATE_PERCENTILE,
                                   "zero_shot_ceilings": {n: round(c, 6)
                                                          for n, c in ceilings.items()},
+                                  "training_recordings_reaching_threshold": {
+                                      r.name: [r.reached, r.recordings] for r in recalls},
                                   "level_gate": gate})
     rows = Counter(int(v) for v in y[keep])
     created = datetime.now(UTC).isoformat(timespec="seconds")

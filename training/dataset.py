@@ -56,6 +56,7 @@ def find_audio(audio_dir: Path, filename: str) -> Path | None:
 
 LABELS_CSV_COLUMNS = ("file", "label", "category")  # + optional fold: the openworld layout
 LABELS_CSV_LAYOUT = "labels.csv with columns file,label,category[,fold]"
+CSV_DELIMITERS = (",", ";", "\t")
 
 
 def read_table(path: Path, required: tuple[str, ...], layout: str) -> list[dict[str, str]]:
@@ -63,13 +64,24 @@ def read_table(path: Path, required: tuple[str, ...], layout: str) -> list[dict[
     (``layout`` says what was expected)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; expected {layout}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
-                             f"{layout}")
-        return list(reader)
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark; a spreadsheet in a
+    # locale whose decimal mark is ',' separates with ';' (or a tab): the header says which
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = handle.readline()
+            handle.seek(0)
+            delimiter = max(CSV_DELIMITERS, key=header.count)
+            reader = csv.DictReader(handle,
+                                    delimiter=delimiter if header.count(delimiter) else ",")
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in required if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                                 f"{layout}")
+            return list(reader)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a spreadsheet saves it as \"CSV UTF-8\"); "
+                         f"expected {layout}") from None
 
 
 def read_meta(root: Path) -> list[dict[str, str]]:

@@ -22,6 +22,31 @@ from training.mapping import Mapping
 log = logging.getLogger(__name__)
 
 LABELS = {"danger": 1, "safe": 0}
+AMBIGUOUS = "ambiguous"  # a label that is left out on purpose
+
+
+def check_rows(table: Path, rows: list[dict[str, str]]) -> None:
+    """Rows without a file name are left out; one recording listed twice with different
+    labels or categories is refused (which one was meant?); listed twice the same, it is read
+    once. ``rows`` is edited in place."""
+    named = [row for row in rows if (row["file"] or "").strip()]
+    if len(named) < len(rows):
+        log.warning("%s: %d row(s) without a file name left out", table, len(rows) - len(named))
+        rows[:] = named
+    seen: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        name = (row["file"] or "").strip()
+        said = ((row["label"] or "").strip().lower(), (row["category"] or "").strip())
+        if seen.setdefault(name, said) != said:
+            first, then = (f"{label or '(no label)'} {category or '(no category)'}"
+                           for label, category in (seen[name], said))
+            raise ValueError(f"{table}: {name} is listed twice, as {first} and as {then}; "
+                             "keep one row")
+    twice = len(rows) - len(seen)
+    if twice:
+        log.warning("%s: %d row(s) repeat a file listed above; each file is read once",
+                    table, twice)
+        rows[:] = list({(row["file"] or "").strip(): row for row in rows}.values())
 NO_FOLD = "none"  # hold_out_folds value for rows without a fold
 
 
@@ -32,14 +57,17 @@ def read_extra(root: str | Path, mapping: Mapping,
     root = Path(root)
     table = root / "labels.csv"
     rows = read_table(table, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT)
+    check_rows(table, rows)
     clips: list[Clip] = []
     unclassed: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()
     for row in rows:
-        label = LABELS.get(row["label"].strip().lower())
+        written = (row["label"] or "").strip().lower()
+        label = LABELS.get(written)
         fold = (row.get("fold") or "").strip() or NO_FOLD
         if label is None:
-            skipped[row["label"]] += 1
+            (skipped if written == AMBIGUOUS else unknown)[written] += 1
             continue
         if fold in hold_out_folds:
             skipped[f"held-out fold {fold}"] += 1
@@ -59,6 +87,9 @@ def read_extra(root: str | Path, mapping: Mapping,
     for category, n in unclassed.items():
         log.warning("%s: %d danger clip(s) of category %r belong to no class of the mapping; "
                     "skipped (add the category to a class)", table, n, category)
+    if unknown:  # a typo would silently leave out a recording the user meant to teach
+        log.warning("%s: %d row(s) left out: label %s is not danger, safe or %s", table,
+                    sum(unknown.values()), ", ".join(repr(k) for k in unknown), AMBIGUOUS)
     if skipped:
         log.info("%s: left out %s", table, ", ".join(f"{n} {k}" for k, n in skipped.items()))
     log.info("%s: %d clips (%d danger, %d safe)", table, len(clips),
