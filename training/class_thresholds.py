@@ -186,6 +186,7 @@ class OwnRecall:
     recordings: int
     reached: int  # at the chosen threshold
     reached_at_default: int  # at the evidence's default threshold
+    default: float  # that default
     missed: tuple[tuple[str, float], ...]  # (recording, level), lowest first
 
 
@@ -205,7 +206,7 @@ def own_recall(plan: ClassPlan, oof: np.ndarray, windows: ScoredWindows,
         missed = sorted(((f, v) for f, v in levels.items() if v < thresholds[k]),
                         key=lambda item: item[1])
         out.append(OwnRecall(name, len(levels), len(levels) - len(missed),
-                             sum(v >= floor for v in levels.values()), tuple(missed)))
+                             sum(v >= floor for v in levels.values()), floor, tuple(missed)))
     return out
 
 
@@ -227,6 +228,7 @@ def report_own_recall(recalls: list[OwnRecall], thresholds: dict[str, float],
                     "its %d training recordings undetected out of group (%d reach the default "
                     "threshold), e.g. %s; is that safe recording mislabelled, or like the "
                     "sound? Add safe recordings of what it holds, more recordings of the "
-                    "class, or set thresholds with edge-train calibrate", r.name,
+                    "class, or set it from your own home's audio: edge-train calibrate "
+                    "--ambience DIR --min-threshold %g", r.name,
                     thresholds[r.name], setter, level, r.recordings - r.reached, r.recordings,
-                    r.reached_at_default, shown)
+                    r.reached_at_default, shown, r.default)
