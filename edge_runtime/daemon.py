@@ -30,7 +30,6 @@ from edge_runtime.lifecycle import (
     build_record,
     top_classes,
 )
-from edge_runtime.persistence import HELD_CAP
 from edge_runtime.sinks import AudioHistory, ClipSink
 from edge_runtime.sources import Stream
 
@@ -269,7 +268,7 @@ class Runner:
         if events or classes is None or peak_class not in classes.names:
             return ""
         need = classes.min_seconds[classes.names.index(peak_class)]
-        if need <= 0 or not HELD_CAP - 1e-6 <= peak < self.config.threshold:
+        if need <= 0 or abs(peak - self.detector.held_cap) > 1e-6:
             return ""
         return f" ({peak_class} heard, but not for the {need:g} s it must last)"
 

@@ -21,7 +21,7 @@ from edge_runtime.ffmpeg_file import iter_audio
 from edge_runtime.framing import ChunkBuffer
 from edge_runtime.manifest import ManifestError
 from edge_runtime.options import THRESHOLD_FALLBACK
-from edge_runtime.persistence import DIP_FLOOR, Persistence, hold
+from edge_runtime.persistence import DIP_FLOOR, Persistence, held_cap, hold
 from edge_runtime.providers import ort_message
 from edge_runtime.scoring import Scorer
 from edge_runtime.sessions import ModelSessions, load_sessions
@@ -130,7 +130,7 @@ class DetectorStream:
                 held = self._persistence.step(above, end, (row >= DIP_FLOOR) & (not gated))
                 chunk_cap = self._persistence.unreleased(above, held)
                 if held.any():  # the held classes' scores capped: p, class and scores agree
-                    row = hold(row, held)
+                    row = hold(row, held, self.detector.held_cap)
                     k = int(row.argmax())
                     p = float(np.float32(row[k]))
                 if k is not None and self._persistence.persisted[k] and above[k] and not held[k]:
@@ -159,7 +159,8 @@ class DetectorStream:
         scorer = self.detector.scorer
         if cap is None or not cap.any():
             return scorer.danger(embeddings)
-        return hold(scorer.score(embeddings).normalised, cap).max(axis=1).astype(np.float32)
+        return hold(scorer.score(embeddings).normalised, cap,
+                    self.detector.held_cap).max(axis=1).astype(np.float32)
 
 
 class Detector:
@@ -194,6 +195,7 @@ class Detector:
                                else THRESHOLD_FALLBACK)
         if not 0.0 < self.threshold < 1.0:  # NaN fails too
             raise ValueError(f"threshold must be a finite number in (0, 1), got {threshold!r}")
+        self.held_cap = held_cap(self.threshold)  # a class still held: under any event
         self._check_runs()
 
     def _check_runs(self) -> None:

@@ -441,8 +441,8 @@ class ClassSpec(_Replace):
 
     def summary(self) -> str:
         """Each class's threshold (raw score) and the seconds it must last, in one line:
-        ``smoke_alarm 0.500 held 6 s, glass_break 0.300, ...``."""
-        return ", ".join(f"{n} {t:.3f}" + (f" held {m:g} s" if m > 0 else "")
+        ``smoke_alarm 0.5 held 6 s, gunshot 0.9837, ...``."""
+        return ", ".join(f"{n} {t:.4g}" + (f" held {m:g} s" if m > 0 else "")
                          for n, t, m in zip(self.names, self.thresholds, self.min_seconds,
                                             strict=True))
 

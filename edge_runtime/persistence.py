@@ -94,10 +94,16 @@ class Persistence:
         return self.persisted & ~(np.asarray(above, bool) & ~np.asarray(held, bool))
 
 
-def hold(normalised: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Normalised scores with the held classes capped at :data:`HELD_CAP` (same shape)."""
+def held_cap(threshold: float) -> float:
+    """Where a held class's normalised score is capped for an event ``threshold``:
+    :data:`HELD_CAP`, or just under a lower one (``--threshold 0.45``), so it opens no event."""
+    return min(HELD_CAP, threshold - 0.001)
+
+
+def hold(normalised: np.ndarray, held: np.ndarray, cap: float = HELD_CAP) -> np.ndarray:
+    """Normalised scores with the held classes capped at ``cap`` (same shape)."""
     norm = np.asarray(normalised, np.float64)
-    return np.where(held, np.minimum(norm, HELD_CAP), norm)
+    return np.where(held, np.minimum(norm, cap), norm)
 
 
 def held_windows(above: np.ndarray, ends: np.ndarray, min_seconds: Sequence[float],

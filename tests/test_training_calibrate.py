@@ -307,3 +307,20 @@ def test_calibration_replays_class_persistence(tmp_path: Path, ambience: Path) -
     alarm, bang = manifest["classes"]["thresholds"]
     assert 0.97 < alarm < 0.99 and bang == 0.5
     assert daemon_events(model, home) == []
+
+
+def test_min_threshold_lets_thresholds_down_but_raises_none(tmp_path: Path) -> None:
+    """``--min-threshold 0.5`` on quiet rooms: alarm (0.995) may come down to 0.5; bang,
+    already at 0.3, is not raised to it."""
+    rooms = tmp_path / "amb" / "home"
+    rooms.mkdir(parents=True)
+    for i in range(2):
+        sf.write(rooms / f"room{i}.flac", hiss(20.0, seed=i), SR)
+    model = build_tiny_class_model(tmp_path / "m", (0.995, 0.3))
+    report = calibrate(model, [rooms.parent], min_threshold=0.5, write=False,
+                       out=tmp_path / "report")
+    assert report["thresholds_before"] == {"alarm": 0.995, "bang": 0.3}
+    assert report["thresholds_after"]["alarm"] == pytest.approx(0.5)
+    assert report["thresholds_after"]["bang"] == pytest.approx(0.3)
+    assert "after" not in report["model_id"]  # a dry run changes no id
+

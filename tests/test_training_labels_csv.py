@@ -12,6 +12,7 @@ import soundfile as sf
 from tests.runtime_model import SR, hiss
 from training.dataset import LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT, read_table
 from training.extra import read_extra
+from training.labelled import read_labelled
 from training.mapping import default_mapping
 
 ROWS = [{"file": "a.wav", "label": "danger", "category": "dog_bark", "fold": "1"},
@@ -38,11 +39,12 @@ def test_another_encoding_is_one_line_naming_the_file(tmp_path: Path) -> None:
         read_table(table, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT)
 
 
-def folder(root: Path, lines: list[str], names: tuple[str, ...] = ("a.wav", "b.wav")) -> Path:
+def folder(root: Path, lines: list[str], names: tuple[str, ...] = ("a.wav", "b.wav"),
+           header: str = "file,label,category") -> Path:
     (root / "audio").mkdir(parents=True)
     for name in names:
         sf.write(root / "audio" / name, hiss(1.0), SR)
-    (root / "labels.csv").write_text("file,label,category\n" + "\n".join(lines) + "\n")
+    (root / "labels.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
     return root
 
 
@@ -62,15 +64,31 @@ def test_a_mistyped_label_is_a_warning_not_a_silent_skip(tmp_path: Path,
 
 
 def test_a_file_listed_twice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    same = folder(tmp_path / "same", ["a.wav,danger,dog_bark", "b.wav,safe,rain",
-                                      "a.wav,danger,dog_bark", ",safe,rain"])
+    """Read once when both rows say the same (spaces aside), refused when they differ in
+    label or fold (a fold held out of training would still train on it); a short row or one
+    without a file name is no traceback. The evaluator reads the table the same way."""
+    same = folder(tmp_path / "same", ["a.wav,danger,dog_bark", "b.wav , safe , rain",
+                                      " a.wav,danger,dog_bark", ",safe,rain", "c.wav,danger"],
+                  names=("a.wav", "b.wav", "c.wav"))
     with caplog.at_level(logging.WARNING):
         clips = read_extra(same, default_mapping())
-    assert sorted(c.path.name for c in clips) == ["a.wav", "b.wav"]  # each read once
+    assert sorted((c.path.name, c.category) for c in clips) == [("a.wav", "dog_bark"),
+                                                                ("b.wav", "rain")]
     assert [r.message.split(": ", 1)[1] for r in caplog.records] == [
         "1 row(s) without a file name left out",
-        "1 row(s) repeat a file listed above; each file is read once"]
+        "1 row(s) repeat a file listed above; each file is read once",
+        "1 danger clip(s) of category '' belong to no class of the mapping; skipped (add "
+        "the category to a class)"]
+    assert sorted(c.path.name for c in read_labelled(same)) == ["a.wav", "b.wav", "c.wav"]
     both = folder(tmp_path / "both", ["a.wav,danger,dog_bark", "a.wav,safe,dog_bark"])
-    with pytest.raises(ValueError, match=r"labels.csv: a.wav is listed twice, as danger "
-                                         r"dog_bark and as safe dog_bark; keep one row"):
+    with pytest.raises(ValueError, match=r"labels.csv: a.wav is listed twice \(lines 2 and "
+                                         r"3\), as danger dog_bark and as safe dog_bark; keep "
+                                         r"one row"):
         read_extra(both, default_mapping())
+    folds = folder(tmp_path / "folds", ["a.wav,danger,dog_bark,1", "a.wav,danger,dog_bark,2"],
+                   header="file,label,category,fold")
+    for read in (lambda: read_extra(folds, default_mapping(), ("1",)),
+                 lambda: read_labelled(folds, 1)):
+        with pytest.raises(ValueError, match=r"as danger dog_bark fold 1 and as danger "
+                                             r"dog_bark fold 2"):
+            read()

@@ -7,8 +7,9 @@
    raw ``class_scores``.
 2. Event rules are re-simulated on those cached windows for candidate thresholds (no ONNX per
    candidate). Candidates are the observed score quantiles and the values just above the highest
-   scores, never below ``--min-threshold`` (default: the threshold before calibration, so a
-   quiet recording never makes a model more sensitive) nor above ``1 - 1e-6``.
+   scores, never below the threshold before calibration (a quiet recording never makes a
+   model more sensitive) unless ``--min-threshold`` lets a class come down to it (a class
+   already below it is not raised by it), nor above ``1 - 1e-6``.
 
    * binary model (``classifier.threshold``): the smallest threshold at which every higher
      candidate keeps false events per hour ≤ budget;
@@ -321,7 +322,9 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
                          f"file(s) (e.g. {mismatched[0]}): the cached window scores do not "
                          "reproduce the runtime's decision (a class model that also decides on "
                          "chunks?); refusing to calibrate")
-    floor = (np.full(len(rule.names), min_threshold) if min_threshold is not None
+    # --min-threshold lets a threshold come down to it; it never raises one by itself (a
+    # zero-shot class at 0.3 stays free to keep 0.3)
+    floor = (np.minimum(rule.before, min_threshold) if min_threshold is not None
              else rule.before.copy())
     after, per_class = pick_thresholds(rule, amb, hours, budget_per_hour, floor, hop)
     sim_after = sum(rule.events(amb, after, hop))

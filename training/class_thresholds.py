@@ -152,9 +152,7 @@ def choose_thresholds(plan: ClassPlan, oof: np.ndarray, y: np.ndarray, windows: 
             continue
         allowed = max(int(np.floor(rate * values.size)),
                       min(MIN_PASSED_FILES, int(np.floor(MAX_PASSED_SHARE * values.size))))
-        t = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th highest
-        if setters is not None:
-            setters[name] = ranked[values.size - 1 - allowed]
+        t = raised = values[values.size - 1 - allowed] + 1e-4  # above the (allowed+1)-th
         log.info("%s: top safe files (%d passed, the next sets the threshold): %s", name,
                  allowed, ", ".join(f"{f} {v:.3f}" for f, v in ranked[::-1][:allowed + 1]))
         if name in ceilings:
@@ -164,7 +162,10 @@ def choose_thresholds(plan: ClassPlan, oof: np.ndarray, y: np.ndarray, windows: 
             log.warning("%s: a real recording of it in training holds only %.3f, under the "
                         "lowest threshold %.3f of its evidence; it will be missed", name,
                         ceilings[name], floor)
-        thresholds.append(float(np.clip(t, floor, THRESHOLD_RANGE[1])))
+        chosen = float(np.clip(t, floor, THRESHOLD_RANGE[1]))
+        if setters is not None and chosen == raised:  # not the floor, a ceiling, the cap
+            setters[name] = ranked[values.size - 1 - allowed]
+        thresholds.append(chosen)
     return thresholds
 
 

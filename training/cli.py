@@ -368,8 +368,8 @@ def place_cmd(data: Path, fold: str | None, ambience: tuple[Path, ...], out: Pat
               help="Labelled folder of held-out danger clips: recall before and after.")
 @click.option("--fold", type=int, help="--danger: only this fold (one the model never saw).")
 @click.option("--min-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Lowest threshold considered [default: the current one; calibration only "
-                   "raises thresholds].")
+              help="Let thresholds come down to this (one already lower is not raised) "
+                   "[default: none: calibration only raises thresholds].")
 @click.option("--dry-run", is_flag=True, help="Report only; leave the manifest as it is.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder [default: <model>/.workbench/calibrate].")

@@ -69,6 +69,8 @@ def read_table(path: Path, required: tuple[str, ...], layout: str) -> list[dict[
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             header = handle.readline()
+            if not header.strip():
+                raise ValueError(f"{path}: empty (no header line); expected {layout}")
             handle.seek(0)
             delimiter = max(CSV_DELIMITERS, key=header.count)
             reader = csv.DictReader(handle,
@@ -82,6 +84,48 @@ def read_table(path: Path, required: tuple[str, ...], layout: str) -> list[dict[
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text (a spreadsheet saves it as \"CSV UTF-8\"); "
                          f"expected {layout}") from None
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a labels.csv, its values stripped (``label`` lower case; a missing value
+    is ""), with its line number."""
+
+    file: str
+    label: str
+    category: str
+    fold: str
+    line: int
+
+
+def read_labels_csv(path: Path) -> list[LabelRow]:
+    """The rows of a labels.csv (:data:`LABELS_CSV_LAYOUT`): rows without a file name are
+    left out with a warning; a file listed twice with another label, category or fold is
+    refused (which was meant?); listed twice the same, it is read once (a warning)."""
+    rows = []
+    for line, row in enumerate(read_table(path, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT),
+                               start=2):
+        value = {key: (row.get(key) or "").strip() for key in (*LABELS_CSV_COLUMNS, "fold")}
+        rows.append(LabelRow(value["file"], value["label"].lower(), value["category"],
+                             value["fold"], line))
+    unnamed = sum(not row.file for row in rows)
+    if unnamed:
+        log.warning("%s: %d row(s) without a file name left out", path, unnamed)
+    first: dict[str, LabelRow] = {}
+    for row in rows:
+        if not row.file:
+            continue
+        seen = first.setdefault(row.file, row)
+        if (seen.label, seen.category, seen.fold) != (row.label, row.category, row.fold):
+            said = [f"{r.label or '(no label)'} {r.category or '(no category)'}"
+                    + (f" fold {r.fold}" if r.fold else "") for r in (seen, row)]
+            raise ValueError(f"{path}: {row.file} is listed twice (lines {seen.line} and "
+                             f"{row.line}), as {said[0]} and as {said[1]}; keep one row")
+    repeats = len(rows) - unnamed - len(first)
+    if repeats:
+        log.warning("%s: %d row(s) repeat a file listed above; each file is read once", path,
+                    repeats)
+    return list(first.values())
 
 
 def read_meta(root: Path) -> list[dict[str, str]]:

@@ -22,13 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.sources import is_candidate
-from training.dataset import (
-    LABELS_CSV_COLUMNS,
-    LABELS_CSV_LAYOUT,
-    find_audio,
-    read_meta,
-    read_table,
-)
+from training.dataset import find_audio, read_labels_csv, read_meta
 from training.extra import NO_FOLD
 from training.mapping import default_mapping
 
@@ -77,22 +71,19 @@ def _fold(text: str | None, where: str) -> int | None:
 
 def _labels_csv(root: Path) -> list[LabelledClip]:
     path = root / "labels.csv"
-    rows = read_table(path, LABELS_CSV_COLUMNS, LABELS_CSV_LAYOUT)
     audio_dir = root / "audio" if (root / "audio").is_dir() else root
     clips = []
-    for line, row in enumerate(rows, start=2):
-        where = f"{path}:{line}"
-        label = (row["label"] or "").strip().lower()
-        if label not in LABELS:
-            raise ValueError(f"{where}: label {row['label']!r} is not one of "
+    for row in read_labels_csv(path):
+        where = f"{path}:{row.line}"
+        if row.label not in LABELS:
+            raise ValueError(f"{where}: label {row.label!r} is not one of "
                              f"{', '.join(LABELS)}")
-        name = (row["file"] or "").strip()
-        found = find_audio(audio_dir, name) or find_audio(root, name)
+        found = find_audio(audio_dir, row.file) or find_audio(root, row.file)
         if found is None:
-            log.warning("%s: audio file %s missing; skipped", where, name)
+            log.warning("%s: audio file %s missing; skipped", where, row.file)
             continue
-        clips.append(LabelledClip(found, label, (row["category"] or "").strip() or "unknown",
-                                  _fold(row.get("fold"), where), root))
+        clips.append(LabelledClip(found, row.label, row.category or "unknown",
+                                  _fold(row.fold, where), root))
     return clips
 
 

@@ -107,7 +107,8 @@ def trained_text(info: dict[str, Any]) -> str:
     parts = []
     for section, value in info.items():
         srcs = [f"{src['path']} (" + (f"folds {src['folds']}" if src["folds"] is not None else
-                                      f"without fold {', '.join(map(str, src['held_out']))}"
+                                      f"without fold{'s' * (len(src['held_out']) > 1)} "
+                                      f"{', '.join(map(str, src['held_out']))}"
                                       if src["held_out"]
                                       else "all folds") + ")"
                 for src in _sources(value)]
