@@ -4,6 +4,7 @@ threshold ceilings, thresholds of persisted classes from what long recordings ho
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from training import class_build as cb
+from training.class_checks import own_recall, report_own_recall, report_unheard, unheard
 from training.class_model import (
     ZERO_SHOT_PERSISTED_THRESHOLD,
     ClassPlan,
@@ -22,13 +24,7 @@ from training.class_model import (
     head_gates,
     plan_classes,
 )
-from training.class_thresholds import (
-    ScoredWindows,
-    choose_thresholds,
-    own_recall,
-    report_own_recall,
-    zero_shot_ceilings,
-)
+from training.class_thresholds import ScoredWindows, choose_thresholds, zero_shot_ceilings
 from training.dataset import Clip
 from training.negatives import RATE, active_power, mix, mix_clips
 
@@ -268,6 +264,39 @@ def test_a_threshold_that_loses_most_of_its_class_is_warned_about_naming_its_set
             assert "leaves 10 of its 10 training recordings undetected" in line
         else:
             assert a.reached == 10 and warnings == []
+    oof[[15, 60, 160], 0] = [0.997, 0.998, 0.999]  # over the highest threshold: capped at it
+    setters = {}
+    assert choose_thresholds(plan, oof, y, windows, 0.0, None, setters)[0] == 0.995
+    assert setters["a"] == ("s50.wav", pytest.approx(0.998))  # still named
+
+
+def test_a_folder_whose_own_recordings_stay_unreported_is_warned_about(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A user's folder of 4 recordings of class a that the classifier scores 0.9 but the head
+    hears under a's gate (0.2): the model trained on them still reports none, and the build
+    says so for that folder (and how many the gate stopped); another folder's well-heard
+    recordings of a raise nothing."""
+    plan = _plan()
+    files = np.array([f"mine/{i}.wav" for i in range(4)] + [f"esc/{i}.wav" for i in range(4)])
+    windows = _one_window_each(files)
+    proba = np.tile([0.1, 0.9, 0.0], (8, 1))
+    head = np.zeros((8, 8), np.float32)
+    head[:4, 0] = 0.05  # mine: under the gate
+    head[4:, 1] = 0.6   # esc: heard as a
+    scores = class_scores(proba, head, plan, np.array([0, 1, 2]))
+    danger_class = np.array(["a"] * 8)
+    folders = np.array(["mine"] * 4 + ["esc50"] * 4)
+    found = unheard(plan, scores, head, windows, danger_class, folders, np.ones(8, bool),
+                    [0.5, 0.5, 0.3])
+    assert [(u.folder, u.name, u.recordings, len(u.missed), u.under_gate) for u in found] == [
+        ("mine", "a", 4, 4, 4)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        report_unheard(found, plan.gates, {"a": 0.5, "b": 0.5, "z": 0.3})
+    (line,) = [r.message for r in caplog.records]
+    assert line.startswith("mine: 4 of its 4 a recordings stay under the class's threshold "
+                           "0.500 even in the model that trained on them")
+    assert "4 of them under the class's gate 0.200" in line and "heard_as" in line
 
 
 def test_heard_as_labels_widen_a_trained_class_gate_only(tmp_path: Path) -> None:

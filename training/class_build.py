@@ -25,6 +25,7 @@ from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
 from training import classifiers, evaluate
 from training.attach import attach_classifier
+from training.class_checks import own_recall, report_own_recall, report_unheard, unheard
 from training.class_model import (
     CLASS_OUTPUT,
     GATE_PERCENTILE,
@@ -40,8 +41,6 @@ from training.class_thresholds import (
     SAFE_FILE_BUDGET,
     ScoredWindows,
     choose_thresholds,
-    own_recall,
-    report_own_recall,
     zero_shot_ceilings,
 )
 from training.dataset import Clip, header_seconds
@@ -275,6 +274,15 @@ def build_classes(data: str | Path, out: Path, mapping: Mapping, clips: list[Cli
 
     keep = y >= 0
     final = fit_pipeline(classifier, seed, x[keep], y[keep], w[keep])
+    checked = real & (emb.label == 1) & keep  # the final model on its own danger recordings
+    scores = np.zeros((len(y), len(plan.names)), np.float32)
+    scores[checked] = class_scores(final.predict_proba(x[checked]),
+                                   None if head is None else head[checked], plan,
+                                   final.classes_)
+    folders = np.array([g.split(":", 1)[0] for g in group])
+    report_unheard(unheard(plan, scores, head, windows, danger_class, folders, checked,
+                           thresholds), plan.gates,
+                   dict(zip(plan.names, thresholds, strict=True)))
     joblib.dump(final, out / WORKBENCH / f"pipeline-{classifier}-classes.joblib")
     model = class_model_onnx(final, plan, emb.x.shape[1],
                              None if head is None else head.shape[1])

@@ -163,73 +163,7 @@ def choose_thresholds(plan: ClassPlan, oof: np.ndarray, y: np.ndarray, windows: 
                         "lowest threshold %.3f of its evidence; it will be missed", name,
                         ceilings[name], floor)
         chosen = float(np.clip(t, floor, THRESHOLD_RANGE[1]))
-        if setters is not None and chosen == raised:  # not the floor, a ceiling, the cap
+        if setters is not None and chosen > floor and t == raised:  # no ceiling, no floor
             setters[name] = ranked[values.size - 1 - allowed]
         thresholds.append(chosen)
     return thresholds
-
-
-# A threshold raised above its evidence's default that loses more than this share of the
-# class's own training recordings (out of group) gets a warning: the build's safe audio holds
-# something the class cannot tell from its sound (a newcomer's own 520 Hz alarm: the synthetic
-# home then held smoke_alarm at 0.998, the threshold rose to 0.995 and 3 of the 25 recordings
-# reaching 0.5 still reached it). Out of group is pessimistic (the final model also learns the
-# safe sound that raised it): the README build's gunshot threshold, raised to 0.984 by the
-# synthetic home's coughs, keeps 31 of the 53 (held-out folds still found 23/26 at 0.978).
-RECALL_LOSS_WARNING = 0.5
-
-
-@dataclass(frozen=True)
-class OwnRecall:
-    """How many of a class's real training recordings reach its threshold out of group."""
-
-    name: str
-    recordings: int
-    reached: int  # at the chosen threshold
-    reached_at_default: int  # at the evidence's default threshold
-    default: float  # that default
-    missed: tuple[tuple[str, float], ...]  # (recording, level), lowest first
-
-
-def own_recall(plan: ClassPlan, oof: np.ndarray, windows: ScoredWindows,
-               danger_class: np.ndarray, real: np.ndarray,
-               thresholds: list[float]) -> list[OwnRecall]:
-    """Per class with real training recordings: their out-of-group levels (what each is sure
-    to hold; a persisted class's short recording as if it went on) against the threshold."""
-    out = []
-    scored = real & ~np.isnan(oof[:, 0])
-    for k, name in enumerate(plan.names):
-        levels = windows.levels(scored & (danger_class == name), oof[:, k],
-                                plan.persistence(name), short="sustain", phases="worst")
-        if not levels:
-            continue
-        floor = plan.default_thresholds()[k]
-        missed = sorted(((f, v) for f, v in levels.items() if v < thresholds[k]),
-                        key=lambda item: item[1])
-        out.append(OwnRecall(name, len(levels), len(levels) - len(missed),
-                             sum(v >= floor for v in levels.values()), floor, tuple(missed)))
-    return out
-
-
-def report_own_recall(recalls: list[OwnRecall], thresholds: dict[str, float],
-                      setters: dict[str, tuple[str, float]]) -> None:
-    """One line for every class; a warning for a class whose raised threshold loses more than
-    ``RECALL_LOSS_WARNING`` of its own recordings, naming the safe file that raised it."""
-    log.info("training recordings reaching their class's threshold out of group (and its "
-             "evidence's default): %s",
-             ", ".join(f"{r.name} {r.reached}/{r.recordings}"
-                       + (f" ({r.reached_at_default})" if r.reached != r.reached_at_default
-                          else "") for r in recalls) or "-")
-    for r in recalls:
-        if r.reached >= (1 - RECALL_LOSS_WARNING) * r.reached_at_default:
-            continue  # also a class whose recordings all share one group (none reach it)
-        setter, level = setters.get(r.name, ("?", float("nan")))
-        shown = ", ".join(f"{f} {v:.3f}" for f, v in r.missed[:3])
-        log.warning("%s: its threshold %.3f (set by the safe recording %s, %.3f) leaves %d of "
-                    "its %d training recordings undetected out of group (%d reach the default "
-                    "threshold), e.g. %s; is that safe recording mislabelled, or like the "
-                    "sound? Add safe recordings of what it holds, more recordings of the "
-                    "class, or set it from your own home's audio: edge-train calibrate "
-                    "--ambience DIR --min-threshold %g", r.name,
-                    thresholds[r.name], setter, level, r.recordings - r.reached, r.recordings,
-                    r.reached_at_default, shown, r.default)
