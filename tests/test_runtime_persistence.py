@@ -147,15 +147,22 @@ def write(path: Path, seconds: float, sound: tuple[float, float], amp: float) ->
     sf.write(path, audio, SR)
 
 
-def test_cli_persisted_class_needs_a_long_sound(tmp_path: Path) -> None:
-    """``edge-detect --once``: a 1.5 s burst raises no ``alarm`` event when alarm must last
-    6 s, but does without persistence; a 12 s one does; ``bang`` (no persistence) fires on a
-    short very loud burst."""
+def short_long_and(tmp_path: Path, name: str, amp: float) -> Path:
+    """``tmp_path/audio``: a 1.5 s and a 12 s tone at 0.3 in hiss, and ``name`` (a 1.5 s
+    tone at ``amp``)."""
     audio = tmp_path / "audio"
     audio.mkdir()
     write(audio / "short.flac", 20.0, (8.0, 9.5), 0.3)
     write(audio / "long.flac", 24.0, (4.0, 16.0), 0.3)
-    write(audio / "bang.flac", 20.0, (8.0, 9.5), 0.9)
+    write(audio / f"{name}.flac", 20.0, (8.0, 9.5), amp)
+    return audio
+
+
+def test_cli_persisted_class_needs_a_long_sound(tmp_path: Path) -> None:
+    """``edge-detect --once``: a 1.5 s burst raises no ``alarm`` event when alarm must last
+    6 s, but does without persistence; a 12 s one does; ``bang`` (no persistence) fires on a
+    short very loud burst."""
+    audio = short_long_and(tmp_path, "bang", 0.9)
     persisted = build_tiny_class_model(tmp_path / "persisted", (0.5, 0.3), (6.0, 0.0))
     plain = build_tiny_class_model(tmp_path / "plain", (0.5, 0.3))
 
@@ -185,11 +192,7 @@ def test_cli_says_why_a_file_held_just_under_the_threshold_has_no_event(
     any --threshold (under 0.5 too: the cap follows it), and its summary line says why; a
     long alarm that merely stays under a high --threshold is not said to be too short. The
     start line lists each class's threshold and how long it must last."""
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    write(audio / "short.flac", 20.0, (8.0, 9.5), 0.3)
-    write(audio / "long.flac", 24.0, (4.0, 16.0), 0.3)
-    write(audio / "quiet.flac", 20.0, (8.0, 9.5), 0.0)
+    audio = short_long_and(tmp_path, "quiet", 0.0)
     persisted = build_tiny_class_model(tmp_path / "persisted", (0.5, 0.3), (6.0, 0.0))
     done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "--model", str(persisted),
                            "--input", str(audio), "--once", "--settle", "0", "--threshold",
