@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_runtime.classes import DECISION_THRESHOLD, HEAD_PROBS_INPUT, normalise
 from edge_runtime.manifest import ClassifierSpec, ClassSpec, Manifest, load_manifest
@@ -46,6 +45,7 @@ from training.class_thresholds import (
 from training.dataset import Clip, header_seconds
 from training.embed import embed_clips
 from training.household import home_clips
+from training.logs import progress
 from training.mapping import Mapping
 from training.negatives import LEVELS_DBFS as NEGATIVE_LEVELS_DBFS
 from training.negatives import RATE as MIX_RATE
@@ -165,7 +165,7 @@ def group_oof(kind: str, seed: int, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     oof = np.full((len(y), len(plan.names)), np.nan, dtype=np.float32)
     tested = sorted({next(iter(gs)) for gs, r in zip(groups, real, strict=True) if r})
     log.info("out-of-group scores: %d groups, one %s fit each", len(tested), kind)
-    for g in tqdm(tested, desc="out-of-group scores", unit="group", disable=None):
+    for g in progress(tested, "out-of-group scores", "group"):
         touches = np.array([g in gs for gs in groups])
         test = touches & real
         train = ~touches & (y >= 0)

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_runtime import atomic
 from edge_runtime.audio import AudioError
 from edge_runtime.features import embed_audio, embed_offline
 from edge_runtime.sessions import ModelSessions, load_sessions
 from training.dataset import Clip, load_audio
+from training.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def embed_clips(model_dir: str | Path, clips: list[Clip], cache_dir: Path | None
     log.info("embeddings: %d cached, %d to compute (embedding cache %s)", len(clips) - len(todo),
              len(todo), model_id[:12])
     skipped = 0
-    for clip in tqdm(todo, desc="embedding", unit="clip", disable=None):
+    for clip in progress(todo, "embedding", "clip"):
         try:
             audio = load_audio(clip.path, sessions.sample_rate)
         except AudioError as exc:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from edge_runtime.audio import AudioError
 from edge_runtime.daemon import Runner
@@ -30,6 +29,7 @@ from edge_runtime.events import EventConfig, EventTracker
 from edge_runtime.sinks import MemorySink
 from edge_runtime.sources import file_stream
 from training.labelled import LabelledClip
+from training.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def replay(detector: RecordingDetector, clips: Iterable[LabelledClip],
     runs = []
     try:
         clips = list(clips)
-        for clip in tqdm(clips, desc=desc, unit="file", disable=None):
+        for clip in progress(clips, desc, "file"):
             run = FileRun(clip)
             sink.records.clear()
             rows: list[tuple[float, float, float, Any]] = []
