@@ -176,15 +176,18 @@ class Runner:
         self.stats.streams += 1
         meter = _Meter()
         peak, ok, events_before = 0.0, True, self.stats.events
-        peak_class: str | None = None
+        held_back: str | None = None  # a class heard over its threshold, never long enough
+        released: set[str] = set()  # ... and those that did last long enough
         seen, offset, was_paused, fast_said, cut = 0, 0.0, False, False, ""
         started = time.perf_counter()
 
         def scored(scores: list[WindowScore]) -> None:
-            nonlocal peak, peak_class
+            nonlocal peak, held_back
             for score in scores:
-                if score.decision > peak:
-                    peak, peak_class = score.decision, score.label
+                peak = max(peak, score.decision)
+                held_back = held_back or score.held_back
+                if score.sustained_since_s is not None and score.label:
+                    released.add(score.label)
                 since = score.sustained_since_s
                 self._emit(tracker.update(score.start_s + offset, score.end_s + offset,
                                           score.decision, self._payload(score),
@@ -257,20 +260,19 @@ class Runner:
                            if 0 < narrow < NARROWBAND_HZ else "")
             events = self.stats.events - events_before
             log.info("%s: %.1f s%s, peak p(danger) %.2f, %d event(s)%s%s", stream.source,
-                     seen / rate, cut, peak, events, self._held_note(peak, peak_class, events),
+                     seen / rate, cut, peak, events, self._held_note(
+                         None if held_back in released else held_back, events),
                      narrow_text)
         return ok
 
-    def _held_note(self, peak: float, peak_class: str | None, events: int) -> str:
-        """Why a file peaked at the held cap without an event: its class must last longer
-        (a smoke alarm's 6 s) than it was heard."""
+    def _held_note(self, held_back: str | None, events: int) -> str:
+        """Why a file without an event peaked near the threshold: a class that must last
+        (a smoke alarm's 6 s) reached its threshold, but not for long enough."""
         classes = self.detector.sessions.manifest.classes
-        if events or classes is None or peak_class not in classes.names:
+        if events or held_back is None or classes is None:
             return ""
-        need = classes.min_seconds[classes.names.index(peak_class)]
-        if need <= 0 or abs(peak - self.detector.held_cap) > 1e-6:
-            return ""
-        return f" ({peak_class} heard, but not for the {need:g} s it must last)"
+        need = classes.min_seconds[classes.names.index(held_back)]
+        return f" ({held_back} heard, but not for the {need:g} s it must last)"
 
     def _scored(self, push: Callable[[Any], list[WindowScore]], block: Any,
                 source: str) -> list[WindowScore]:

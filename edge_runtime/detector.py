@@ -51,6 +51,7 @@ class WindowScore:
     label: str | None = None  # the deciding class (class models)
     classes: dict[str, float] | None = None  # class → score normalised by its threshold
     sustained_since_s: float | None = None  # a min_seconds class released: its run's first end
+    held_back: str | None = None  # a min_seconds class over its threshold, not yet long enough
 
 
 @dataclass
@@ -122,7 +123,7 @@ class DetectorStream:
             end = (w.last_chunk + 1) * hop
             if end_limit is not None:
                 end = max(w.first_chunk * hop, min(end, end_limit))
-            p, chunk_cap, since = float(scores.danger[i]), None, None
+            p, chunk_cap, since, held_back = float(scores.danger[i]), None, None, None
             row = None if scores.normalised is None else scores.normalised[i]
             k = None if scores.best is None else int(scores.best[i])
             if row is not None and self._persistence.active:
@@ -130,6 +131,9 @@ class DetectorStream:
                 held = self._persistence.step(above, end, (row >= DIP_FLOOR) & (not gated))
                 chunk_cap = self._persistence.unreleased(above, held)
                 if held.any():  # the held classes' scores capped: p, class and scores agree
+                    reached = np.flatnonzero(held & above)
+                    if reached.size:  # the strongest class over its threshold, not yet lasting
+                        held_back = names[int(reached[np.argmax(row[reached])])]
                     row = hold(row, held, self.detector.held_cap)
                     k = int(row.argmax())
                     p = float(np.float32(row[k]))
@@ -150,7 +154,8 @@ class DetectorStream:
             per_class = None if row is None else dict(zip(
                 names, (float(v) for v in row), strict=True))
             out.append(WindowScore(w.first_chunk * hop, end, p, w.embedding, chunk_probs,
-                                   w.audio_chunks, decision, raw, label, per_class, since))
+                                   w.audio_chunks, decision, raw, label, per_class, since,
+                                   held_back))
         return out
 
     def _chunk_danger(self, embeddings: np.ndarray, cap: np.ndarray | None) -> np.ndarray:

@@ -323,4 +323,11 @@ def test_min_threshold_lets_thresholds_down_but_raises_none(tmp_path: Path) -> N
     assert report["thresholds_after"]["alarm"] == pytest.approx(0.5)
     assert report["thresholds_after"]["bang"] == pytest.approx(0.3)
     assert "after" not in report["model_id"]  # a dry run changes no id
+    only = calibrate(model, [rooms.parent], min_threshold=0.2, lower=("alarm",), write=False,
+                     out=tmp_path / "report")
+    assert only["thresholds_after"]["alarm"] == pytest.approx(0.2)
+    assert only["thresholds_after"]["bang"] == pytest.approx(0.3)  # not lowered to 0.2
+    with pytest.raises(ValueError, match="--lower siren: not a class of this model"):
+        calibrate(model, [rooms.parent], min_threshold=0.2, lower=("siren",), write=False,
+                  out=tmp_path / "report")
 

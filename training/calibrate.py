@@ -271,9 +271,11 @@ def write_thresholds(model_dir: Path, rule: Rule, t: np.ndarray,
 
 def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_hour: float = 0.5,
               danger: str | Path | None = None, fold: int | None = None,
-              min_threshold: float | None = None, threads: int | None = None,
-              write: bool = True, out: str | Path | None = None) -> dict[str, Any]:
-    """Calibrate the model dir's thresholds on ``ambience``; returns (and saves) the report."""
+              min_threshold: float | None = None, lower: tuple[str, ...] = (),
+              threads: int | None = None, write: bool = True,
+              out: str | Path | None = None) -> dict[str, Any]:
+    """Calibrate the model dir's thresholds on ``ambience``; returns (and saves) the report.
+    ``lower``: the classes ``min_threshold`` applies to (empty: every class)."""
     start = time.perf_counter()
     if budget_per_hour < 0:
         raise ValueError(f"--budget-per-hour must be ≥ 0 (got {budget_per_hour})")
@@ -324,8 +326,16 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
                          "chunks?); refusing to calibrate")
     # --min-threshold lets a threshold come down to it; it never raises one by itself (a
     # zero-shot class at 0.3 stays free to keep 0.3)
-    floor = (np.minimum(rule.before, min_threshold) if min_threshold is not None
-             else rule.before.copy())
+    unknown = sorted(set(lower) - set(rule.names))
+    if unknown or (lower and min_threshold is None):
+        raise ValueError(f"--lower {', '.join(unknown)}: not a class of this model (its "
+                         f"classes: {', '.join(rule.names)})" if unknown else
+                         "--lower needs --min-threshold")
+    floor = rule.before.copy()
+    if min_threshold is not None:  # only the named classes (a short ambience cannot vouch
+        # for lowering them all: a newcomer's 20 min let gunshot down to 0.5, false gunshots)
+        down = np.array([not lower or n in lower for n in rule.names])
+        floor = np.where(down, np.minimum(rule.before, min_threshold), rule.before)
     after, per_class = pick_thresholds(rule, amb, hours, budget_per_hour, floor, hop)
     sim_after = sum(rule.events(amb, after, hop))
 
@@ -346,6 +356,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
                            if k not in ("threshold", "off_threshold")},
                         "chunk_decisions": detector.chunk_decisions},
         "min_threshold": None if min_threshold is None else float(min_threshold),
+        "lowered_classes": list(lower) or None,
         "thresholds_before": dict(zip(rule.names, map(float, rule.before), strict=True)),
         "thresholds_after": dict(zip(rule.names, map(float, after), strict=True)),
         "false_events_before": sum(daemon_before),

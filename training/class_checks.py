@@ -76,9 +76,9 @@ def report_own_recall(recalls: list[OwnRecall], thresholds: dict[str, float],
                     "threshold), e.g. %s; is that safe recording mislabelled, or like the "
                     "sound? Add safe recordings of what it holds, more recordings of the "
                     "class, or set it from your own home's audio: edge-train calibrate "
-                    "--ambience DIR --min-threshold %g", r.name,
+                    "--ambience DIR --min-threshold %g --lower %s", r.name,
                     thresholds[r.name], setter, level, r.recordings - r.reached, r.recordings,
-                    r.reached_at_default, shown, r.default)
+                    r.reached_at_default, shown, r.default, r.name)
 
 
 # An --extra folder whose recordings of a class the final model mostly does not report, though
@@ -132,7 +132,7 @@ def report_unheard(found: list[Unheard], gates: dict[str, float],
             continue
         gate = (f"; the AudioSet head hears {u.under_gate} of them under the class's gate "
                 f"{gates[u.name]:.3f} — add the labels it gives them to the class's heard_as "
-                "in a --mapping" if u.under_gate else "")
+                "in a --mapping" if 2 * u.under_gate >= len(u.missed) else "")
         log.warning("%s: %d of its %d %s recordings stay under the class's threshold %.3f "
                     "even in the model that trained on them (e.g. %s)%s; more recordings of "
                     "the sound, from where the microphone will be, help", u.folder,

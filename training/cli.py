@@ -370,19 +370,24 @@ def place_cmd(data: Path, fold: str | None, ambience: tuple[Path, ...], out: Pat
 @click.option("--min-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Let thresholds come down to this (one already lower is not raised) "
                    "[default: none: calibration only raises thresholds].")
+@click.option("--lower", "lower", multiple=True, metavar="CLASS",
+              help="With --min-threshold: only this class may come down (repeatable) "
+                   "[default: every class].")
 @click.option("--dry-run", is_flag=True, help="Report only; leave the manifest as it is.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder [default: <model>/.workbench/calibrate].")
 @click.option("--threads", type=int, help="onnxruntime threads.")
 def calibrate_cmd(model_dir: Path, ambience: tuple[Path, ...], budget_per_hour: float,
                   danger: Path | None, fold: int | None, min_threshold: float | None,
-                  dry_run: bool, out: Path | None, threads: int | None) -> None:
+                  lower: tuple[str, ...], dry_run: bool, out: Path | None,
+                  threads: int | None) -> None:
     """Thresholds from a false-alarm budget: replay long safe recordings through the daemon's
     path, pick each class's threshold, report the recall it costs, write the manifest."""
     from training.calibrate import calibrate
 
     report = calibrate(model_dir, list(ambience), budget_per_hour=budget_per_hour,
-                       danger=danger, fold=fold, min_threshold=min_threshold, threads=threads,
+                       danger=danger, fold=fold, min_threshold=min_threshold, lower=lower,
+                       threads=threads,
                        write=not dry_run, out=out)
     click.echo(report["markdown"])
     click.echo(f"report: {report['out']}  (seconds: {report['seconds']})")
