@@ -12,6 +12,7 @@ import numpy as np
 
 from training.class_model import ClassPlan
 from training.class_thresholds import ScoredWindows
+from training.household import CATEGORY as HOME_CATEGORY
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ def report_own_recall(recalls: list[OwnRecall], thresholds: dict[str, float],
         if r.reached >= (1 - RECALL_LOSS_WARNING) * r.reached_at_default:
             continue  # also a class whose recordings all share one group (none reach it)
         setter, level = setters.get(r.name, ("?", float("nan")))
+        if setter.startswith(f"{HOME_CATEGORY}/"):  # the build's own: say where it lies
+            setter += (" (the build's synthetic home audio: MODEL/.workbench/home/audio, "
+                       "what it holds when: .workbench/home/timeline)")
         shown = ", ".join(f"{f} {v:.3f}" for f, v in r.missed[:3])
         log.warning("%s: its threshold %.3f (set by the safe recording %s, %.3f) leaves %d of "
                     "its %d training recordings undetected out of group (%d reach the default "
