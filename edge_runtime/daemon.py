@@ -260,16 +260,15 @@ class Runner:
                            if 0 < narrow < NARROWBAND_HZ else "")
             events = self.stats.events - events_before
             log.info("%s: %.1f s%s, peak p(danger) %.2f, %d event(s)%s%s", stream.source,
-                     seen / rate, cut, peak, events, self._held_note(
-                         None if held_back in released else held_back, events),
+                     seen / rate, cut, peak, events, self._held_note(held_back, released, events),
                      narrow_text)
         return ok
 
-    def _held_note(self, held_back: str | None, events: int) -> str:
+    def _held_note(self, held_back: str | None, released: set[str], events: int) -> str:
         """Why a file without an event peaked near the threshold: a class that must last
-        (a smoke alarm's 6 s) reached its threshold, but not for long enough."""
+        (a smoke alarm's 6 s) reached its threshold, but never for long enough."""
         classes = self.detector.sessions.manifest.classes
-        if events or held_back is None or classes is None:
+        if events or held_back is None or held_back in released or classes is None:
             return ""
         need = classes.min_seconds[classes.names.index(held_back)]
         return f" ({held_back} heard, but not for the {need:g} s it must last)"

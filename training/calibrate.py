@@ -269,6 +269,23 @@ def write_thresholds(model_dir: Path, rule: Rule, t: np.ndarray,
     manifest.write(model_dir)
 
 
+def lowest_thresholds(rule: Rule, min_threshold: float | None,
+                      lower: tuple[str, ...]) -> np.ndarray:
+    """How low each threshold may go: where it is, or ``min_threshold`` for the ``lower``
+    classes (empty: every class) — never raised by it. A short ambience cannot vouch for
+    lowering every class: a newcomer's 20 min let gunshot down to 0.5 (false gunshots)."""
+    unknown = sorted(set(lower) - set(rule.names))
+    if unknown:
+        raise ValueError(f"--lower {', '.join(unknown)}: not a class of this model (its "
+                         f"classes: {', '.join(rule.names)})")
+    if min_threshold is None:
+        if lower:
+            raise ValueError("--lower needs --min-threshold")
+        return rule.before.copy()
+    down = np.array([not lower or n in lower for n in rule.names])
+    return np.where(down, np.minimum(rule.before, min_threshold), rule.before)
+
+
 def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_hour: float = 0.5,
               danger: str | Path | None = None, fold: int | None = None,
               min_threshold: float | None = None, lower: tuple[str, ...] = (),
@@ -307,6 +324,7 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
 
     detector = open_detector(model_dir, threads)
     rule = Rule(manifest, detector.threshold)
+    floor = lowest_thresholds(rule, min_threshold, lower)  # refused before any replay
     hop = detector.stride_s  # the tracker steps once per scored window
     amb_runs = [r for r in replay(detector, amb_clips, record=True, desc="ambience")
                 if r.error is None]
@@ -324,18 +342,6 @@ def calibrate(model_dir: str | Path, ambience: list[str | Path], *, budget_per_h
                          f"file(s) (e.g. {mismatched[0]}): the cached window scores do not "
                          "reproduce the runtime's decision (a class model that also decides on "
                          "chunks?); refusing to calibrate")
-    # --min-threshold lets a threshold come down to it; it never raises one by itself (a
-    # zero-shot class at 0.3 stays free to keep 0.3)
-    unknown = sorted(set(lower) - set(rule.names))
-    if unknown or (lower and min_threshold is None):
-        raise ValueError(f"--lower {', '.join(unknown)}: not a class of this model (its "
-                         f"classes: {', '.join(rule.names)})" if unknown else
-                         "--lower needs --min-threshold")
-    floor = rule.before.copy()
-    if min_threshold is not None:  # only the named classes (a short ambience cannot vouch
-        # for lowering them all: a newcomer's 20 min let gunshot down to 0.5, false gunshots)
-        down = np.array([not lower or n in lower for n in rule.names])
-        floor = np.where(down, np.minimum(rule.before, min_threshold), rule.before)
     after, per_class = pick_thresholds(rule, amb, hours, budget_per_hour, floor, hop)
     sim_after = sum(rule.events(amb, after, hop))
 

@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 LABELS = {"danger": 1, "safe": 0}
 AMBIGUOUS = "ambiguous"  # a label that is left out on purpose
-
-
 NO_FOLD = "none"  # hold_out_folds value for rows without a fold
 
 
